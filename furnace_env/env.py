@@ -1,0 +1,230 @@
+"""Furnace-v0: a gas-fired industrial furnace with a fuel valve and an air damper."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from furnace_env.cost import CostWeights
+from furnace_env.physics import DIST_NAMES, INFO_NAMES, N_OBS, FurnaceParams, FurnaceSim
+from furnace_env.scenarios import Scenario, get_scenario
+
+__all__ = ["FurnaceEnv", "observation_bounds", "validate_action", "measure", "TRIP_REASONS"]
+
+#: Trip codes reported by the kernel, and their meaning.
+TRIP_REASONS = {0: "", 1: "over-temperature", 2: "flame safeguard (fuel-rich burner)"}
+
+# Measurement noise: std = absolute + relative * |reading|, per observation channel.
+_NOISE_ABS = np.array([1.0, 0.0, 0.05, 1.0, 0.0, 0.0, 0.0, 0.0])
+_NOISE_REL = np.array([0.0, 0.0, 0.0, 0.03, 0.005, 0.005, 0.0, 0.0])
+
+
+def observation_bounds(params: FurnaceParams) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of the observation (instrument ranges), float32."""
+    low = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, -1.0], dtype=np.float32)
+    high = np.array(
+        [1600.0, 1600.0, 21.0, 5000.0, params.fuel_max * 3600.0 * 1.1, params.air_max * 3600.0 * 1.1,
+         1.0, 1.0],
+        dtype=np.float32,
+    )
+    return low, high
+
+
+def validate_action(action: Any, n: int | None = None) -> np.ndarray:
+    """Check an action (shape ``(2,)``, or ``(n, 2)`` for a batch) and clip it to [-1, 1].
+
+    Raises ``ValueError`` naming the bad value for a wrong shape or a non-finite entry.
+    Finite out-of-range values are clipped, as a valve or damper saturates.
+    """
+    try:
+        a = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"action {action!r} is not numeric: expected shape (2,) in [-1, 1]") from err
+    shape = (2,) if n is None else (n, 2)
+    if a.shape != shape:
+        raise ValueError(f"action {action!r} has shape {a.shape}; expected {shape} (fuel valve, air damper)")
+    if not np.isfinite(a).all():
+        raise ValueError(f"action {action!r} has non-finite entries; expected finite values in [-1, 1]")
+    return np.clip(a, -1.0, 1.0)
+
+
+def measure(obs_clean: np.ndarray, rng: np.random.Generator | None, low: np.ndarray,
+            high: np.ndarray) -> np.ndarray:
+    """Add sensor noise (when ``rng`` is given) and clip to the instrument ranges, as float32."""
+    if rng is not None:
+        obs_clean = obs_clean + rng.normal(size=N_OBS) * (_NOISE_ABS + _NOISE_REL * np.abs(obs_clean))
+    return np.clip(obs_clean, low, high).astype(np.float32)
+
+
+class FurnaceEnv(gym.Env):
+    """A gas-fired industrial furnace: hold the temperature on a moving setpoint with the least fuel.
+
+    ## Description
+    A lumped model of a natural-gas-fired furnace (2.5 MW maximum firing). The controller
+    moves a fuel valve and an air damper. Burning with too much air wastes fuel through the
+    hot flue gas (stack loss); burning with too little makes CO and, below stoichiometric,
+    wastes unburnt fuel and trips the flame safeguard. The CO-optimal O2 moves with the
+    firing rate, and hidden disturbances move what the analysers read: the heat demand of
+    the load, the fuel's quality, and tramp air leaking into the flue (which raises the
+    measured O2 while the burner itself runs leaner). Physics and sources:
+    :mod:`furnace_env.physics`.
+
+    Energy balance (lumped, SI): ``C dT/dt = eta_c m_f q LHV - (m_f + m_a + m_leak) cp (T - T_amb)
+    - UA (T - T_amb) - Q_load``, with ``eta_c = min(1, lambda)``, ``lambda = m_a / (17.2 q m_f)``.
+    Fuel valve and air damper are first-order lags with rate limits (2 s / 6 s); the
+    thermocouple lags 10 s; the O2 analyser has 6 s dead time and a 3 s lag, the CO analyser
+    15 s and 5 s. Control step ``dt = 5 s``, five exact sub-steps.
+
+    ## Action space
+    ``Box(-1, 1, (2,), float32)``. Finite values outside [-1, 1] are clipped (a valve
+    saturates); NaN/inf or a wrong shape raise ``ValueError`` and leave the state untouched.
+
+    | Num | Action            | -1     | +1                 |
+    |-----|-------------------|--------|--------------------|
+    | 0   | fuel valve command| closed | 0.05 kg/s (180 kg/h, 2.5 MW) |
+    | 1   | air damper command| closed | 1.2 kg/s (4320 kg/h) |
+
+    ## Observation space
+    ``Box(low, high, (8,), float32)`` (see :func:`observation_bounds`):
+
+    | Num | Observation                          | Unit   | Min | Max  |
+    |-----|--------------------------------------|--------|-----|------|
+    | 0   | furnace temperature (thermocouple)   | degC   | 0   | 1600 |
+    | 1   | temperature setpoint now in force    | degC   | 0   | 1600 |
+    | 2   | flue-gas O2 (analyser, dry)          | %      | 0   | 21   |
+    | 3   | flue-gas CO (analyser, dry)          | ppm    | 0   | 5000 |
+    | 4   | fuel flow (meter)                    | kg/h   | 0   | 198  |
+    | 5   | air flow (meter)                     | kg/h   | 0   | 4752 |
+    | 6   | previous fuel valve command          | -      | -1  | 1    |
+    | 7   | previous air damper command          | -      | -1  | 1    |
+
+    Hidden (in ``info`` only, for supervision and diagnostics): the true furnace
+    temperature, true flows, burner air ratio, true O2 and CO, heat release, stack loss,
+    load, fuel quality and leakage.
+
+    ## Rewards
+    ``reward = -step_cost`` (:mod:`furnace_env.cost`) on the noise-free measured signals:
+    ``|T - T_sp| / 10 K + 10 fuel / 108 kg/h + 5 relu(CO - 100 ppm) / 100 ppm
+    + 5 relu(1 % - O2) / 1 %``. Here ``T_sp`` is the setpoint in force during the step.
+    One per cent of fuel costs as much as one kelvin of tracking error. A trip adds
+    ``-trip_penalty``.
+
+    ## Starting state
+    Steady state on the scenario's initial setpoint at burner air ratio ``lambda0`` (1.15,
+    3 % O2), under the scenario's initial disturbances.
+
+    ## Episode end
+    Terminated on a trip: furnace above 1200 degC, or a fuel-rich burner (lambda < 1) for
+    20 s (the flame safeguard). Truncated after the scenario's ``n_steps`` (240 = 20 min).
+
+    ## Arguments
+    ``gym.make("Furnace-v0", scenario="nominal", params=None, weights=None, sensor_noise=None,
+    trip_penalty=500.0, render_mode=None)``. ``scenario``: a preset name
+    (:data:`~furnace_env.scenarios.SCENARIOS`), a YAML/JSON file, a mapping or a
+    :class:`~furnace_env.scenarios.Scenario`; ``sensor_noise`` overrides the scenario's.
+    ``reset(options={"scenario": ...})`` switches scenario for that episode onwards.
+
+    ## Version history
+    * v0: initial release.
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        scenario: str | Scenario | dict = "nominal",
+        params: FurnaceParams | None = None,
+        weights: CostWeights | None = None,
+        sensor_noise: bool | None = None,
+        trip_penalty: float = 500.0,
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r}; allowed: {self.metadata['render_modes']} or None")
+        if not (np.isfinite(trip_penalty) and trip_penalty >= 0):
+            raise ValueError(f"trip_penalty={trip_penalty!r} must be finite and >= 0")
+        self.scenario = get_scenario(scenario)
+        self.params = params if params is not None else FurnaceParams()
+        self.weights = weights if weights is not None else CostWeights()
+        self.sensor_noise = sensor_noise
+        self.trip_penalty = float(trip_penalty)
+        self.render_mode = render_mode
+        low, high = observation_bounds(self.params)
+        self._low, self._high = low.astype(np.float64), high.astype(np.float64)
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
+        self._sim = FurnaceSim(1, self.params, self.weights)
+        self._cmd = np.zeros((1, 2))
+        self._sched: np.ndarray | None = None
+        self._k = 0
+        self._history: list[tuple[np.ndarray, np.ndarray, float]] = []
+
+    @property
+    def noisy(self) -> bool:
+        """Whether observations carry sensor noise."""
+        return self.scenario.sensor_noise if self.sensor_noise is None else bool(self.sensor_noise)
+
+    @property
+    def schedule(self) -> np.ndarray:
+        """This episode's exogenous inputs ``[n_steps + 1, 4]`` (setpoint, load W, fuel quality, leak kg/s)."""
+        if self._sched is None:
+            raise RuntimeError("call reset() first")
+        return self._sched
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if options and "scenario" in options:
+            self.scenario = get_scenario(options["scenario"])
+        self._sched = self.scenario.sample_schedule(self.np_random, self.params.dt)
+        self._k = 0
+        self._sim.reset_rows(np.array([0]), self._sched[:1], np.array([self.scenario.lambda0]), self._cmd)
+        obs = self._observe()
+        self._history = [(obs, self._cmd[0].copy(), 0.0)]
+        return obs, self._info(0)
+
+    def step(self, action):
+        if self._sched is None:
+            raise RuntimeError("call reset() before step()")
+        a = validate_action(action)
+        self._cmd[0] = a
+        self._sim.step(self._cmd, self._sched[self._k : self._k + 1])
+        self._k += 1
+        trip = int(self._sim.tripped[0])
+        reward = -float(self._sim.cost[0]) - (self.trip_penalty if trip else 0.0)
+        obs = self._observe()
+        terminated = trip != 0
+        truncated = self._k >= self.scenario.n_steps
+        if self.render_mode == "rgb_array":
+            self._history.append((obs, a.copy(), reward))
+        return obs, reward, terminated, truncated, self._info(trip)
+
+    def _observe(self) -> np.ndarray:
+        sim = self._sim
+        sim.obs[0, 1] = self._sched[min(self._k, self.scenario.n_steps), 0]
+        return measure(sim.obs[0], self.np_random if self.noisy else None, self._low, self._high)
+
+    def _info(self, trip: int) -> dict[str, Any]:
+        sim = self._sim
+        info: dict[str, Any] = dict(zip(INFO_NAMES, sim.info[0].tolist(), strict=True))
+        info.update(zip(DIST_NAMES, self._sched[max(self._k - 1, 0)].tolist(), strict=True))
+        info.update(zip(("cost_track", "cost_fuel", "cost_co", "cost_o2"), sim.terms[0].tolist(), strict=True))
+        info["obs_clean"] = sim.obs[0].astype(np.float32)
+        info["trip"] = TRIP_REASONS[trip]
+        return info
+
+    def render(self):
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'rgb_array'")
+            return None
+        obs = self._history[-1][0] if self._history else None
+        if self.render_mode == "ansi":
+            if obs is None:
+                return "(not reset)"
+            return (f"t={self._k * self.params.dt:6.0f}s  T={obs[0]:7.1f}  SP={obs[1]:7.1f} degC  "
+                    f"O2={obs[2]:5.2f}%  CO={obs[3]:7.1f}ppm  fuel={obs[4]:6.1f}kg/h  air={obs[5]:7.1f}kg/h")
+        from furnace_env.plotting import render_history
+
+        return render_history(self._history, self.params.dt)

@@ -1,0 +1,417 @@
+"""Combustion physics of a gas-fired furnace, as pure functions over a batch of furnaces.
+
+Everything here is written once and serves three callers: the single
+:class:`~furnace_env.env.FurnaceEnv` (a batch of one), the native vector env and the
+oracle planner (batches of thousands). The time-critical part is one numba kernel,
+:func:`step_batch`, that advances ``N`` furnaces by one control step: a compiled loop
+has no per-call numpy overhead for ``N = 1`` and no per-furnace Python loop for
+``N = 4096``. The linear parts (actuator lags, thermocouple, analyser lags and the
+energy balance with flows held over a sub-step) are discretised exactly, so the
+sub-stepping is stable for any step size.
+
+Sources for the constants (all are fields of :class:`FurnaceParams`):
+
+* Natural gas as methane: lower heating value 50.0 MJ/kg, stoichiometric air-fuel
+  ratio 17.2 kg/kg (e.g. Baukal, *Industrial Combustion Pollution and Control*, 2004).
+* Dry flue-gas O2 from excess air ``EA = lambda - 1``: ``O2 = 2 EA / (8.52 + 9.52 EA)``
+  (methane mass balance; reproduces the US DOE steam tip sheet #4 table: 9.5 % excess
+  air -> 2 % O2, 15 % -> 3 %, 28 % -> 5 %).
+* CO rises exponentially below a knee in burner O2 (about 10 ppm at 2 % O2, 100 ppm at
+  1 %, hundreds at 0.5 %), and the knee moves to higher O2 at low fire, where burner
+  mixing is poorer (typical burner CO/O2 curves, e.g. the *North American Combustion
+  Handbook*). Below stoichiometric, unburnt fuel: combustion efficiency ``lambda``.
+* Flue-gas heat capacity about 1.15 kJ/(kg K) between ambient and 900 degC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from furnace_env.cost import CostWeights, cost_terms
+
+__all__ = [
+    "FurnaceParams",
+    "FurnaceSim",
+    "flue_o2",
+    "co_ppm",
+    "steady_state_fuel",
+    "step_batch",
+    "N_OBS",
+    "OBS_NAMES",
+    "DIST_NAMES",
+    "INFO_NAMES",
+]
+
+#: Observation channels, in order (see the env docstring for units and bounds).
+OBS_NAMES = (
+    "temperature",
+    "setpoint",
+    "o2",
+    "co",
+    "fuel_flow",
+    "air_flow",
+    "prev_fuel_cmd",
+    "prev_air_cmd",
+)
+N_OBS = len(OBS_NAMES)
+#: Exogenous inputs per control step: setpoint (degC), load (W), fuel quality (-), tramp air (kg/s).
+DIST_NAMES = ("setpoint", "load", "fuel_quality", "leak")
+#: Hidden quantities the kernel reports for ``info`` and supervision.
+INFO_NAMES = (
+    "temperature_true",
+    "fuel_flow_true",
+    "air_flow_true",
+    "lambda_burner",
+    "o2_true",
+    "co_true",
+    "heat_release",
+    "stack_loss",
+)
+
+# State columns.
+_T, _TC, _FUEL, _AIR, _O2M, _COM, _RICH = range(7)
+_N_STATE = 7
+
+
+@dataclass(frozen=True)
+class FurnaceParams:
+    """Physical parameters of the furnace, in SI units unless stated (degC for temperatures)."""
+
+    lhv: float = 50.0e6
+    """Lower heating value of the fuel, J/kg (methane)."""
+    afr: float = 17.2
+    """Stoichiometric air-fuel mass ratio, kg/kg (methane)."""
+    cp_fg: float = 1150.0
+    """Mean heat capacity of the flue gas, J/(kg K)."""
+    t_amb: float = 25.0
+    """Ambient and combustion-air temperature, degC."""
+    ua: float = 150.0
+    """Wall-loss conductance, W/K."""
+    heat_capacity: float = 2.0e5
+    """Lumped thermal capacity of gas, refractory surface and load, J/K (time constant ~4 min)."""
+    fuel_max: float = 0.05
+    """Fuel flow at a fully open valve, kg/s (2.5 MW firing)."""
+    air_max: float = 1.2
+    """Air flow at a fully open damper, kg/s."""
+    tau_fuel: float = 2.0
+    """Fuel-valve time constant, s."""
+    tau_air: float = 6.0
+    """Air-damper time constant, s."""
+    rate_fuel: float = 0.02
+    """Fuel-valve rate limit, kg/s per s (full stroke in 2.5 s)."""
+    rate_air: float = 0.12
+    """Air-damper rate limit, kg/s per s (full stroke in 10 s)."""
+    tau_tc: float = 10.0
+    """Thermocouple time constant, s."""
+    o2_delay: float = 6.0
+    """Dead time of the O2 analyser (in-situ zirconia probe), s."""
+    co_delay: float = 15.0
+    """Dead time of the CO analyser (extractive sample line), s."""
+    tau_o2: float = 3.0
+    """O2 analyser time constant, s."""
+    tau_co: float = 5.0
+    """CO analyser time constant, s."""
+    co_base: float = 5.0
+    """CO floor at high excess air, ppm."""
+    co_knee_amp: float = 5.0
+    """CO above the floor at the knee, ppm."""
+    o2_knee: float = 2.0
+    """Burner O2 at the CO knee at the reference firing rate, % dry."""
+    knee_slope: float = 2.0
+    """Rise of the knee O2 per unit drop of firing fraction below the reference, % dry."""
+    fire_ref: float = 0.6
+    """Firing fraction (fuel / fuel_max) at which the knee sits at ``o2_knee``."""
+    co_width: float = 0.34
+    """O2 e-folding width of the CO rise below the knee, % dry."""
+    co_rich: float = 1.0e5
+    """Extra CO per unit of fuel-rich deficit (1 - lambda), ppm."""
+    co_max: float = 5.0e4
+    """Physical CO ceiling, ppm."""
+    dt: float = 5.0
+    """Control step, s."""
+    n_substeps: int = 5
+    """Sub-steps per control step (the linear parts are exact; this resolves the couplings)."""
+    t_max: float = 1200.0
+    """High-temperature trip, degC."""
+    rich_trip_time: float = 20.0
+    """Continuous fuel-rich burner operation (lambda < 1) that trips the flame safeguard, s."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if not math.isfinite(v):
+                raise ValueError(f"FurnaceParams.{f.name}={v!r}: must be finite")
+        positive = ("lhv", "afr", "cp_fg", "heat_capacity", "fuel_max", "air_max", "tau_fuel",
+                    "tau_air", "rate_fuel", "rate_air", "tau_tc", "tau_o2", "tau_co", "co_width",
+                    "dt", "fire_ref", "rich_trip_time")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"FurnaceParams.{name}={getattr(self, name)!r}: must be > 0")
+        if int(self.n_substeps) != self.n_substeps or self.n_substeps < 1:
+            raise ValueError(f"FurnaceParams.n_substeps={self.n_substeps!r}: must be an integer >= 1")
+        if self.o2_delay < 0 or self.co_delay < 0:
+            raise ValueError("FurnaceParams.o2_delay and co_delay must be >= 0 s")
+
+    @property
+    def h(self) -> float:
+        """Sub-step length, s."""
+        return self.dt / self.n_substeps
+
+    def delay_len(self, delay: float) -> int:
+        """Ring-buffer length that realises a dead time of ``delay`` seconds at the sub-step."""
+        return int(round(delay / self.h)) + 1
+
+    def to_array(self) -> np.ndarray:
+        """Pack the fields in declaration order, the layout the kernel reads."""
+        return np.array([float(getattr(self, f.name)) for f in dataclasses.fields(self)])
+
+
+# Field positions in ``FurnaceParams.to_array()``; numba reads IntEnum members as constants.
+_I = enum.IntEnum("_I", [(f.name, i) for i, f in enumerate(dataclasses.fields(FurnaceParams))])
+_CO_SLICE = slice(_I.co_base, _I.co_max + 1)
+
+
+@numba.njit(cache=True)
+def flue_o2(excess_air):
+    """Dry flue-gas O2 in % from excess-air fraction ``EA = lambda - 1`` (clamped at 0 below stoichiometric).
+
+    Scalars (compiled by numba).
+    """
+    ea = max(excess_air, 0.0)
+    return 100.0 * 2.0 * ea / (8.52 + 9.52 * ea)
+
+
+@numba.njit(cache=True)
+def co_ppm(lam, fire_fraction, p_co_base=5.0, p_co_amp=5.0, p_knee=2.0, p_slope=2.0,
+           p_fire_ref=0.6, p_width=0.34, p_rich=1.0e5, p_max=5.0e4):
+    """Burner CO in ppm (dry, undiluted) from the burner's air ratio ``lam`` and the firing fraction.
+
+    ``CO = co_base + amp * exp(-(O2 - knee) / width)`` with ``knee`` rising at low fire, plus
+    ``co_rich * (1 - lam)`` when fuel-rich; capped at ``co_max``. Scalars (compiled by numba).
+    """
+    o2 = flue_o2(lam - 1.0)
+    knee = p_knee + p_slope * (p_fire_ref - fire_fraction)
+    x = (knee - o2) / p_width
+    if x > 50.0:
+        x = 50.0
+    co = p_co_base + p_co_amp * math.exp(x)
+    if lam < 1.0:
+        co += p_rich * (1.0 - lam)
+    if co > p_max:
+        co = p_max
+    return co
+
+
+_cost_terms_nb = numba.njit(cache=True)(cost_terms)
+
+
+@numba.njit(cache=True)
+def _lag(x, target, h, tau):
+    """Exact first-order lag over ``h`` seconds towards a held ``target``."""
+    return target + (x - target) * math.exp(-h / tau)
+
+
+def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_terms_out, cost, tripped):
+    """Advance every furnace by one control step (compiled twice below: serial and parallel).
+
+    state [N, 7], o2_buf [N, L_o2], co_buf [N, L_co], k0: global sub-step counter at entry,
+    cmd [N, 2] in [-1, 1], dist [N, 4] = (setpoint, load, fuel quality, leak), p: params,
+    w: cost weights. Writes obs [N, 8] (noise-free measurements), info [N, 8], the cost
+    terms [N, 4] and their sum cost [N],
+    tripped [N] (0 = no trip, 1 = over-temperature, 2 = flame safeguard).
+    """
+    n = state.shape[0]
+    lhv = p[_I.lhv]
+    afr = p[_I.afr]
+    cp = p[_I.cp_fg]
+    t_amb = p[_I.t_amb]
+    ua = p[_I.ua]
+    cap = p[_I.heat_capacity]
+    fuel_max = p[_I.fuel_max]
+    air_max = p[_I.air_max]
+    tau_f = p[_I.tau_fuel]
+    tau_a = p[_I.tau_air]
+    rate_f = p[_I.rate_fuel]
+    rate_a = p[_I.rate_air]
+    tau_tc = p[_I.tau_tc]
+    tau_o2 = p[_I.tau_o2]
+    tau_co = p[_I.tau_co]
+    nsub = int(p[_I.n_substeps])
+    h = p[_I.dt] / nsub
+    t_max = p[_I.t_max]
+    rich_trip = p[_I.rich_trip_time]
+    c0 = _I.co_base
+    l_o2 = o2_buf.shape[1]
+    l_co = co_buf.shape[1]
+    for i in numba.prange(n):
+        fuel_cmd = 0.5 * (cmd[i, 0] + 1.0) * fuel_max
+        air_cmd = 0.5 * (cmd[i, 1] + 1.0) * air_max
+        sp = dist[i, 0]
+        load = dist[i, 1]
+        q = dist[i, 2]
+        leak = dist[i, 3]
+        temp = state[i, _T]
+        tc = state[i, _TC]
+        fuel = state[i, _FUEL]
+        air = state[i, _AIR]
+        o2m = state[i, _O2M]
+        com = state[i, _COM]
+        rich = state[i, _RICH]
+        trip = 0
+        lam = 1.0
+        o2_true = 0.0
+        co_true = 0.0
+        heat = 0.0
+        stack = 0.0
+        for s in range(nsub):
+            # Actuators: exact first-order lag, then the rate limit.
+            df = _lag(fuel, fuel_cmd, h, tau_f) - fuel
+            lim = rate_f * h
+            df = min(max(df, -lim), lim)
+            fuel = fuel + df
+            da = _lag(air, air_cmd, h, tau_a) - air
+            lim = rate_a * h
+            da = min(max(da, -lim), lim)
+            air = air + da
+            # Combustion at the burner (fuel quality scales heating value and air demand).
+            fuel_eff = max(fuel, 1e-9)
+            lam = air / (afr * q * fuel_eff)
+            eta = min(lam, 1.0)
+            co_burner = co_ppm(lam, fuel / fuel_max, p[c0], p[c0 + 1], p[c0 + 2],
+                                   p[c0 + 3], p[c0 + 4], p[c0 + 5], p[c0 + 6], p[c0 + 7])
+            # The analyser sees tramp air too: more O2 and diluted CO.
+            lam_tot = (air + leak) / (afr * q * fuel_eff)
+            o2_true = flue_o2(lam_tot - 1.0)
+            co_true = co_burner * (fuel + air) / (fuel + air + leak)
+            # Energy balance, exact for flows held over the sub-step.
+            heat = eta * fuel * q * lhv
+            k = (fuel + air + leak) * cp + ua
+            t_ss = t_amb + (heat - load) / k
+            temp = t_ss + (temp - t_ss) * math.exp(-k * h / cap)
+            stack = (fuel + air + leak) * cp * (temp - t_amb)
+            tc = _lag(tc, temp, h, tau_tc)
+            # Analysers: dead time (ring buffers sharing one sub-step counter), then a lag.
+            kk = k0 + s
+            o2_buf[i, kk % l_o2] = o2_true
+            co_buf[i, kk % l_co] = co_true
+            o2m = _lag(o2m, o2_buf[i, (kk + 1) % l_o2], h, tau_o2)
+            com = _lag(com, co_buf[i, (kk + 1) % l_co], h, tau_co)
+            rich = rich + h if lam < 1.0 else 0.0
+            if temp > t_max:
+                trip = 1
+            elif rich >= rich_trip:
+                trip = 2
+        state[i, _T] = temp
+        state[i, _TC] = tc
+        state[i, _FUEL] = fuel
+        state[i, _AIR] = air
+        state[i, _O2M] = o2m
+        state[i, _COM] = com
+        state[i, _RICH] = rich
+        obs[i, 0] = tc
+        obs[i, 1] = sp
+        obs[i, 2] = o2m
+        obs[i, 3] = com
+        obs[i, 4] = fuel * 3600.0
+        obs[i, 5] = air * 3600.0
+        obs[i, 6] = cmd[i, 0]
+        obs[i, 7] = cmd[i, 1]
+        info[i, 0] = temp
+        info[i, 1] = fuel
+        info[i, 2] = air
+        info[i, 3] = lam
+        info[i, 4] = o2_true
+        info[i, 5] = co_true
+        info[i, 6] = heat
+        info[i, 7] = stack
+        terms = _cost_terms_nb(tc, sp, o2m, com, fuel * 3600.0, w[0], w[1], w[2], w[3], w[4],
+                               w[5], w[6], w[7])
+        for j in range(4):
+            cost_terms_out[i, j] = terms[j]
+        cost[i] = terms[0] + terms[1] + terms[2] + terms[3]
+        tripped[i] = trip
+
+
+_kernel_serial = numba.njit(cache=True)(_step_batch_py)
+_kernel_parallel = numba.njit(cache=True, parallel=True)(_step_batch_py)
+#: Batches at least this large use the multi-threaded kernel.
+PARALLEL_THRESHOLD = 512
+
+
+def step_batch(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_terms_out, cost, tripped) -> None:
+    """Advance ``N`` furnaces by one control step in place (see :func:`_step_batch_py`)."""
+    kernel = _kernel_parallel if state.shape[0] >= PARALLEL_THRESHOLD else _kernel_serial
+    kernel(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_terms_out, cost, tripped)
+
+
+def steady_state_fuel(params: FurnaceParams, temperature, load, fuel_quality, leak, lam):
+    """Fuel flow (kg/s) that holds ``temperature`` at burner air ratio ``lam >= 1`` (array-friendly)."""
+    t_rise = np.asarray(temperature) - params.t_amb
+    # q*lhv*f = load + ((1 + afr*q*lam) f + leak) cp dT + ua dT  ->  solve for f.
+    q = np.asarray(fuel_quality)
+    denom = q * params.lhv - (1.0 + params.afr * q * lam) * params.cp_fg * t_rise
+    return (load + (leak * params.cp_fg + params.ua) * t_rise) / denom
+
+
+class FurnaceSim:
+    """State of ``N`` furnaces and the buffers the kernel needs; a thin holder, no physics."""
+
+    def __init__(self, n: int, params: FurnaceParams, weights: CostWeights) -> None:
+        self.n = int(n)
+        self.params = params
+        self.weights = weights
+        self.p = params.to_array()
+        self.w = weights.to_array()
+        self.state = np.zeros((self.n, _N_STATE))
+        self.o2_buf = np.zeros((self.n, params.delay_len(params.o2_delay)))
+        self.co_buf = np.zeros((self.n, params.delay_len(params.co_delay)))
+        self.k = 0
+        self.obs = np.zeros((self.n, N_OBS))
+        self.info = np.zeros((self.n, len(INFO_NAMES)))
+        self.terms = np.zeros((self.n, 4))
+        self.cost = np.zeros(self.n)
+        self.tripped = np.zeros(self.n, dtype=np.int64)
+
+    def reset_rows(self, rows, dist: np.ndarray, lam0: np.ndarray, cmd_out: np.ndarray) -> None:
+        """Put furnaces ``rows`` at steady state on their setpoint at burner air ratio ``lam0``.
+
+        ``dist`` [len(rows), 4] are their current exogenous inputs; the matching commands
+        (in [-1, 1]) are written to ``cmd_out`` [len(rows), 2].
+        """
+        pr = self.params
+        sp, load, q, leak = dist[:, 0], dist[:, 1], dist[:, 2], dist[:, 3]
+        fuel = steady_state_fuel(pr, sp, load, q, leak, lam0)
+        fuel = np.clip(fuel, 0.0, pr.fuel_max)
+        air = np.clip(lam0 * pr.afr * q * fuel, 0.0, pr.air_max)
+        lam = air / (pr.afr * q * np.maximum(fuel, 1e-9))
+        ea = (air + leak) / (pr.afr * q * np.maximum(fuel, 1e-9)) - 1.0
+        o2 = np.array([flue_o2(x) for x in ea])
+        co = np.array([co_ppm(la, f / pr.fuel_max, *self.p[_CO_SLICE]) for la, f in zip(lam, fuel, strict=True)])
+        co = co * (fuel + air) / (fuel + air + leak)
+        st = self.state
+        st[rows, _T] = sp
+        st[rows, _TC] = sp
+        st[rows, _FUEL] = fuel
+        st[rows, _AIR] = air
+        st[rows, _O2M] = o2
+        st[rows, _COM] = co
+        st[rows, _RICH] = 0.0
+        self.o2_buf[rows] = o2[:, None]
+        self.co_buf[rows] = co[:, None]
+        cmd_out[:, 0] = 2.0 * fuel / pr.fuel_max - 1.0
+        cmd_out[:, 1] = 2.0 * air / pr.air_max - 1.0
+        self.obs[rows] = np.stack(
+            [sp, sp, o2, co, fuel * 3600.0, air * 3600.0, cmd_out[:, 0], cmd_out[:, 1]], axis=1
+        )
+
+    def step(self, cmd: np.ndarray, dist: np.ndarray) -> None:
+        """Advance all furnaces by one control step; results in ``obs``, ``info``, ``cost``, ``tripped``."""
+        step_batch(self.state, self.o2_buf, self.co_buf, self.k, cmd, dist, self.p, self.w,
+                   self.obs, self.info, self.terms, self.cost, self.tripped)
+        self.k += self.params.n_substeps

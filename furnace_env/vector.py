@@ -1,0 +1,141 @@
+"""A native vector env: ``N`` furnaces advanced by one call of the batched physics kernel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from furnace_env.cost import CostWeights
+from furnace_env.env import TRIP_REASONS, measure, observation_bounds, validate_action
+from furnace_env.physics import DIST_NAMES, INFO_NAMES, N_OBS, FurnaceParams, FurnaceSim
+from furnace_env.scenarios import Scenario, get_scenario
+
+__all__ = ["FurnaceVectorEnv"]
+
+
+class FurnaceVectorEnv(VectorEnv):
+    """``num_envs`` Furnace-v0 instances in one batch (``gym.make_vec(..., vectorization_mode="vector_entry_point")``).
+
+    Sub-env ``i`` has its own random generator, seeded ``seed + i`` as gymnasium's sync
+    vector env seeds its copies, and draws in the same order as a single
+    :class:`~furnace_env.env.FurnaceEnv`, so trajectories equal ``num_envs`` single envs
+    with the same seeds. Autoreset follows gymnasium's next-step mode. ``info`` holds
+    arrays of the hidden state (same keys as the single env) and ``"trip"`` codes
+    (see :data:`~furnace_env.env.TRIP_REASONS`).
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        scenario: str | Scenario | dict = "nominal",
+        params: FurnaceParams | None = None,
+        weights: CostWeights | None = None,
+        sensor_noise: bool | None = None,
+        trip_penalty: float = 500.0,
+        render_mode: str | None = None,
+    ) -> None:
+        if int(num_envs) != num_envs or num_envs < 1:
+            raise ValueError(f"num_envs={num_envs!r} must be an integer >= 1")
+        if render_mode is not None:
+            raise ValueError(f"render_mode={render_mode!r}: the native vector env does not render; use None")
+        self.num_envs = int(num_envs)
+        self.scenario = get_scenario(scenario)
+        self.params = params if params is not None else FurnaceParams()
+        self.weights = weights if weights is not None else CostWeights()
+        self.noisy = self.scenario.sensor_noise if sensor_noise is None else bool(sensor_noise)
+        self.trip_penalty = float(trip_penalty)
+        self.render_mode = None
+        low, high = observation_bounds(self.params)
+        self._low, self._high = low.astype(np.float64), high.astype(np.float64)
+        self.single_observation_space = spaces.Box(low, high, dtype=np.float32)
+        self.single_action_space = spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        n = self.num_envs
+        self._sim = FurnaceSim(n, self.params, self.weights)
+        self._rngs: list[np.random.Generator] = [seeding.np_random()[0] for _ in range(n)]
+        self._scheds = np.zeros((n, self.scenario.n_steps + 1, 4))
+        self._k = np.zeros(n, dtype=np.int64)
+        self._cmd = np.zeros((n, 2))
+        self._dist = np.zeros((n, 4))
+        self._autoreset = np.zeros(n, dtype=bool)
+        self._ready = False
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        if options and "scenario" in options:
+            scen = get_scenario(options["scenario"])
+            if scen.n_steps != self.scenario.n_steps:
+                self._scheds = np.zeros((self.num_envs, scen.n_steps + 1, 4))
+            self.scenario = scen
+        if seed is not None:
+            seeds = list(seed) if isinstance(seed, list | tuple) else [seed + i for i in range(self.num_envs)]
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"seed list of length {len(seeds)}; expected {self.num_envs}")
+            self._rngs = [seeding.np_random(s)[0] for s in seeds]
+        self._reset_rows(np.arange(self.num_envs))
+        self._autoreset[:] = False
+        self._ready = True
+        obs = self._observe(np.arange(self.num_envs))
+        return obs, self._info(np.zeros(self.num_envs, dtype=np.int64))
+
+    def _reset_rows(self, rows: np.ndarray) -> None:
+        for i in rows:
+            self._scheds[i] = self.scenario.sample_schedule(self._rngs[i], self.params.dt)
+        self._k[rows] = 0
+        cmd = np.zeros((len(rows), 2))
+        self._sim.reset_rows(rows, self._scheds[rows, 0], np.full(len(rows), self.scenario.lambda0), cmd)
+        self._cmd[rows] = cmd
+
+    def _observe(self, rows: np.ndarray) -> np.ndarray:
+        sim = self._sim
+        kk = np.minimum(self._k, self.scenario.n_steps)
+        sim.obs[:, 1] = self._scheds[np.arange(self.num_envs), kk, 0]
+        out = np.empty((self.num_envs, N_OBS), dtype=np.float32)
+        for i in range(self.num_envs):
+            out[i] = measure(sim.obs[i], self._rngs[i] if self.noisy else None, self._low, self._high)
+        return out
+
+    def step(self, actions):
+        if not self._ready:
+            raise RuntimeError("call reset() before step()")
+        a = validate_action(actions, self.num_envs)
+        n = self.num_envs
+        idx = np.arange(n)
+        self._cmd[:] = a
+        self._dist[:] = self._scheds[idx, np.minimum(self._k, self.scenario.n_steps)]
+        self._sim.step(self._cmd, self._dist)
+        self._k += 1
+        trip = self._sim.tripped.copy()
+        rewards = -self._sim.cost - np.where(trip != 0, self.trip_penalty, 0.0)
+        terminated = trip != 0
+        truncated = self._k >= self.scenario.n_steps
+        # Next-step autoreset: sub-envs that ended last step start a new episode now.
+        done_before = np.flatnonzero(self._autoreset)
+        if done_before.size:
+            self._reset_rows(done_before)
+            rewards[done_before] = 0.0
+            terminated[done_before] = False
+            truncated[done_before] = False
+            trip[done_before] = 0
+        obs = self._observe(idx)
+        self._autoreset = terminated | truncated
+        return obs, rewards, terminated, truncated, self._info(trip)
+
+    def _info(self, trip: np.ndarray) -> dict[str, Any]:
+        sim = self._sim
+        info: dict[str, Any] = {name: sim.info[:, j].copy() for j, name in enumerate(INFO_NAMES)}
+        prev = np.maximum(self._k - 1, 0)
+        dist = self._scheds[np.arange(self.num_envs), prev]
+        info.update({name: dist[:, j].copy() for j, name in enumerate(DIST_NAMES)})
+        for j, name in enumerate(("cost_track", "cost_fuel", "cost_co", "cost_o2")):
+            info[name] = sim.terms[:, j].copy()
+        info["trip"] = trip.copy()
+        info["trip_reason"] = np.array([TRIP_REASONS[int(t)] for t in trip], dtype=object)
+        return info

@@ -1,0 +1,115 @@
+"""Evaluation as free functions that work for any controller with ``predict`` (SB3 models included)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from furnace_env.cost import CostWeights
+from furnace_env.scenarios import Scenario
+
+__all__ = ["Episode", "run_episode", "episode_metrics", "normalised_score"]
+
+
+@dataclass
+class Episode:
+    """One evaluated episode: arrays over the ``T`` steps taken (observations include the first)."""
+
+    obs: np.ndarray
+    """Observations ``[T + 1, 8]`` as the controller saw them."""
+    obs_clean: np.ndarray
+    """Noise-free measurements ``[T + 1, 8]`` (what the reward is computed on)."""
+    actions: np.ndarray
+    """Actions applied, ``[T, 2]`` (after clipping)."""
+    rewards: np.ndarray
+    """Rewards ``[T]``."""
+    fuel: np.ndarray
+    """True fuel flow at the end of each step, kg/s ``[T]``."""
+    co_true: np.ndarray
+    """True flue CO at the end of each step, ppm ``[T]``."""
+    trip: str
+    """Trip reason, or ``""``."""
+    latency: np.ndarray
+    """Wall-clock seconds of each ``predict`` call ``[T]``."""
+    dt: float
+    """Control step, s."""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def run_episode(controller, env: gym.Env, seed: int, deterministic: bool = True,
+                options: dict | None = None) -> Episode:
+    """Run one episode of ``controller`` on ``env`` from ``env.reset(seed=seed)``."""
+    if hasattr(controller, "reset") and not hasattr(controller, "policy"):
+        controller.reset()
+    obs, info = env.reset(seed=seed, options=options)
+    obs_l, clean_l, act_l, rew_l, fuel_l, co_l, lat_l = [obs], [info["obs_clean"]], [], [], [], [], []
+    state, start = None, np.ones((1,), dtype=bool)
+    trip = ""
+    while True:
+        t0 = time.perf_counter()
+        action, state = controller.predict(obs, state=state, episode_start=start, deterministic=deterministic)
+        lat_l.append(time.perf_counter() - t0)
+        start = np.zeros((1,), dtype=bool)
+        obs, reward, terminated, truncated, info = env.step(action)
+        obs_l.append(obs)
+        clean_l.append(info["obs_clean"])
+        act_l.append(np.clip(np.asarray(action, dtype=np.float64).reshape(2), -1.0, 1.0))
+        rew_l.append(reward)
+        fuel_l.append(info["fuel_flow_true"])
+        co_l.append(info["co_true"])
+        if terminated or truncated:
+            trip = info["trip"]
+            break
+    unwrapped = env.unwrapped
+    return Episode(
+        obs=np.asarray(obs_l), obs_clean=np.asarray(clean_l), actions=np.asarray(act_l),
+        rewards=np.asarray(rew_l, dtype=np.float64), fuel=np.asarray(fuel_l), co_true=np.asarray(co_l),
+        trip=trip, latency=np.asarray(lat_l), dt=float(unwrapped.params.dt),
+    )
+
+
+def episode_metrics(ep: Episode, weights: CostWeights | None = None) -> dict[str, float]:
+    """Per-episode metrics on the noise-free measurements.
+
+    ``return``; ``iae`` (integral of |T - T_sp| over time, K s); ``fuel_kg``; ``violation_share``
+    (share of steps with measured CO above its limit or O2 below its minimum);
+    ``co_ppm_s`` (integral of measured CO above the limit, ppm s); ``trips`` (0/1);
+    ``latency_ms`` (mean per-step ``predict`` time).
+    """
+    w = weights if weights is not None else CostWeights()
+    clean = ep.obs_clean
+    # Step k's error: temperature at its end against the setpoint in force during it.
+    err = clean[1:, 0] - clean[:-1, 1]
+    co = clean[1:, 3]
+    o2 = clean[1:, 2]
+    violated = (co > w.co_limit) | (o2 < w.o2_min)
+    return {
+        "return": float(ep.rewards.sum()),
+        "iae": float(np.abs(err).sum() * ep.dt),
+        "fuel_kg": float(ep.fuel.sum() * ep.dt),
+        "violation_share": float(violated.mean()) if len(violated) else 0.0,
+        "co_ppm_s": float(np.maximum(co - w.co_limit, 0.0).sum() * ep.dt),
+        "trips": float(ep.trip != ""),
+        "latency_ms": float(ep.latency.mean() * 1e3) if len(ep.latency) else 0.0,
+        "steps": float(len(ep.rewards)),
+    }
+
+
+def normalised_score(ret: float | np.ndarray, ret_ref: float | np.ndarray,
+                     ret_oracle: float | np.ndarray) -> float | np.ndarray:
+    """Score on the scale reference PI = 0, oracle = 1: ``(R - R_pi) / (R_oracle - R_pi)``."""
+    denom = np.asarray(ret_oracle, dtype=np.float64) - np.asarray(ret_ref, dtype=np.float64)
+    if np.any(np.abs(denom) < 1e-9):
+        raise ValueError(f"oracle return {ret_oracle!r} equals the reference's {ret_ref!r}: score undefined")
+    return (np.asarray(ret, dtype=np.float64) - ret_ref) / denom
+
+
+def make_scenario_env(scenario: str | Scenario, **kw: Any) -> gym.Env:
+    """``gym.make("Furnace-v0", scenario=...)`` with the project's defaults."""
+    import furnace_env  # noqa: F401  (registers the id)
+
+    return gym.make("Furnace-v0", scenario=scenario, **kw)

@@ -1,0 +1,128 @@
+"""The industrial reference: temperature PI on fuel, O2-trim PI on air, air/fuel cross-limiting.
+
+This is the zero point of the score scale, so it is tuned honestly (see
+``evaluate/tune_pi.py`` and the README): the gains start from SIMC rules on an identified
+first-order-plus-dead-time model of the temperature loop and are then refined by a grid
+search on the training scenario mix, on the very cost the env rewards.
+
+Structure (per control step, all in fractions of full flow):
+
+* Temperature PI (velocity form, with conditional integration as anti-windup) gives the
+  firing demand ``d``.
+* The air demand is ``d * r * trim``: ``r`` is the air/fuel ratio at the design excess air,
+  ``trim`` the output of a slow O2 PI acting on the measured O2 against a setpoint curve
+  that rises at low fire (where the burner needs more air for clean combustion), with a
+  CO override that adds air whenever the measured CO exceeds a threshold.
+* Cross-limiting (lead-lag): fuel may not exceed what the *measured* air can burn at the
+  trimmed ratio, and air may not fall below what the *measured* fuel needs, so air leads
+  on increases and fuel leads on decreases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from furnace_env.physics import FurnaceParams
+from planners.base import Controller
+
+__all__ = ["PIConfig", "PIController"]
+
+
+@dataclass(frozen=True)
+class PIConfig:
+    """Gains and set-up of :class:`PIController` (defaults: the tuned values, see ``evaluate/tune_pi.py``)."""
+
+    kp: float = 0.0068
+    """Temperature loop proportional gain, firing fraction per K."""
+    ti: float = 90.0
+    """Temperature loop integral time, s."""
+    o2_sp_ref: float = 3.0
+    """Measured O2 setpoint at the reference firing fraction, % dry."""
+    o2_sp_slope: float = 2.0
+    """Rise of the O2 setpoint per unit drop of firing fraction below ``fire_ref``, % dry."""
+    fire_ref: float = 0.6
+    """Firing fraction where the O2 setpoint is ``o2_sp_ref``."""
+    o2_kp: float = 0.01
+    """O2 trim proportional gain, ratio per % O2."""
+    o2_ti: float = 40.0
+    """O2 trim integral time, s."""
+    excess_air: float = 0.15
+    """Design excess air of the base air/fuel ratio (before trim)."""
+    co_override: float = 100.0
+    """Measured CO above which the trim adds air regardless of O2 (CO override), ppm."""
+    co_gain: float = 0.02
+    """Trim increase per step per 100 ppm of CO above ``co_override``."""
+    trim_limits: tuple[float, float] = (0.85, 1.25)
+    """Bounds of the multiplicative O2 trim."""
+    cross_limit_lambda: float = 1.06
+    """Cross-limiting: fuel may not exceed measured air / (afr * this)."""
+    dt: float = 5.0
+    """Control step, s (the env's)."""
+
+    def __post_init__(self) -> None:
+        for name in ("kp", "ti", "o2_kp", "o2_ti", "dt", "cross_limit_lambda"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v > 0):
+                raise ValueError(f"PIConfig.{name}={v!r} must be finite and > 0")
+        lo, hi = self.trim_limits
+        if not 0 < lo <= 1.0 <= hi:
+            raise ValueError(f"PIConfig.trim_limits={self.trim_limits!r} must satisfy 0 < low <= 1 <= high")
+
+
+class PIController(Controller):
+    """Temperature PI + O2-trim PI + cross-limiting, on a batch of furnaces (see module docstring)."""
+
+    name = "pi"
+
+    def __init__(self, config: PIConfig | None = None, params: FurnaceParams | None = None) -> None:
+        self.cfg = config if config is not None else PIConfig()
+        self.params = params if params is not None else FurnaceParams()
+        self.reset()
+
+    def reset(self) -> None:
+        self._fire: np.ndarray | None = None  # firing demand (integrator state), fraction
+        self._trim: np.ndarray | None = None
+        self._prev_e: np.ndarray | None = None
+        self._prev_eo2: np.ndarray | None = None
+
+    def o2_setpoint(self, fire: np.ndarray) -> np.ndarray:
+        """Measured-O2 setpoint curve against firing fraction, % dry."""
+        c = self.cfg
+        return np.clip(c.o2_sp_ref + c.o2_sp_slope * (c.fire_ref - fire), 1.0, 6.0)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        c, p = self.cfg, self.params
+        temp, sp, o2 = obs[:, 0], obs[:, 1], obs[:, 2]
+        fuel_meas = obs[:, 4] / 3600.0 / p.fuel_max
+        air_meas = obs[:, 5] / 3600.0 / p.air_max
+        e = sp - temp
+        if self._fire is None or len(self._fire) != len(obs):
+            # Bumpless start from the plant's current operating point.
+            self._fire = fuel_meas.copy()
+            self._trim = np.ones(len(obs))
+            self._prev_e = e.copy()
+            self._prev_eo2 = np.zeros(len(obs))
+        # Temperature PI in velocity form; no integration while the demand is saturated.
+        d_fire = c.kp * ((e - self._prev_e) + e * c.dt / c.ti)
+        fire = np.clip(self._fire + d_fire, 0.0, 1.0)
+        self._fire, self._prev_e = fire, e
+        # O2 trim (velocity PI on the measured O2 against the firing-rate curve).
+        eo2 = self.o2_setpoint(fuel_meas) - o2
+        d_trim = c.o2_kp * ((eo2 - self._prev_eo2) + eo2 * c.dt / c.o2_ti)
+        d_trim = d_trim + c.co_gain * np.maximum(obs[:, 3] - c.co_override, 0.0) / 100.0
+        self._trim = np.clip(self._trim + d_trim, *c.trim_limits)
+        self._prev_eo2 = eo2
+        # Air/fuel ratio in flow fractions: kg air per kg fuel, scaled to the actuator ranges.
+        ratio = p.afr * (1.0 + c.excess_air) * self._trim * p.fuel_max / p.air_max
+        cross = p.afr * c.cross_limit_lambda * p.fuel_max / p.air_max
+        fuel_sp = np.minimum(fire, air_meas / cross)  # fuel limited by measured air
+        air_sp = np.maximum(fire, fuel_meas) * ratio  # air at least what measured fuel needs
+        action = np.stack([2.0 * fuel_sp - 1.0, 2.0 * air_sp - 1.0], axis=1)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    def with_config(self, **changes) -> PIController:
+        """A fresh controller with some gains changed (for tuning)."""
+        return PIController(dataclasses.replace(self.cfg, **changes), self.params)
