@@ -28,6 +28,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -212,9 +214,9 @@ _cost_terms_nb = numba.njit(cache=True)(cost_terms)
 
 
 @numba.njit(cache=True)
-def _lag(x, target, h, tau):
-    """Exact first-order lag over ``h`` seconds towards a held ``target``."""
-    return target + (x - target) * math.exp(-h / tau)
+def _lag(x, target, decay):
+    """Exact first-order lag towards a held ``target``; ``decay = exp(-h / tau)`` over the sub-step."""
+    return target + (x - target) * decay
 
 
 def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_terms_out, cost, tripped):
@@ -246,6 +248,12 @@ def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_t
     h = p[_I.dt] / nsub
     t_max = p[_I.t_max]
     rich_trip = p[_I.rich_trip_time]
+    # Decay factors of the exact first-order lags, once per call rather than per sub-step.
+    e_f = math.exp(-h / tau_f)
+    e_a = math.exp(-h / tau_a)
+    e_tc = math.exp(-h / tau_tc)
+    e_o2 = math.exp(-h / tau_o2)
+    e_co = math.exp(-h / tau_co)
     c0 = _I.co_base
     l_o2 = o2_buf.shape[1]
     l_co = co_buf.shape[1]
@@ -271,11 +279,11 @@ def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_t
         stack = 0.0
         for s in range(nsub):
             # Actuators: exact first-order lag, then the rate limit.
-            df = _lag(fuel, fuel_cmd, h, tau_f) - fuel
+            df = _lag(fuel, fuel_cmd, e_f) - fuel
             lim = rate_f * h
             df = min(max(df, -lim), lim)
             fuel = fuel + df
-            da = _lag(air, air_cmd, h, tau_a) - air
+            da = _lag(air, air_cmd, e_a) - air
             lim = rate_a * h
             da = min(max(da, -lim), lim)
             air = air + da
@@ -295,13 +303,13 @@ def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_t
             t_ss = t_amb + (heat - load) / k
             temp = t_ss + (temp - t_ss) * math.exp(-k * h / cap)
             stack = (fuel + air + leak) * cp * (temp - t_amb)
-            tc = _lag(tc, temp, h, tau_tc)
+            tc = _lag(tc, temp, e_tc)
             # Analysers: dead time (ring buffers sharing one sub-step counter), then a lag.
             kk = k0 + s
             o2_buf[i, kk % l_o2] = o2_true
             co_buf[i, kk % l_co] = co_true
-            o2m = _lag(o2m, o2_buf[i, (kk + 1) % l_o2], h, tau_o2)
-            com = _lag(com, co_buf[i, (kk + 1) % l_co], h, tau_co)
+            o2m = _lag(o2m, o2_buf[i, (kk + 1) % l_o2], e_o2)
+            com = _lag(com, co_buf[i, (kk + 1) % l_co], e_co)
             rich = rich + h if lam < 1.0 else 0.0
             if temp > t_max:
                 trip = 1
@@ -338,16 +346,41 @@ def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_t
         tripped[i] = trip
 
 
-_kernel_serial = numba.njit(cache=True)(_step_batch_py)
-_kernel_parallel = numba.njit(cache=True, parallel=True)(_step_batch_py)
-#: Batches at least this large use the multi-threaded kernel.
-PARALLEL_THRESHOLD = 512
+# nogil: a batch is split into contiguous row blocks run on a small thread pool. (numba's
+# prange version of this kernel did not scale past one core here; separate threads do.)
+_kernel = numba.njit(cache=True, nogil=True)(_step_batch_py)
+#: Batches at least this large are split across threads.
+PARALLEL_THRESHOLD = 1024
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)),
+                                   thread_name_prefix="furnace")
+    return _POOL
 
 
 def step_batch(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_terms_out, cost, tripped) -> None:
-    """Advance ``N`` furnaces by one control step in place (see :func:`_step_batch_py`)."""
-    kernel = _kernel_parallel if state.shape[0] >= PARALLEL_THRESHOLD else _kernel_serial
-    kernel(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_terms_out, cost, tripped)
+    """Advance ``N`` furnaces by one control step in place (see :func:`_step_batch_py`).
+
+    Every array is indexed by furnace along axis 0, so a block of rows is an independent
+    sub-problem; large batches run their blocks in parallel.
+    """
+    n = state.shape[0]
+    if n < PARALLEL_THRESHOLD or (os.cpu_count() or 1) == 1:
+        _kernel(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_terms_out, cost, tripped)
+        return
+    pool = _pool()
+    bounds = np.linspace(0, n, pool._max_workers + 1).astype(int)
+    futures = [
+        pool.submit(_kernel, state[a:b], o2_buf[a:b], co_buf[a:b], k0, cmd[a:b], dist[a:b], p, w,
+                       obs[a:b], info[a:b], cost_terms_out[a:b], cost[a:b], tripped[a:b])
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    for f in futures:
+        f.result()
 
 
 def steady_state_fuel(params: FurnaceParams, temperature, load, fuel_quality, leak, lam):
@@ -412,6 +445,8 @@ class FurnaceSim:
 
     def step(self, cmd: np.ndarray, dist: np.ndarray) -> None:
         """Advance all furnaces by one control step; results in ``obs``, ``info``, ``cost``, ``tripped``."""
-        step_batch(self.state, self.o2_buf, self.co_buf, self.k, cmd, dist, self.p, self.w,
-                   self.obs, self.info, self.terms, self.cost, self.tripped)
+        # Small batches call the kernel directly: a single env steps at tens of kHz.
+        run = _kernel if self.n < PARALLEL_THRESHOLD else step_batch
+        run(self.state, self.o2_buf, self.co_buf, self.k, cmd, dist, self.p, self.w,
+            self.obs, self.info, self.terms, self.cost, self.tripped)
         self.k += self.params.n_substeps

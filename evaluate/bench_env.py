@@ -1,0 +1,83 @@
+"""Benchmark Furnace-v0: single-env steps/s against Pendulum-v1, and batched physics throughput.
+
+    python evaluate/bench_env.py                 # about 30 s
+    python evaluate/bench_env.py --n 4096 --steps 2000
+
+Goals (issue #2): single-env ratio Furnace-v0 / Pendulum-v1 >= 1.0, measured in the same run
+so machine noise cancels; batched physics >= 5 million furnace-steps/s at N = 4096.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import gymnasium as gym
+import numpy as np
+
+import furnace_env  # noqa: F401  (registers Furnace-v0)
+from furnace_env.cost import CostWeights
+from furnace_env.physics import FurnaceParams, FurnaceSim
+
+
+def single_env_steps_per_s(env_id: str, steps: int, seed: int = 0, **kw) -> float:
+    """Steps per second of ``gym.make(env_id)`` under a fixed random action sequence."""
+    env = gym.make(env_id, **kw)
+    env.reset(seed=seed)
+    actions = np.random.default_rng(seed).uniform(-1, 1, size=(steps, *env.action_space.shape))
+    actions = actions.astype(np.float32)
+    for a in actions[:100]:  # warm-up: JIT, caches
+        _, _, term, trunc, _ = env.step(a)
+        if term or trunc:
+            env.reset()
+    t0 = time.perf_counter()
+    for a in actions:
+        _, _, term, trunc, _ = env.step(a)
+        if term or trunc:
+            env.reset()
+    return steps / (time.perf_counter() - t0)
+
+
+def batched_steps_per_s(n: int, steps: int, seed: int = 0) -> float:
+    """Furnace-steps per second of the batched kernel (N furnaces, one call per control step)."""
+    params, weights = FurnaceParams(), CostWeights()
+    sim = FurnaceSim(n, params, weights)
+    rng = np.random.default_rng(seed)
+    dist = np.tile(np.array([[950.0, 7.4e5, 1.0, 0.02]]), (n, 1))
+    cmd = np.zeros((n, 2))
+    sim.reset_rows(np.arange(n), dist, np.full(n, 1.15), cmd)
+    cmds = cmd[None] + rng.normal(scale=0.02, size=(8, n, 2))
+    sim.step(cmds[0], dist)  # warm-up (JIT)
+    t0 = time.perf_counter()
+    for k in range(steps):
+        sim.step(cmds[k % 8], dist)
+    return n * steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--single_steps", type=int, default=20_000, help="steps per single-env measurement")
+    parser.add_argument("--n", type=int, nargs="+", default=[1, 64, 512, 4096], help="batch sizes")
+    parser.add_argument("--steps", type=int, default=500, help="control steps per batched measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many repeats")
+    args = parser.parse_args()
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"python {platform.python_version()}, numpy {np.__version__}")
+    best = lambda f: max(f() for _ in range(args.repeats))  # noqa: E731
+    furnace = best(lambda: single_env_steps_per_s("Furnace-v0", args.single_steps))
+    pendulum = best(lambda: single_env_steps_per_s("Pendulum-v1", args.single_steps))
+    print("| benchmark | figure |")
+    print("|---|---|")
+    print(f"| gym.make('Furnace-v0') steps/s | {furnace:,.0f} |")
+    print(f"| gym.make('Pendulum-v1') steps/s | {pendulum:,.0f} |")
+    print(f"| ratio Furnace-v0 / Pendulum-v1 (goal >= 1.0) | {furnace / pendulum:.2f} |")
+    for n in args.n:
+        rate = best(lambda n=n: batched_steps_per_s(n, args.steps))
+        print(f"| batched physics, N = {n}, furnace-steps/s | {rate:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
