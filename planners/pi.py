@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from furnace_env.physics import FurnaceParams
 from planners.base import Controller
 
-__all__ = ["PIConfig", "PIController"]
+__all__ = ["PIConfig", "PIController", "make_pi"]
 
 
 @dataclass(frozen=True)
@@ -126,3 +127,12 @@ class PIController(Controller):
     def with_config(self, **changes) -> PIController:
         """A fresh controller with some gains changed (for tuning)."""
         return PIController(dataclasses.replace(self.cfg, **changes), self.params)
+
+
+def make_pi(env=None, **config: Any) -> PIController:
+    """Factory for the comparison harness: the tuned PI controller, with ``PIConfig`` overrides.
+
+    Uses the env's physical parameters when one is given (the valve and damper ranges).
+    """
+    params = env.unwrapped.params if env is not None else None
+    return PIController(PIConfig(**config), params)

@@ -1,0 +1,177 @@
+"""Compare every controller on the named scenarios: table, CSV and plots.
+
+    python evaluate/compare_planners.py                       # every controller, named scenarios
+    python evaluate/compare_planners.py --scenario my.yaml --seeds 5
+    python evaluate/compare_planners.py --controllers pi oracle eblnn-langevin
+
+Controllers that need a trained artefact (the EB-LNN world model, PPO, SAC) look for it under
+``--artifacts``; a missing one is trained there on the small default budget first (``--no_train``
+skips such controllers instead, and prints the command that makes each artefact).
+Evaluation seeds start at 10 000, a range no training script uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import furnace_env  # noqa: E402,F401
+from furnace_env.scenarios import EVAL_SCENARIOS, get_scenario  # noqa: E402
+from planners.benchmark import ControllerSpec, evaluate_controllers, markdown_table, summarise  # noqa: E402
+
+#: First evaluation seed; training scripts draw seeds far below this.
+EVAL_SEED0 = 10_000
+
+
+@dataclass
+class CompareConfig:
+    """Settings of the comparison (every field is a command-line flag)."""
+
+    controllers: list[str] = field(default_factory=lambda: ["pi"])
+    """Controllers to evaluate (see ``--list``)."""
+    scenario: list[str] = field(default_factory=lambda: list(EVAL_SCENARIOS))
+    """Scenario names or YAML/JSON files."""
+    seeds: int = 3
+    """Evaluation seeds per scenario (10 000, 10 001, ...)."""
+    workers: int = 2
+    """Episodes run in parallel in this many processes (1: in this process)."""
+    out: str = "runs/compare"
+    """Output folder: episodes.csv, summary.md, summary.json, plots."""
+    artifacts: str = "runs/artifacts"
+    """Where trained artefacts are found (and trained into when missing)."""
+    no_train: bool = False
+    """Skip controllers whose artefact is missing instead of training it."""
+    steps: int = 0
+    """Truncate every episode to this many steps (0: the scenario's own length); for smoke tests."""
+
+
+CONTROLLERS: dict[str, str] = {
+    "pi": "reference PI: temperature PI on fuel, O2-trim PI on air, cross-limiting (tuned)",
+}
+
+
+def controller_specs(cfg: CompareConfig) -> list[ControllerSpec]:
+    """The specs of the requested controllers (training or skipping missing artefacts)."""
+    specs = []
+    for name in cfg.controllers:
+        if name not in CONTROLLERS:
+            raise SystemExit(f"unknown controller {name!r}; allowed: {', '.join(CONTROLLERS)}")
+        if name == "pi":
+            specs.append(ControllerSpec("pi", "planners.pi:make_pi"))
+    return specs
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def plot_scores(summary: list[dict], path: Path) -> None:
+    """Grouped bars: normalised score (or return where no score) per scenario and controller."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ctrls = list(dict.fromkeys(r["controller"] for r in summary))
+    scs = list(dict.fromkeys(r["scenario"] for r in summary))
+    use_score = all(np.isfinite(r["score"]) for r in summary)
+    key = "score" if use_score else "return"
+    val = {(r["controller"], r["scenario"]): r[key] for r in summary}
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(scs)), 4))
+    width = 0.8 / len(ctrls)
+    for i, c in enumerate(ctrls):
+        x = np.arange(len(scs)) + (i - (len(ctrls) - 1) / 2) * width
+        ax.bar(x, [val.get((c, s), np.nan) for s in scs], width, label=c)
+    ax.set_xticks(np.arange(len(scs)), scs)
+    ax.set_ylabel("normalised score (PI = 0, oracle = 1)" if use_score else "episode return")
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> CompareConfig:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    defaults = CompareConfig()
+    for f in fields(CompareConfig):
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            parser.add_argument(f"--{f.name}", action="store_true")
+        elif isinstance(default, list):
+            parser.add_argument(f"--{f.name}", nargs="+", default=default)
+        else:
+            parser.add_argument(f"--{f.name}", type=type(default), default=default)
+    parser.add_argument("--list", action="store_true", help="list the controllers and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for k, v in CONTROLLERS.items():
+            print(f"{k:24s} {v}")
+        raise SystemExit(0)
+    cfg = CompareConfig(**{f.name: getattr(args, f.name) for f in fields(CompareConfig)})
+    if cfg.seeds < 1:
+        raise SystemExit(f"--seeds {cfg.seeds}: must be >= 1")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    cfg = parse_args(argv)
+    out = Path(cfg.out)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    scenarios = []
+    for s in cfg.scenario:
+        sc = get_scenario(s)
+        if cfg.steps:
+            from dataclasses import replace
+
+            sc = replace(sc, n_steps=min(cfg.steps, sc.n_steps))
+        scenarios.append(sc)
+    specs = controller_specs(cfg)
+    seeds = [EVAL_SEED0 + i for i in range(cfg.seeds)]
+    n_tasks = len(specs) * len(scenarios) * len(seeds)
+    print(f"evaluating {len(specs)} controllers x {len(scenarios)} scenarios x {len(seeds)} seeds "
+          f"= {n_tasks} episodes on {cfg.workers} workers")
+    t0 = time.perf_counter()
+    done = [0]
+
+    def progress(rec):
+        done[0] += 1
+        print(f"  [{done[0]:3d}/{n_tasks}] {rec.controller:18s} {rec.scenario:14s} seed {rec.seed}: "
+              f"return {rec.metrics['return']:9.1f}  trips {rec.metrics['trips']:.0f}  "
+              f"latency {rec.metrics['latency_ms']:.2f} ms", flush=True)
+
+    records = evaluate_controllers(specs, scenarios, seeds, workers=cfg.workers,
+                                   trajectory_seed=seeds[0], progress=progress)
+    rows = [r.row() for r in records]
+    write_csv(rows, out / "episodes.csv")
+    summary = summarise(records)
+    table = markdown_table(summary)
+    (out / "summary.md").write_text(table + "\n")
+    (out / "summary.json").write_text(json.dumps({"config": asdict(cfg), "summary": summary}, indent=1))
+    print(table)
+    from furnace_env.plotting import plot_trajectories
+
+    for sc in scenarios:
+        trajs = {r.controller: {"obs": r.episode.obs_clean, "actions": r.episode.actions}
+                 for r in records if r.scenario == sc.name and r.episode is not None}
+        fig = plot_trajectories(trajs, dt=5.0, title=f"{sc.name}, seed {seeds[0]}")
+        fig.savefig(out / "plots" / f"trajectories_{sc.name}.png", dpi=110)
+    plot_scores(summary, out / "plots" / "scores.png")
+    print(f"wrote {out}/episodes.csv, summary.md, summary.json, plots/ in {time.perf_counter() - t0:.0f} s")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
