@@ -11,10 +11,13 @@ PIP="$VENV/bin/python -m pip"
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
         $PIP install "torch>=2.2"
-    elif $PIP install "torch==2.13.0" --no-index 2>/dev/null; then
-        :  # the CPU wheel that lies on this kind of machine (pip's find-links)
+    # The +cpu local version matches only CPU builds: the wheel that lies on this kind of
+    # machine (pip's find-links), never PyPI's CUDA build.
+    elif $PIP install "torch==2.13.0+cpu"; then
+        :
     else
-        $PIP install "torch>=2.2" --index-url https://download.pytorch.org/whl/cpu
+        $PIP install "torch>=2.2" --index-url https://download.pytorch.org/whl/cpu \
+            --extra-index-url https://pypi.org/simple
     fi
 fi
 $PIP install -e ".[dev]"

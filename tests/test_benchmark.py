@@ -1,0 +1,93 @@
+"""Metrics on hand-made episodes with known answers, summaries, and the comparison harness."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from furnace_env.cost import CostWeights
+from planners.benchmark import ControllerSpec, EpisodeRecord, bootstrap_ci, markdown_table, summarise
+from planners.evaluation import Episode, episode_metrics, normalised_score
+
+
+def _episode(temps, setpoint, o2, co, fuel_kg_s, rewards, trip="", latency=1e-3) -> Episode:
+    t = len(rewards)
+    clean = np.zeros((t + 1, 8), dtype=np.float32)
+    clean[:, 0] = temps
+    clean[:, 1] = setpoint
+    clean[:, 2] = o2
+    clean[:, 3] = co
+    return Episode(obs=clean.copy(), obs_clean=clean, actions=np.zeros((t, 2)), rewards=np.asarray(rewards, float),
+                   fuel=np.full(t, fuel_kg_s), co_true=np.asarray(co[1:], float), trip=trip,
+                   latency=np.full(t, latency), dt=5.0)
+
+
+def test_metrics_known_answers():
+    # Temperatures 950, 952, 947, 950 against a setpoint of 950: errors after each step 2, -3, 0.
+    co = np.array([50.0, 150.0, 90.0, 300.0])
+    o2 = np.array([3.0, 3.0, 0.5, 3.0])
+    ep = _episode([950, 952, 947, 950], 950, o2, co, 0.02, [-1.0, -2.0, -3.0], latency=2e-3)
+    m = episode_metrics(ep, CostWeights())
+    assert m["return"] == pytest.approx(-6.0)
+    assert m["iae"] == pytest.approx((2 + 3 + 0) * 5.0)
+    # Steps 1..3: CO 150 (violates), O2 0.5 (violates), CO 300 (violates) -> 3/3.
+    assert m["violation_share"] == pytest.approx(1.0)
+    assert m["co_ppm_s"] == pytest.approx((50 + 200) * 5.0)
+    assert m["fuel_kg"] == pytest.approx(0.02 * 3 * 5.0)
+    assert m["trips"] == 0.0
+    assert m["latency_ms"] == pytest.approx(2.0)
+
+
+def test_violation_share_partial_and_trip():
+    ep = _episode([950] * 5, 950, np.full(5, 3.0), np.array([0, 0, 120, 0, 0.0]), 0.02, [-1.0] * 4, trip="x")
+    m = episode_metrics(ep)
+    assert m["violation_share"] == pytest.approx(0.25)
+    assert m["trips"] == 1.0
+
+
+def test_normalised_score_scale():
+    assert normalised_score(-100.0, -100.0, -50.0) == pytest.approx(0.0)
+    assert normalised_score(-50.0, -100.0, -50.0) == pytest.approx(1.0)
+    assert normalised_score(-75.0, -100.0, -50.0) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="equals"):
+        normalised_score(-1.0, -5.0, -5.0)
+
+
+def _rec(ctrl, ret, fuel, seed=0):
+    m = {"return": ret, "iae": 1.0, "fuel_kg": fuel, "violation_share": 0.0, "co_ppm_s": 0.0,
+         "trips": 0.0, "latency_ms": 1.0, "steps": 10.0}
+    return EpisodeRecord(ctrl, "nominal", seed, m, env_steps=123)
+
+
+def test_summarise_scores_and_fuel():
+    recs = [_rec("pi", -100, 10.0), _rec("pi", -100, 10.0, 1), _rec("oracle", -60, 9.0),
+            _rec("x", -90, 9.8), _rec("x", -70, 9.6, 1)]
+    rows = {r["controller"]: r for r in summarise(recs)}
+    assert rows["pi"]["score"] == pytest.approx(0.0)
+    assert rows["oracle"]["score"] == pytest.approx(1.0)
+    assert rows["x"]["score"] == pytest.approx((-80 + 100) / 40)
+    assert rows["x"]["fuel_vs_ref"] == pytest.approx(9.7 / 10.0 - 1)
+    assert rows["x"]["return_ci_lo"] <= -80 <= rows["x"]["return_ci_hi"]
+    assert rows["x"]["env_steps"] == 123
+    table = markdown_table(list(rows.values()))
+    assert table.count("\n") == 2 + 3 - 1 and "| x | nominal |" in table
+
+
+def test_summarise_without_oracle_has_nan_score():
+    rows = summarise([_rec("pi", -100, 10.0), _rec("x", -90, 9.0)])
+    assert all(math.isnan(r["score"]) for r in rows)
+
+
+def test_bootstrap_ci_is_seeded_and_brackets_mean():
+    x = np.random.default_rng(0).normal(size=20)
+    lo, hi = bootstrap_ci(x, seed=3)
+    assert (lo, hi) == bootstrap_ci(x, seed=3)
+    assert lo < x.mean() < hi
+    assert bootstrap_ci([5.0]) == (5.0, 5.0)
+
+
+def test_controller_spec_bad_factory():
+    with pytest.raises(ValueError, match="module:function"):
+        ControllerSpec("bad", "planners.pi").build(None)
