@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import furnace_env  # noqa: E402,F401
 from furnace_env.scenarios import EVAL_SCENARIOS, get_scenario  # noqa: E402
@@ -32,11 +34,27 @@ from planners.benchmark import ControllerSpec, evaluate_controllers, markdown_ta
 EVAL_SEED0 = 10_000
 
 
+CONTROLLERS: dict[str, str] = {
+    "eblnn-langevin": "EB-LNN world model + Langevin MPC (the project's planner)",
+    "eblnn-beta0": "ablation: Langevin MPC without the energy term (beta = 0)",
+    "eblnn-nowarm": "ablation: Langevin MPC without warm start",
+    "eblnn-nomomentum": "ablation: Langevin MPC without momentum",
+    "cem": "iCEM on the same world model, equal compute",
+    "mppi": "MPPI on the same world model, equal compute",
+    "random": "random shooting on the same world model, equal compute",
+    "pi": "reference PI: temperature PI on fuel, O2-trim PI on air, cross-limiting (tuned)",
+    "oracle": "CEM MPC on the true batched physics with the true hidden state (upper bound)",
+    "ppo": "stable-baselines3 PPO (VecNormalize)",
+    "sac": "stable-baselines3 SAC",
+}
+DEFAULT_CONTROLLERS = list(CONTROLLERS)
+
+
 @dataclass
 class CompareConfig:
     """Settings of the comparison (every field is a command-line flag)."""
 
-    controllers: list[str] = field(default_factory=lambda: ["pi"])
+    controllers: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROLLERS))
     """Controllers to evaluate (see ``--list``)."""
     scenario: list[str] = field(default_factory=lambda: list(EVAL_SCENARIOS))
     """Scenario names or YAML/JSON files."""
@@ -54,20 +72,89 @@ class CompareConfig:
     """Truncate every episode to this many steps (0: the scenario's own length); for smoke tests."""
 
 
-CONTROLLERS: dict[str, str] = {
-    "pi": "reference PI: temperature PI on fuel, O2-trim PI on air, cross-limiting (tuned)",
+#: Planner variants on the world model: optimiser and keyword overrides.
+WORLD_MODEL_VARIANTS: dict[str, dict] = {
+    "eblnn-langevin": {"optimizer": "langevin"},
+    "eblnn-beta0": {"optimizer": "langevin", "beta": 0.0},
+    "eblnn-nowarm": {"optimizer": "langevin", "warm_start": False},
+    "eblnn-nomomentum": {"optimizer": "langevin", "momentum": 0.0},
+    "cem": {"optimizer": "cem"},
+    "mppi": {"optimizer": "mppi"},
+    "random": {"optimizer": "random"},
 }
+
+
+def artefact_commands(cfg: CompareConfig) -> dict[str, list[str]]:
+    """The command that makes each trained artefact on the small default budget."""
+    art = Path(cfg.artifacts)
+    py = sys.executable
+    return {
+        "world_model": [py, "train/world_model.py", "--out_dir", str(art / "world_model")],
+        "ppo": [py, "train/baselines.py", "--algo", "ppo", "--out", str(art / "ppo")],
+        "sac": [py, "train/baselines.py", "--algo", "sac", "--out", str(art / "sac")],
+    }
+
+
+def artefact_path(cfg: CompareConfig, name: str) -> Path:
+    art = Path(cfg.artifacts)
+    return {"world_model": art / "world_model" / "model.pt", "ppo": art / "ppo" / "model.zip",
+            "sac": art / "sac" / "model.zip"}[name]
+
+
+def ensure_artefact(cfg: CompareConfig, name: str) -> Path | None:
+    """The artefact's path; trains it first when missing (or returns None with ``--no_train``)."""
+    path = artefact_path(cfg, name)
+    if path.exists():
+        return path
+    cmd = artefact_commands(cfg)[name]
+    shown = " ".join(["python", *cmd[1:]])
+    if cfg.no_train:
+        print(f"skipping controllers that need {path} (missing); make it with:\n    {shown}")
+        return None
+    print(f"{path} is missing: training it on the small default budget:\n    {shown}", flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    if not path.exists():
+        raise SystemExit(f"{shown} finished but did not write {path}")
+    return path
+
+
+def _env_steps(path: Path) -> int:
+    meta = path.parent / "meta.json"
+    if meta.exists():
+        return int(json.loads(meta.read_text()).get("env_steps", 0))
+    return 0
 
 
 def controller_specs(cfg: CompareConfig) -> list[ControllerSpec]:
     """The specs of the requested controllers (training or skipping missing artefacts)."""
+    unknown = [n for n in cfg.controllers if n not in CONTROLLERS]
+    if unknown:
+        raise SystemExit(f"unknown controller(s) {unknown}; allowed: {', '.join(CONTROLLERS)}")
     specs = []
     for name in cfg.controllers:
-        if name not in CONTROLLERS:
-            raise SystemExit(f"unknown controller {name!r}; allowed: {', '.join(CONTROLLERS)}")
         if name == "pi":
             specs.append(ControllerSpec("pi", "planners.pi:make_pi"))
+        elif name == "oracle":
+            specs.append(ControllerSpec("oracle", "planners.oracle:make_oracle"))
+        elif name in ("ppo", "sac"):
+            path = ensure_artefact(cfg, name)
+            if path is not None:
+                specs.append(ControllerSpec(name, "planners.factories:make_sb3", {"path": str(path)},
+                                            env_steps=_env_steps(path)))
+        else:
+            path = ensure_artefact(cfg, "world_model")
+            if path is not None:
+                kw = {"checkpoint": str(path), **WORLD_MODEL_VARIANTS[name]}
+                specs.append(ControllerSpec(name, "planners.factories:make_eblnn_planner", kw,
+                                            env_steps=_world_model_env_steps(path)))
     return specs
+
+
+def _world_model_env_steps(path: Path) -> int:
+    from eblnn_agent.checkpoint import load_checkpoint
+
+    _, _, meta = load_checkpoint(path, device="cpu")
+    return int(meta.get("env_steps", 0))
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -139,6 +226,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             sc = replace(sc, n_steps=min(cfg.steps, sc.n_steps))
         scenarios.append(sc)
     specs = controller_specs(cfg)
+    if not specs:
+        raise SystemExit("no controller left to evaluate (every requested one needs a missing artefact)")
     seeds = [EVAL_SEED0 + i for i in range(cfg.seeds)]
     n_tasks = len(specs) * len(scenarios) * len(seeds)
     print(f"evaluating {len(specs)} controllers x {len(scenarios)} scenarios x {len(seeds)} seeds "

@@ -48,3 +48,13 @@ def test_bad_arguments_fail_clearly(tmp_path, bad):
     res = _run(*bad, "--out", str(tmp_path / "x"), cwd=tmp_path)
     assert res.returncode != 0
     assert bad[1] in res.stderr
+
+
+def test_missing_artefact_with_no_train_names_the_command(tmp_path):
+    res = _run("--controllers", "pi", "sac", "--scenario", "nominal", "--seeds", "1", "--steps", "3",
+               "--workers", "1", "--artifacts", str(tmp_path / "none"), "--no_train",
+               "--out", str(tmp_path / "cmp"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "train/baselines.py --algo sac" in res.stdout
+    rows = list(csv.DictReader((tmp_path / "cmp" / "episodes.csv").open()))
+    assert {r["controller"] for r in rows} == {"pi"}
