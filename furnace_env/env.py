@@ -11,7 +11,7 @@ import numpy as np
 from gymnasium import spaces
 
 from furnace_env.cost import CostWeights
-from furnace_env.physics import DIST_NAMES, INFO_NAMES, N_OBS, FurnaceParams, FurnaceSim
+from furnace_env.physics import N_OBS, REPORT_NAMES, FurnaceParams, FurnaceSim
 from furnace_env.scenarios import Scenario, get_scenario
 
 __all__ = ["FurnaceEnv", "observation_bounds", "validate_action", "measure", "TRIP_REASONS"]
@@ -80,9 +80,6 @@ def measure(obs_clean: np.ndarray, rng: np.random.Generator | None, low: np.ndar
     """
     noise = rng.standard_normal(N_OBS) if rng is not None else _NO_NOISE
     return _measure_nb(obs_clean, noise, _NOISE_ABS, _NOISE_REL, low, high)
-
-
-_INFO_KEYS = (*INFO_NAMES, *DIST_NAMES, "cost_track", "cost_fuel", "cost_co", "cost_o2")
 
 
 class FurnaceEnv(gym.Env):
@@ -236,8 +233,7 @@ class FurnaceEnv(gym.Env):
 
     def _info(self, trip: int) -> dict[str, Any]:
         sim = self._sim
-        values = sim.info[0].tolist() + self._sched[max(self._k - 1, 0)].tolist() + sim.terms[0].tolist()
-        info: dict[str, Any] = dict(zip(_INFO_KEYS, values, strict=True))
+        info: dict[str, Any] = dict(zip(REPORT_NAMES, sim.report[0].tolist(), strict=True))
         info["obs_clean"] = np.array(sim.obs[0], dtype=np.float32)
         info["trip"] = TRIP_REASONS[trip]
         return info

@@ -75,6 +75,10 @@ INFO_NAMES = (
     "heat_release",
     "stack_loss",
 )
+#: Cost terms (see :func:`furnace_env.cost.cost_terms`).
+TERM_NAMES = ("cost_track", "cost_fuel", "cost_co", "cost_o2")
+#: Columns of ``FurnaceSim.report``: everything the env puts in ``info`` as numbers.
+REPORT_NAMES = (*INFO_NAMES, *DIST_NAMES, *TERM_NAMES)
 
 # State columns.
 _T, _TC, _FUEL, _AIR, _O2M, _COM, _RICH = range(7)
@@ -338,6 +342,9 @@ def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_t
         info[i, 5] = co_true
         info[i, 6] = heat
         info[i, 7] = stack
+        # The disturbances in force during this step ride along (the env reports them).
+        for j in range(info.shape[1] - 8):
+            info[i, 8 + j] = dist[i, j]
         terms = _cost_terms_nb(tc, sp, o2m, com, fuel * 3600.0, w[0], w[1], w[2], w[3], w[4],
                                w[5], w[6], w[7])
         for j in range(4):
@@ -406,8 +413,12 @@ class FurnaceSim:
         self.co_buf = np.zeros((self.n, params.delay_len(params.co_delay)))
         self.k = 0
         self.obs = np.zeros((self.n, N_OBS))
-        self.info = np.zeros((self.n, len(INFO_NAMES)))
-        self.terms = np.zeros((self.n, 4))
+        # One row per furnace holds everything ``info`` reports, so the env reads it in one call:
+        # hidden quantities (INFO_NAMES), disturbances in force (DIST_NAMES), cost terms.
+        self.report = np.zeros((self.n, len(REPORT_NAMES)))
+        self._info_full = self.report[:, : len(INFO_NAMES) + len(DIST_NAMES)]
+        self.info = self.report[:, : len(INFO_NAMES)]
+        self.terms = self.report[:, len(INFO_NAMES) + len(DIST_NAMES):]
         self.cost = np.zeros(self.n)
         self.tripped = np.zeros(self.n, dtype=np.int64)
 
@@ -439,6 +450,11 @@ class FurnaceSim:
         self.co_buf[rows] = co[:, None]
         cmd_out[:, 0] = 2.0 * fuel / pr.fuel_max - 1.0
         cmd_out[:, 1] = 2.0 * air / pr.air_max - 1.0
+        self.report[rows] = np.stack(
+            [sp, fuel, air, lam, o2, co, np.minimum(lam, 1.0) * fuel * q * pr.lhv,
+             (fuel + air + leak) * pr.cp_fg * (sp - pr.t_amb), sp, load, q, leak,
+             *np.zeros((4, len(sp)))], axis=1
+        )
         self.obs[rows] = np.stack(
             [sp, sp, o2, co, fuel * 3600.0, air * 3600.0, cmd_out[:, 0], cmd_out[:, 1]], axis=1
         )
@@ -448,5 +464,5 @@ class FurnaceSim:
         # Small batches call the kernel directly: a single env steps at tens of kHz.
         run = _kernel if self.n < PARALLEL_THRESHOLD else step_batch
         run(self.state, self.o2_buf, self.co_buf, self.k, cmd, dist, self.p, self.w,
-            self.obs, self.info, self.terms, self.cost, self.tripped)
+            self.obs, self._info_full, self.terms, self.cost, self.tripped)
         self.k += self.params.n_substeps

@@ -12,7 +12,7 @@ from gymnasium.vector.utils import batch_space
 
 from furnace_env.cost import CostWeights
 from furnace_env.env import TRIP_REASONS, measure, observation_bounds, validate_action
-from furnace_env.physics import DIST_NAMES, INFO_NAMES, N_OBS, FurnaceParams, FurnaceSim
+from furnace_env.physics import N_OBS, REPORT_NAMES, FurnaceParams, FurnaceSim
 from furnace_env.scenarios import Scenario, get_scenario
 
 __all__ = ["FurnaceVectorEnv"]
@@ -130,12 +130,7 @@ class FurnaceVectorEnv(VectorEnv):
 
     def _info(self, trip: np.ndarray) -> dict[str, Any]:
         sim = self._sim
-        info: dict[str, Any] = {name: sim.info[:, j].copy() for j, name in enumerate(INFO_NAMES)}
-        prev = np.maximum(self._k - 1, 0)
-        dist = self._scheds[np.arange(self.num_envs), prev]
-        info.update({name: dist[:, j].copy() for j, name in enumerate(DIST_NAMES)})
-        for j, name in enumerate(("cost_track", "cost_fuel", "cost_co", "cost_o2")):
-            info[name] = sim.terms[:, j].copy()
+        info: dict[str, Any] = {name: sim.report[:, j].copy() for j, name in enumerate(REPORT_NAMES)}
         info["trip"] = trip.copy()
         info["trip_reason"] = np.array([TRIP_REASONS[int(t)] for t in trip], dtype=object)
         return info
