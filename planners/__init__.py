@@ -1,0 +1,56 @@
+"""Controllers for Furnace-v0: the shared interface, the reference PI, model-agnostic optimisers, MPC and the oracle.
+
+Imports are light: torch-based modules (``planners.optim``, ``planners.mpc``, ``planners.oracle``)
+load on first use of their names.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from planners.base import Controller, Predictor, as_batch
+
+__all__ = [
+    "Controller",
+    "Predictor",
+    "as_batch",
+    # planners.optim
+    "Optimizer",
+    "OptimResult",
+    "PlanResult",
+    "TrajectoryOptimizer",
+    "LangevinConfig",
+    "LangevinOptimizer",
+    "CEMConfig",
+    "CEMOptimizer",
+    "MPPIConfig",
+    "MPPIOptimizer",
+    "RandomShootingConfig",
+    "RandomShootingOptimizer",
+    "make_optimizer",
+    "make_matched_optimizer",
+    # planners.mpc
+    "PlanningModel",
+    "MPCController",
+    # planners.oracle
+    "OracleConfig",
+    "OracleModel",
+    "make_oracle",
+]
+
+_LAZY = {
+    **{name: "planners.optim" for name in __all__[3:16]},
+    "PlanningModel": "planners.mpc",
+    "MPCController": "planners.mpc",
+    "OracleConfig": "planners.oracle",
+    "OracleModel": "planners.oracle",
+    "make_oracle": "planners.oracle",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'planners' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
