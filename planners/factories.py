@@ -1,0 +1,57 @@
+"""Factories ``make_*(env, **kwargs) -> controller`` that the comparison harness imports by name.
+
+Each builds one controller for one evaluation env from plain, picklable arguments (paths,
+numbers), so a worker process can build its own copy. The artefacts they load are made by the
+training scripts in ``train/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["make_eblnn_planner", "make_sb3", "OPTIMIZER_KWARGS"]
+
+
+def _split(kwargs: dict[str, Any], cls) -> tuple[dict[str, Any], dict[str, Any]]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in kwargs.items() if k in names}, {k: v for k, v in kwargs.items() if k not in names}
+
+
+#: Keyword arguments of each optimiser at the default planning budget (see BENCHMARKS.md).
+OPTIMIZER_KWARGS: dict[str, dict[str, Any]] = {}
+
+
+def make_eblnn_planner(env, checkpoint: str, optimizer: str = "langevin", horizon: int = 12,
+                       seed: int = 0, fast: bool = True, warm_start: bool = True,
+                       device: str = "cpu", **kwargs: Any):
+    """The MPC controller on a trained EB-LNN world model.
+
+    ``kwargs`` go to :class:`~planners.world_model.ObjectiveConfig` (``beta``, ``smooth``,
+    ...) when they name one of its fields, else to the optimiser's config.
+    """
+    from eblnn_agent.checkpoint import load_checkpoint
+    from planners.mpc import MPCController
+    from planners.optim import TrajectoryOptimizer, make_optimizer
+    from planners.world_model import ObjectiveConfig, WorldModelPlanningModel
+
+    obj_kw, opt_kw = _split(kwargs, ObjectiveConfig)
+    model, _, _ = load_checkpoint(Path(checkpoint), device=device)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    planning_model = WorldModelPlanningModel(model, ObjectiveConfig(**obj_kw), env.unwrapped.weights, fast=fast)
+    opt = make_optimizer(optimizer, **{**OPTIMIZER_KWARGS.get(optimizer, {}), **opt_kw})
+    traj = TrajectoryOptimizer(opt, horizon=horizon, warm_start=warm_start)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    return MPCController(planning_model, traj, generator=gen, name=f"eblnn-{optimizer}")
+
+
+def make_sb3(env, path: str):
+    """A trained stable-baselines3 PPO or SAC policy (with its saved observation normalisation)."""
+    from planners.sb3_policy import load_sb3_policy
+
+    return load_sb3_policy(path)
