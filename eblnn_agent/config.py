@@ -1,0 +1,417 @@
+"""Typed configuration of the EB-LNN world model: one dataclass per component, composed into a run.
+
+Every value is defined once, here, with a docstring under its field. YAML files
+(:meth:`WorldModelRunConfig.from_yaml`) and command-line flags
+(:func:`add_cli_args` / :func:`config_from_cli`) only override these defaults; the
+flags, their types and their help texts are generated from the fields, so nothing is
+written twice. Field names are unique across sections, so every flag is flat
+(``--alpha``, ``--hidden_size``, ``--n_steps``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import math
+import textwrap
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "ModelConfig",
+    "EnergyConfig",
+    "DataConfig",
+    "TrainConfig",
+    "WorldModelRunConfig",
+    "add_cli_args",
+    "config_from_cli",
+    "field_docs",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value or file is invalid; the message names the field and what is allowed."""
+
+
+def _check(cond: bool, section: str, name: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(f"{section}.{name}={value!r} is invalid: {allowed}")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the EB-LNN: CfC body, physics head and energy head."""
+
+    hidden_size: int = 64
+    """Number of CfC units (size of the hidden state ``h``)."""
+    backbone_units: int = 64
+    """Width of the CfC backbone layer(s)."""
+    backbone_layers: int = 1
+    """Number of CfC backbone layers (>= 1: the fused fast cell needs a backbone)."""
+    backbone_activation: str = "lecun_tanh"
+    """Backbone activation of the CfC cell: lecun_tanh, silu, tanh, gelu or relu."""
+    physics_hidden_dims: list[int] = field(default_factory=lambda: [64])
+    """Widths of the physics head MLP (h -> normalised observation delta); [] for a linear head."""
+    ebm_hidden_dims: list[int] = field(default_factory=lambda: [128, 64])
+    """Widths of the energy head MLP (h -> scalar energy), SiLU activations."""
+    spectral_norm: bool = False
+    """Spectral normalisation on every linear layer of the energy head(s) (Lipschitz <= 1). Off by
+    default: it stops the head from resolving the one-step effect of an action on h (AUROC ~0.8)."""
+    multiscale: bool = True
+    """Add a coarse energy head on the time-pooled hidden sequence to the per-step fine energy."""
+
+    def validate(self) -> None:
+        s = "model"
+        for name in ("hidden_size", "backbone_units", "backbone_layers"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and v >= 1, s, name, v, "must be an integer >= 1")
+        allowed = ("lecun_tanh", "silu", "tanh", "gelu", "relu")
+        _check(self.backbone_activation in allowed, s, "backbone_activation", self.backbone_activation,
+               f"allowed values: {allowed}")
+        for name in ("physics_hidden_dims", "ebm_hidden_dims"):
+            v = getattr(self, name)
+            _check(isinstance(v, list | tuple) and all(isinstance(x, int) and x >= 1 for x in v),
+                   s, name, v, "must be a list of integers >= 1")
+
+
+@dataclass
+class EnergyConfig:
+    """Contrastive-divergence training of the energy head and its Langevin sampler (seed's table)."""
+
+    alpha: float = 1.0
+    """Weight of the CD loss relative to the physics loss: L = L_physics + alpha * L_CD."""
+    l2_reg: float = 0.01
+    """Energy-magnitude regulariser: l2_reg * (E_real^2 + E_fantasy^2)."""
+    n_steps: int = 20
+    """Langevin MCMC steps per training batch."""
+    step_size: float = 0.01
+    """Langevin step size: x <- x - (step_size / 2) grad E(x) + noise."""
+    noise_scale: float = 0.005
+    """Standard deviation of the Gaussian noise added at each Langevin step."""
+    buffer_capacity: int = 10000
+    """Capacity of the replay buffer of fantasy states (a preallocated tensor ring)."""
+    buffer_prob: float = 0.95
+    """Probability that a chain starts from the replay buffer (else from uniform noise)."""
+    langevin_grad_clip: float = 1.0
+    """Per-sample clip of the Langevin gradient norm (0: no clipping)."""
+    sample_clamp: float = 1.0
+    """Fantasy states are clamped to [-sample_clamp, sample_clamp] (CfC states lie in (-1, 1)); 0: off."""
+    cd_batch: int = 256
+    """Real hidden states (and as many fantasies) per CD step, drawn from the batch's valid steps."""
+    detach_hidden: bool = True
+    """Train the energy on detached hidden states, so the CD term does not reshape the CfC body."""
+    hard_negatives: bool = True
+    """Hard-negative mining: perturbed real hidden states, hinge loss with a margin."""
+    hard_negative_noise: float = 0.1
+    """Std of the Gaussian perturbation of real hidden states that makes hard negatives."""
+    hard_negative_margin: float = 0.5
+    """Margin of the hinge relu(margin + E(real) - E(perturbed))."""
+    hard_negative_weight: float = 1.0
+    """Weight of the hard-negative hinge inside L_CD."""
+    action_negative_weight: float = 1.0
+    """Weight of the action-negative hinge: the state reached from the same real (obs, h) with a
+    uniformly random action must sit hard_negative_margin above the real one (0: off)."""
+
+    def validate(self) -> None:
+        s = "energy"
+        for name in ("alpha", "l2_reg", "noise_scale", "langevin_grad_clip", "sample_clamp",
+                     "hard_negative_noise", "hard_negative_margin", "hard_negative_weight",
+                     "action_negative_weight"):
+            v = getattr(self, name)
+            _check(isinstance(v, int | float) and math.isfinite(v) and v >= 0, s, name, v,
+                   "must be a finite number >= 0")
+        _check(isinstance(self.step_size, int | float) and math.isfinite(self.step_size) and self.step_size > 0,
+               s, "step_size", self.step_size, "must be a finite number > 0")
+        _check(isinstance(self.n_steps, int) and self.n_steps >= 0, s, "n_steps", self.n_steps,
+               "must be an integer >= 0")
+        _check(isinstance(self.cd_batch, int) and self.cd_batch >= 1, s, "cd_batch", self.cd_batch,
+               "must be an integer >= 1")
+        _check(isinstance(self.buffer_capacity, int) and self.buffer_capacity >= 1, s, "buffer_capacity",
+               self.buffer_capacity, "must be an integer >= 1")
+        _check(isinstance(self.buffer_prob, int | float) and 0.0 <= self.buffer_prob <= 1.0, s,
+               "buffer_prob", self.buffer_prob, "must be a probability in [0, 1]")
+
+
+@dataclass
+class DataConfig:
+    """Data collection on Furnace-v0 and its split into training windows."""
+
+    n_env_steps: int = 150_000
+    """Budget of real environment steps (transitions) to collect."""
+    data_path: str = "data/furnace_transitions.npz"
+    """Dataset file: reloaded when present with the same provenance, else collected and saved."""
+    scenario: str = "train_mix"
+    """Furnace-v0 scenario the data are collected on (the training mix)."""
+    num_envs: int = 64
+    """Furnaces stepped together in the native vector env during collection."""
+    pi_fraction: float = 0.5
+    """Fraction of episodes driven by the PI controller plus correlated noise (the rest: random actions)."""
+    window: int = 32
+    """Length of the training windows (steps of (observation, action) per sequence)."""
+    val_fraction: float = 0.1
+    """Fraction of episodes held out for validation (early stopping)."""
+    test_fraction: float = 0.1
+    """Fraction of episodes held out for testing (evaluate/world_model_quality.py)."""
+
+    def validate(self) -> None:
+        s = "data"
+        _check(isinstance(self.n_env_steps, int) and self.n_env_steps >= 1, s, "n_env_steps",
+               self.n_env_steps, "must be an integer >= 1")
+        _check(isinstance(self.num_envs, int) and self.num_envs >= 1, s, "num_envs", self.num_envs,
+               "must be an integer >= 1")
+        _check(isinstance(self.window, int) and self.window >= 2, s, "window", self.window,
+               "must be an integer >= 2")
+        _check(0.0 <= self.pi_fraction <= 1.0, s, "pi_fraction", self.pi_fraction, "must be in [0, 1]")
+        for name in ("val_fraction", "test_fraction"):
+            v = getattr(self, name)
+            _check(isinstance(v, int | float) and 0.0 < v < 0.5, s, name, v, "must be in (0, 0.5)")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, logging and outputs of a training run."""
+
+    epochs: int = 30
+    """Maximum number of passes over the training windows."""
+    batch_size: int = 64
+    """Windows per gradient step."""
+    lr: float = 2e-3
+    """Adam learning rate (cosine-decayed to lr / 10 over the run)."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    grad_clip: float = 1.0
+    """Clip of the global gradient norm of each model update (0: no clipping)."""
+    patience: int = 6
+    """Early stopping: epochs without a better val/loss before stopping."""
+    max_windows_per_epoch: int = 4000
+    """Windows drawn per epoch (random offsets in random training episodes)."""
+    seed: int = 0
+    """Seed of every random generator of the run (data collection, initialisation, sampling)."""
+    device: str = "auto"
+    """Torch device: auto (CUDA when present), cpu, cuda or cuda:N."""
+    out_dir: str = "runs/world_model"
+    """Output directory: best.pt (best checkpoint), last.pt (for --resume), metrics and report."""
+    resume: bool = False
+    """Continue an interrupted run from out_dir/last.pt."""
+    wandb: str = "auto"
+    """W&B logging: auto (online with credentials, else offline), online, offline or disabled."""
+    wandb_project: str = "furnace-eblnn"
+    """W&B project name."""
+    log_every: int = 25
+    """Gradient steps between console/W&B training logs."""
+    progress: bool = True
+    """Show a tqdm progress bar over the training batches."""
+    fast_cell: bool = True
+    """Train through the fused CfC cell (same maths as the stock ncps forward, fewer ops)."""
+    threads: int = 0
+    """Torch CPU threads (0: leave torch's default)."""
+
+    def validate(self) -> None:
+        s = "train"
+        for name in ("epochs", "batch_size", "patience", "max_windows_per_epoch", "log_every"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and v >= 1, s, name, v, "must be an integer >= 1")
+        _check(isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0, s, "lr",
+               self.lr, "must be a finite number > 0")
+        for name in ("weight_decay", "grad_clip"):
+            v = getattr(self, name)
+            _check(isinstance(v, int | float) and math.isfinite(v) and v >= 0, s, name, v,
+                   "must be a finite number >= 0")
+        allowed = ("auto", "online", "offline", "disabled")
+        _check(self.wandb in allowed, s, "wandb", self.wandb, f"allowed values: {allowed}")
+        dev = str(self.device)
+        _check(dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:"), s, "device", dev,
+               "allowed values: auto, cpu, cuda, cuda:N, mps")
+
+
+_SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "energy": EnergyConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+}
+
+
+@dataclass
+class WorldModelRunConfig:
+    """A whole training run: model, energy/CD, data and optimisation sections."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Architecture."""
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
+    """Contrastive divergence and Langevin sampler."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Data collection and windows."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation, logging, outputs."""
+
+    def validate(self) -> WorldModelRunConfig:
+        """Check every section; raises :class:`ConfigError` naming the bad value. Returns self."""
+        for name in _SECTIONS:
+            getattr(self, name).validate()
+        return self
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Nested plain dict (YAML/JSON/W&B friendly)."""
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Flat ``{field: value}`` over all sections (the names of the CLI flags)."""
+        return {k: v for sec in self.to_dict().values() for k, v in sec.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> WorldModelRunConfig:
+        """Build from a nested dict (``{"model": {...}, ...}``); unknown keys are errors."""
+        d = dict(d or {})
+        unknown = set(d) - set(_SECTIONS)
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; allowed: {list(_SECTIONS)}")
+        parts = {}
+        for name, klass in _SECTIONS.items():
+            sec = d.get(name) or {}
+            if not isinstance(sec, dict):
+                raise ConfigError(f"config section {name!r} must be a mapping, got {sec!r}")
+            names = {f.name for f in dataclasses.fields(klass)}
+            bad = set(sec) - names
+            if bad:
+                raise ConfigError(f"unknown field(s) {sorted(bad)} in section {name!r}; allowed: {sorted(names)}")
+            parts[name] = klass(**{k: _coerce(klass, k, v) for k, v in sec.items()})
+        return cls(**parts).validate()
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> WorldModelRunConfig:
+        """Read a YAML file with optional sections ``model``, ``energy``, ``data``, ``train``."""
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            d = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from err
+        return cls.from_dict(d)
+
+    def with_overrides(self, **flat: Any) -> WorldModelRunConfig:
+        """A copy with flat ``field=value`` overrides (e.g. ``alpha=2.0``); unknown names are errors."""
+        d = self.to_dict()
+        where = {k: sec for sec, vals in d.items() for k in vals}
+        for k, v in flat.items():
+            if k not in where:
+                raise ConfigError(f"unknown config field {k!r}; allowed: {sorted(where)}")
+            d[where[k]][k] = v
+        return WorldModelRunConfig.from_dict(d)
+
+
+def _coerce(klass: type, name: str, value: Any) -> Any:
+    """Light type coercion for YAML/CLI values (ints written as floats, etc.), with clear errors."""
+    hint = typing.get_type_hints(klass)[name]
+    origin = typing.get_origin(hint)
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            return _str2bool(str(value))
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if hint is str:
+            return str(value)
+        if origin is list:
+            if not isinstance(value, list | tuple):
+                raise ValueError
+            return [int(x) for x in value]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{klass.__name__}.{name}={value!r} is not a valid {hint}") from err
+    return value
+
+
+def _str2bool(s: str) -> bool:
+    low = s.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{s!r} is not a boolean (true/false)")
+
+
+@cache
+def field_docs(klass: type) -> dict[str, str]:
+    """The docstring written under each field of a dataclass (read from its source)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--config`` and one flag per config field (type and help from the dataclasses).
+
+    Flag defaults are ``None`` (meaning: keep the YAML/dataclass value). Booleans take
+    ``--flag``, ``--flag=false`` (as ``wandb agent`` writes them) or ``--no_flag``;
+    lists take several values (``--ebm_hidden_dims 128 64``). ``--no_wandb`` is short for
+    ``--wandb disabled``.
+    """
+    parser.add_argument("--config", type=str, default=None,
+                        help="YAML file with sections model/energy/data/train (defaults: the dataclasses)")
+    for sec, klass in _SECTIONS.items():
+        group = parser.add_argument_group(sec, klass.__doc__)
+        hints = typing.get_type_hints(klass)
+        docs = field_docs(klass)
+        defaults = klass()
+        for f in dataclasses.fields(klass):
+            hint = hints[f.name]
+            help_ = f"{docs.get(f.name, '')} (default: {getattr(defaults, f.name)!r})"
+            if hint is bool:
+                group.add_argument(f"--{f.name}", nargs="?", const=True, default=None, type=_str2bool,
+                                   help=help_)
+                group.add_argument(f"--no_{f.name}", dest=f.name, action="store_const", const=False,
+                                   help=argparse.SUPPRESS)
+            elif typing.get_origin(hint) is list:
+                group.add_argument(f"--{f.name}", nargs="*", type=int, default=None, help=help_)
+            else:
+                group.add_argument(f"--{f.name}", type=hint, default=None, help=help_)
+    parser.add_argument("--no_wandb", dest="wandb", action="store_const", const="disabled",
+                        help="disable W&B logging (same as --wandb disabled)")
+    return parser
+
+
+def config_from_cli(argv: list[str] | None = None, description: str | None = None) -> WorldModelRunConfig:
+    """Parse the command line into a validated :class:`WorldModelRunConfig` (YAML, then flags)."""
+    parser = add_cli_args(argparse.ArgumentParser(description=description))
+    args = vars(parser.parse_args(argv))
+    path = args.pop("config")
+    base = WorldModelRunConfig.from_yaml(path) if path else WorldModelRunConfig()
+    overrides = {k: v for k, v in args.items() if v is not None}
+    return base.with_overrides(**overrides)
+
+
+def defaults_yaml() -> str:
+    """The defaults as YAML (``configs/world_model.yaml`` is this, checked by a test)."""
+    head = ("# EB-LNN world-model run configuration: the dataclass defaults of eblnn_agent/config.py,\n"
+            "# written by `python -m eblnn_agent.config > configs/world_model.yaml` (a test keeps them equal).\n"
+            "# Copy and edit for an experiment: python train/world_model.py --config my.yaml [--flag value ...]\n")
+    return head + yaml.safe_dump(WorldModelRunConfig().to_dict(), sort_keys=False)
+
+
+if __name__ == "__main__":
+    print(defaults_yaml(), end="")

@@ -1,0 +1,143 @@
+"""A fused CfC cell: the maths of ``ncps.torch.CfCCell`` (mode "default", with backbone) in fewer ops.
+
+The stock cell runs, per step, a concatenation, the backbone and four separate linear
+heads (``ff1``, ``ff2``, ``time_a``, ``time_b``). Here the four heads are stacked into one
+matrix (with ``ts = 1`` the two time heads only ever appear summed, so they merge into
+one block), every tanh is evaluated as ``2 sigmoid(2x) - 1`` (an identity; sigmoid is
+several times cheaper than tanh on CPUs), the backbone's input projection of the whole input sequence (or of the whole
+action sequence, in a closed-loop rollout) is computed in one matmul before the loop,
+and constant scales (LeCun tanh's 0.666 and 1.7159, the input normalisation) are folded
+into the weights. The weights are read from the ncps module at every call, so the
+module stays the single owner of the parameters and gradients flow back into it.
+
+For planning on a CPU the cost of a rollout is the per-op overhead of a few hundred tiny
+kernels, so fewer ops is what makes it fast (see ``evaluate/bench_rollout.py``).
+
+Cell equations (Hasani et al., "Closed-form continuous-time neural networks", Nature
+Machine Intelligence 2022), with ``ts = 1``::
+
+    z = backbone([x, h]);  f1 = tanh(ff1(z));  f2 = tanh(ff2(z))
+    g = sigmoid(time_a(z) * ts + time_b(z));  h' = f1 * (1 - g) + g * f2
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from ncps.torch import CfCCell
+from torch import Tensor
+
+__all__ = ["FusedCfCWeights", "fuse_cell", "check_cell_supported", "cfc_sequence", "fused_step",
+           "cell_from_preactivation"]
+
+_LECUN_IN, _LECUN_OUT = 0.666, 1.7159
+
+
+class FusedCfCWeights(NamedTuple):
+    """Weights of one CfC cell in fused form (products of the ncps parameters, differentiable)."""
+
+    w_in: Tensor
+    """First backbone layer, input columns ``[U, I]`` (activation's input scale folded in)."""
+    w_h: Tensor
+    """First backbone layer, hidden-state columns ``[U, H]`` (scale folded in)."""
+    b_in: Tensor
+    """First backbone layer bias ``[U]`` (scale folded in)."""
+    deeper: list[tuple[Tensor, Tensor]]
+    """Further backbone layers ``(W, b)`` (scales and shifts folded in)."""
+    w3: Tensor
+    """Stacked heads ``[3H, U]``: 2 ff1, 2 ff2 (for tanh as a sigmoid) and time_a + time_b (ts = 1)."""
+    b3: Tensor
+    """Stacked head biases ``[3H]``."""
+    act: str
+    """Backbone activation as evaluated: ``sigmoid`` for the tanh family, else its own name."""
+
+
+def check_cell_supported(cell: CfCCell) -> None:
+    """Raise ``ValueError`` unless the cell is one the fused path reproduces exactly."""
+    if cell.mode != "default":
+        raise ValueError(f"fused CfC supports mode='default' only, got mode={cell.mode!r}")
+    if cell.backbone_layers < 1:
+        raise ValueError("fused CfC needs backbone_layers >= 1")
+    if cell.sparsity_mask is not None:
+        raise ValueError("fused CfC does not support a sparsity mask (wired CfC)")
+    if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in cell.backbone):
+        raise ValueError("fused CfC does not support backbone dropout")
+
+
+# Activation -> (evaluated as, input scale, output scale, output shift): act(x) = shift + out * f(in * x).
+# tanh(x) = 2 sigmoid(2x) - 1, and sigmoid is much cheaper than tanh on CPUs.
+_ACT_FORMS = {
+    "LeCun": ("sigmoid", 2 * _LECUN_IN, 2 * _LECUN_OUT, -_LECUN_OUT),
+    "Tanh": ("sigmoid", 2.0, 2.0, -1.0),
+    "SiLU": ("silu", 1.0, 1.0, 0.0),
+    "ReLU": ("relu", 1.0, 1.0, 0.0),
+    "GELU": ("gelu", 1.0, 1.0, 0.0),
+}
+
+
+def fuse_cell(cell: CfCCell, input_size: int) -> FusedCfCWeights:
+    """Read a cell's weights into fused form (differentiable w.r.t. the cell's parameters).
+
+    Scales are folded so that the per-step work is: one matmul and one activation per
+    backbone layer, one matmul and one sigmoid for the three gates, and three element-wise ops.
+    """
+    act, s_in, s_out, shift = _ACT_FORMS[type(cell.backbone[1]).__name__]
+    lin = [m for m in cell.backbone if isinstance(m, torch.nn.Linear)]
+    w0, b0 = lin[0].weight * s_in, lin[0].bias * s_in
+
+    def consume(w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        # A layer reading act(x) = shift + s_out f(.): fold the scale and the shift.
+        return w * s_out, b + shift * w.sum(dim=1)
+
+    deeper = []
+    for m in lin[1:]:
+        w, b = consume(m.weight, m.bias)
+        deeper.append((w * s_in, b * s_in))
+    w_ff1, b_ff1 = consume(cell.ff1.weight, cell.ff1.bias)
+    w_ff2, b_ff2 = consume(cell.ff2.weight, cell.ff2.bias)
+    w_ta, b_ta = consume(cell.time_a.weight, cell.time_a.bias)
+    w_tb, b_tb = consume(cell.time_b.weight, cell.time_b.bias)
+    w3 = torch.cat([2.0 * w_ff1, 2.0 * w_ff2, w_ta + w_tb], 0)
+    b3 = torch.cat([2.0 * b_ff1, 2.0 * b_ff2, b_ta + b_tb], 0)
+    return FusedCfCWeights(w0[:, :input_size], w0[:, input_size:], b0, deeper, w3, b3, act)
+
+
+def _activate(x: Tensor, act: str) -> Tensor:
+    if act == "sigmoid":
+        return torch.sigmoid(x)
+    if act == "silu":
+        return torch.nn.functional.silu(x)
+    if act == "relu":
+        return torch.relu(x)
+    return torch.nn.functional.gelu(x)
+
+
+def cell_from_preactivation(pre: Tensor, fw: FusedCfCWeights) -> Tensor:
+    """The cell from the full first backbone pre-activation ``[B, U]`` (input and hidden parts summed)."""
+    z = _activate(pre, fw.act)
+    for w, b in fw.deeper:
+        z = _activate(torch.addmm(b, z, w.t()), fw.act)
+    s1, s2, gate = torch.sigmoid(torch.addmm(fw.b3, z, fw.w3.t())).chunk(3, dim=-1)
+    # tanh(a) = 2 sigmoid(2a) - 1:  h' = f1 + gate (f2 - f1) = 2 s1 - 1 + 2 gate (s2 - s1).
+    return torch.addcmul(2.0 * s1 - 1.0, gate, s2 - s1, value=2.0)
+
+
+def fused_step(pre_in: Tensor, h: Tensor, fw: FusedCfCWeights) -> Tensor:
+    """One cell step given the input part of the first backbone pre-activation ``pre_in [B, U]``."""
+    return cell_from_preactivation(torch.addmm(pre_in, h, fw.w_h.t()), fw)
+
+
+def cfc_sequence(cell: CfCCell, x: Tensor, h0: Tensor) -> Tensor:
+    """Teacher-forced sequence ``x [B, T, I]`` from ``h0 [B, H]``: hidden states ``[B, T, H]``.
+
+    Same result as ``ncps.torch.CfC(...)(x, h0)[0]`` (mode default, no mixed memory, ts = 1).
+    """
+    fw = fuse_cell(cell, x.shape[-1])
+    pre_all = torch.addmm(fw.b_in, x.reshape(-1, x.shape[-1]), fw.w_in.t()).view(x.shape[0], x.shape[1], -1)
+    h = h0
+    out = []
+    for t in range(x.shape[1]):
+        h = fused_step(pre_all[:, t], h, fw)
+        out.append(h)
+    return torch.stack(out, dim=1)

@@ -1,0 +1,250 @@
+"""The EB-LNN world model: a CfC body, a physics head and an energy head on the hidden state.
+
+State convention (everything in physical units at the interface; normalisation inside):
+
+* ``h_t`` is the hidden state *after* consuming ``(obs_{t-1}, a_{t-1})``; ``h_0`` is
+  :meth:`EBLNN.initial_state`, the state before any observation.
+* ``h_{t+1} = step(obs_t, a_t, h_t)``; the physics head reads ``h_{t+1}`` and predicts
+  ``obs_{t+1} = predict_next(obs_t, h_{t+1}, a_t)``.
+* A controller filters real data with ``step`` (one call per control step) and plans from
+  ``(obs_t, h_t)`` with :meth:`EBLNN.rollout` over candidate action sequences.
+
+The hidden state is always passed in and returned, never stored on the module, so one call
+rolls out hundreds of candidate sequences at once.
+
+The energy ``E(h)`` (low = looks like real furnace behaviour) is trained by contrastive
+divergence against Langevin fantasies (see :mod:`eblnn_agent.sampler`, :mod:`eblnn_agent.losses`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from ncps.torch import CfC
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from eblnn_agent.config import ModelConfig
+from eblnn_agent.fast_cfc import (
+    cell_from_preactivation,
+    cfc_sequence,
+    check_cell_supported,
+    fuse_cell,
+)
+
+__all__ = ["EBLNN", "EnergyHead", "RolloutOut", "OBS_DIM", "ACT_DIM", "PHYSICS_CHANNELS",
+           "NONNEG_CHANNELS", "SETPOINT_CHANNEL", "ACTION_CHANNELS"]
+
+OBS_DIM, ACT_DIM = 8, 2
+#: Channels the physics loss is computed on (all but the exogenous setpoint).
+PHYSICS_CHANNELS = (0, 2, 3, 4, 5, 6, 7)
+#: Channels clipped at zero in predictions (temperature, O2, CO, fuel flow, air flow).
+NONNEG_CHANNELS = (0, 2, 3, 4, 5)
+SETPOINT_CHANNEL = 1
+#: The previous-command channels: a prediction copies the applied action there.
+ACTION_CHANNELS = (6, 7)
+
+
+class RolloutOut(NamedTuple):
+    """Result of :meth:`EBLNN.rollout`."""
+
+    obs: Tensor
+    """Predicted next observations ``[B, T, 8]`` (``obs[:, t]`` follows action ``t``), physical units."""
+    hidden: Tensor
+    """Hidden states ``[B, T, H]`` (``hidden[:, t]`` is ``h_{t+1}``)."""
+    energy: Tensor
+    """Fine energy of each hidden state ``[B, T]``."""
+
+
+def _mlp(sizes: list[int], act: type[nn.Module], sn: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        lin = nn.Linear(sizes[i], sizes[i + 1])
+        layers.append(spectral_norm(lin) if sn else lin)
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class EnergyHead(nn.Module):
+    """MLP ``h [..., H] -> E [...]`` with SiLU activations (smooth gradients for Langevin).
+
+    ``spectral_norm`` bounds each layer's Lipschitz constant by one (Miyato et al. 2018), so
+    the energy cannot grow cliffs that make Langevin steps explode.
+    """
+
+    def __init__(self, in_dim: int, hidden_dims: list[int], spectral: bool = True) -> None:
+        super().__init__()
+        self.net = _mlp([in_dim, *hidden_dims, 1], nn.SiLU, spectral)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.net(h).squeeze(-1)
+
+
+class EBLNN(nn.Module):
+    """Energy-based liquid neural network world model of the furnace (see module docstring)."""
+
+    def __init__(self, cfg: ModelConfig | None = None, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM) -> None:
+        super().__init__()
+        cfg = cfg if cfg is not None else ModelConfig()
+        cfg.validate()
+        self.cfg = cfg
+        self.obs_dim, self.act_dim, self.hidden_size = obs_dim, act_dim, cfg.hidden_size
+        self.cfc = CfC(obs_dim + act_dim, cfg.hidden_size, mode="default", activation=cfg.backbone_activation,
+                       backbone_units=cfg.backbone_units, backbone_layers=cfg.backbone_layers,
+                       batch_first=True, return_sequences=True)
+        check_cell_supported(self.cfc.rnn_cell)
+        self.physics = _mlp([cfg.hidden_size, *cfg.physics_hidden_dims, obs_dim], nn.SiLU)
+        self.energy_head = EnergyHead(cfg.hidden_size, list(cfg.ebm_hidden_dims), cfg.spectral_norm)
+        self.coarse_head = (EnergyHead(cfg.hidden_size, list(cfg.ebm_hidden_dims), cfg.spectral_norm)
+                            if cfg.multiscale else None)
+        # Normalisation statistics (from the training split), saved in the state dict.
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+        self.register_buffer("delta_mean", torch.zeros(obs_dim))
+        self.register_buffer("delta_std", torch.ones(obs_dim))
+        mask = torch.zeros(obs_dim, dtype=torch.bool)
+        mask[list(NONNEG_CHANNELS)] = True
+        self.register_buffer("_nonneg", mask, persistent=False)
+
+    # -- normalisation ----------------------------------------------------------------
+    def set_norm_stats(self, obs_mean, obs_std, delta_mean, delta_std) -> None:
+        """Install normalisation statistics (arrays or tensors of length ``obs_dim``)."""
+        for name, v in (("obs_mean", obs_mean), ("obs_std", obs_std), ("delta_mean", delta_mean),
+                        ("delta_std", delta_std)):
+            t = torch.as_tensor(np.asarray(v, dtype=np.float64), dtype=self.obs_mean.dtype)
+            if t.shape != (self.obs_dim,) or not torch.isfinite(t).all():
+                raise ValueError(f"{name} must be {self.obs_dim} finite values, got {v!r}")
+            if name.endswith("std") and (t <= 0).any():
+                raise ValueError(f"{name} must be > 0, got {v!r}")
+            getattr(self, name).copy_(t)
+
+    def _inputs(self, obs: Tensor, action: Tensor) -> Tensor:
+        return torch.cat([(obs - self.obs_mean) / self.obs_std, action], dim=-1)
+
+    def normalized_delta(self, obs: Tensor, next_obs: Tensor) -> Tensor:
+        """Target of the physics head: ``(next - obs - delta_mean) / delta_std``."""
+        return (next_obs - obs - self.delta_mean) / self.delta_std
+
+    # -- the body -----------------------------------------------------------------------
+    def initial_state(self, batch: int) -> Tensor:
+        """The hidden state before any observation: zeros ``[batch, H]`` on the model's device."""
+        return self.obs_mean.new_zeros(batch, self.hidden_size)
+
+    def step(self, obs: Tensor, action: Tensor, h: Tensor) -> Tensor:
+        """Filter one real step: ``h_{t+1} = cell(obs_t, a_t, h_t)`` (``obs [B, 8]``, ``action [B, 2]``)."""
+        _, h_next = self.cfc.rnn_cell(self._inputs(obs, action), h, 1.0)
+        return h_next
+
+    def filter(self, obs: Tensor, actions: Tensor, h0: Tensor | None = None, fast: bool = True) -> Tensor:
+        """Teacher-forced hidden states ``[B, T, H]`` over real ``obs [B, T, 8]`` and ``actions [B, T, 2]``.
+
+        ``hidden[:, t]`` is ``h_{t+1}`` (after consuming step ``t``). ``fast`` uses the fused cell,
+        else the stock ``ncps`` sequence forward; both compute the same function.
+        """
+        h0 = self.initial_state(obs.shape[0]) if h0 is None else h0
+        x = self._inputs(obs, actions)
+        if fast:
+            return cfc_sequence(self.cfc.rnn_cell, x, h0)
+        return self.cfc(x, h0)[0]
+
+    # -- heads --------------------------------------------------------------------------
+    def predict_delta(self, h: Tensor) -> Tensor:
+        """Normalised one-step observation delta ``[..., 8]`` predicted from ``h_{t+1}``."""
+        return self.physics(h)
+
+    def _compose(self, obs: Tensor, delta_n: Tensor, action: Tensor | None, setpoint: Tensor | None) -> Tensor:
+        nxt = obs + delta_n * self.delta_std + self.delta_mean
+        nxt = torch.where(self._nonneg, nxt.clamp_min(0.0), nxt)
+        sp = obs[..., SETPOINT_CHANNEL:SETPOINT_CHANNEL + 1] if setpoint is None else setpoint
+        act = nxt[..., 6:8] if action is None else action
+        return torch.cat([nxt[..., :1], sp, nxt[..., 2:6], act], dim=-1)
+
+    def predict_next(self, obs: Tensor, h: Tensor, action: Tensor | None = None) -> Tensor:
+        """Next observation ``[B, 8]`` in physical units from ``obs_t`` and ``h_{t+1}``.
+
+        ``obs + denormalised delta``; temperature, O2, CO and flows clipped at zero; the
+        setpoint is held (future setpoints are unknown); channels 6, 7 (previous commands)
+        are set to ``action`` exactly when it is given (else the head's prediction).
+        """
+        return self._compose(obs, self.predict_delta(h), action, None)
+
+    def energy(self, h: Tensor) -> Tensor:
+        """Fine energy ``[...]`` of hidden states ``[..., H]`` (low = like real furnace behaviour)."""
+        return self.energy_head(h)
+
+    def coarse_energy(self, pooled: Tensor) -> Tensor:
+        """Coarse energy ``[B]`` of time-pooled hidden states ``[B, H]`` (0 without multi-scale)."""
+        if self.coarse_head is None:
+            return pooled.new_zeros(pooled.shape[:-1])
+        return self.coarse_head(pooled)
+
+    def sequence_energy(self, hidden: Tensor) -> Tensor:
+        """Energy of hidden sequences ``[B, T, H] -> [B]``: mean fine energy + coarse energy of the mean."""
+        e = self.energy(hidden).mean(dim=1)
+        if self.coarse_head is not None:
+            e = e + self.coarse_head(hidden.mean(dim=1))
+        return e
+
+    # -- imagination --------------------------------------------------------------------
+    def rollout(self, obs0: Tensor, h0: Tensor, actions: Tensor, fast: bool = True) -> RolloutOut:
+        """Closed-loop rollout of action sequences ``actions [B, T, 2]`` from ``(obs0 [B, 8], h0 [B, H])``.
+
+        ``h_{t+1} = cell(obs_t, a_t, h_t)``, ``obs_{t+1} = predict_next(obs_t, h_{t+1}, a_t)``;
+        the setpoint is held at ``obs0``'s. Differentiable w.r.t. ``actions`` (and ``obs0``,
+        ``h0``). ``fast`` uses the fused cell (same maths as the stock ncps forward, fewer ops).
+        """
+        if actions.dim() != 3 or actions.shape[-1] != self.act_dim:
+            raise ValueError(f"actions must be [B, T, {self.act_dim}], got {tuple(actions.shape)}")
+        b, t_len = actions.shape[:2]
+        if obs0.shape != (b, self.obs_dim) or h0.shape != (b, self.hidden_size):
+            raise ValueError(f"obs0 {tuple(obs0.shape)} / h0 {tuple(h0.shape)} do not match a batch of {b}: "
+                             f"expected ({b}, {self.obs_dim}) and ({b}, {self.hidden_size})")
+        return self._rollout_fast(obs0, h0, actions) if fast else self._rollout_stock(obs0, h0, actions)
+
+    def _rollout_stock(self, obs0: Tensor, h0: Tensor, actions: Tensor) -> RolloutOut:
+        obs, h = obs0, h0
+        sp = obs0[:, SETPOINT_CHANNEL:SETPOINT_CHANNEL + 1]
+        outs, hs = [], []
+        for t in range(actions.shape[1]):
+            a = actions[:, t]
+            h = self.cfc(self._inputs(obs, a).unsqueeze(1), h)[1]
+            obs = self._compose(obs, self.predict_delta(h), a, sp)
+            outs.append(obs)
+            hs.append(h)
+        hidden = torch.stack(hs, 1)
+        return RolloutOut(torch.stack(outs, 1), hidden, self.energy(hidden))
+
+    def _rollout_fast(self, obs0: Tensor, h0: Tensor, actions: Tensor) -> RolloutOut:
+        fw = fuse_cell(self.cfc.rnn_cell, self.obs_dim + self.act_dim)
+        # Fold the input normalisation into the first backbone layer; precompute the action part.
+        w_obs = fw.w_in[:, :self.obs_dim] / self.obs_std
+        bias = fw.b_in - w_obs @ self.obs_mean
+        pre_act = torch.matmul(actions, fw.w_in[:, self.obs_dim:].t()) + bias  # [B, T, U]
+        w_oh = torch.cat([w_obs, fw.w_h], dim=1).t()  # [(8 + H), U]
+        # Physics head: de-normalisation folded into its last layer; the setpoint's and the
+        # commands' rows zeroed, and the commands entered through a precomputed correction
+        # (a_t - a_{t-1} on channels 6, 7), so a step is obs + C_t + head(h), then a clamp.
+        lins = [m for m in self.physics if isinstance(m, nn.Linear)]
+        keep = torch.ones(self.obs_dim, dtype=obs0.dtype, device=obs0.device)
+        keep[[SETPOINT_CHANNEL, *ACTION_CHANNELS]] = 0.0
+        w_last = (lins[-1].weight * (self.delta_std * keep)[:, None]).t()
+        b_last = (lins[-1].bias * self.delta_std + self.delta_mean) * keep
+        prev_a = torch.cat([obs0[:, None, 6:8], actions[:, :-1]], dim=1)
+        corr = torch.cat([b_last[:6].expand(*actions.shape[:2], 6), actions - prev_a + b_last[6:]], dim=-1)
+        lower = torch.full((self.obs_dim,), -torch.inf, dtype=obs0.dtype, device=obs0.device)
+        lower[list(NONNEG_CHANNELS)] = 0.0
+        obs, h = obs0, h0
+        outs, hs = [], []
+        for t in range(actions.shape[1]):
+            h = cell_from_preactivation(torch.addmm(pre_act[:, t], torch.cat([obs, h], dim=1), w_oh), fw)
+            p = h
+            for m in lins[:-1]:
+                p = nn.functional.silu(nn.functional.linear(p, m.weight, m.bias))
+            obs = torch.maximum(torch.addmm(obs + corr[:, t], p, w_last), lower)
+            outs.append(obs)
+            hs.append(h)
+        hidden = torch.stack(hs, 1)
+        return RolloutOut(torch.stack(outs, 1), hidden, self.energy(hidden))

@@ -1,0 +1,183 @@
+"""EB-LNN model: shapes, state convention, fused vs stock CfC, losses, checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from eblnn_agent.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from eblnn_agent.config import ModelConfig, WorldModelRunConfig
+from eblnn_agent.losses import cd_loss, energy_auroc, hard_negative_loss, masked_mse
+from eblnn_agent.model import EBLNN, RolloutOut
+
+H = 16
+
+
+def _model(**kw) -> EBLNN:
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden_size=H, backbone_units=16, physics_hidden_dims=[16], ebm_hidden_dims=[16, 8], **kw)
+    m = EBLNN(cfg)
+    m.set_norm_stats(torch.tensor([900.0, 900, 3, 50, 100, 2000, 0, 0]), torch.tensor([100.0, 50, 2, 100, 40, 800, 0.5, 0.5]),
+                     torch.zeros(8), torch.tensor([5.0, 1, 0.3, 30, 10, 200, 0.2, 0.2]))
+    return m
+
+
+def _obs(b: int, t: int | None = None) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    shape = (b, 8) if t is None else (b, t, 8)
+    base = torch.tensor([900.0, 900, 3, 50, 100, 2000, 0, 0])
+    return base + torch.randn(shape, generator=g) * torch.tensor([50.0, 0, 1, 20, 20, 300, 0.3, 0.3])
+
+
+@pytest.mark.parametrize("b", [1, 5])
+def test_shapes_single_step_and_batched(b):
+    m = _model()
+    h = m.initial_state(b)
+    assert h.shape == (b, H)
+    obs, a = _obs(b), torch.zeros(b, 2)
+    h1 = m.step(obs, a, h)
+    assert h1.shape == (b, H)
+    assert m.predict_next(obs, h1, a).shape == (b, 8)
+    assert m.energy(h1).shape == (b,)
+    out = m.rollout(obs, h1, torch.zeros(b, 7, 2))
+    assert isinstance(out, RolloutOut)
+    assert out.obs.shape == (b, 7, 8) and out.hidden.shape == (b, 7, H) and out.energy.shape == (b, 7)
+    assert m.sequence_energy(out.hidden).shape == (b,)
+    assert m.filter(_obs(b, 4), torch.zeros(b, 4, 2)).shape == (b, 4, H)
+
+
+def test_rollout_convention_matches_step_and_predict_next():
+    """rollout = repeated step + predict_next, setpoint held, commands copied from the actions."""
+    m = _model()
+    obs0, h0 = _obs(3), torch.randn(3, H) * 0.3
+    acts = torch.rand(3, 4, 2) * 2 - 1
+    out = m.rollout(obs0, h0, acts, fast=False)
+    obs, h = obs0, h0
+    for t in range(4):
+        h = m.step(obs, acts[:, t], h)
+        obs = m.predict_next(obs, h, acts[:, t])
+        torch.testing.assert_close(out.hidden[:, t], h)
+        torch.testing.assert_close(out.obs[:, t], obs)
+    assert torch.equal(out.obs[..., 6:8], acts)
+    assert torch.equal(out.obs[..., 1], obs0[:, 1:2].expand(-1, 4))
+    assert (out.obs[..., [0, 2, 3, 4, 5]] >= 0).all()
+
+
+@pytest.mark.parametrize("act", ["lecun_tanh", "silu", "tanh"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fast_path_matches_stock_ncps(act, layers):
+    m = _model(backbone_activation=act, backbone_layers=layers)
+    obs0, h0, acts = _obs(6), torch.randn(6, H) * 0.5, torch.rand(6, 9, 2) * 2 - 1
+    fast, stock = m.rollout(obs0, h0, acts, fast=True), m.rollout(obs0, h0, acts, fast=False)
+    torch.testing.assert_close(fast.hidden, stock.hidden, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast.obs, stock.obs, atol=1e-3, rtol=1e-5)
+    seq, sa = _obs(6, 9), torch.rand(6, 9, 2) * 2 - 1
+    torch.testing.assert_close(m.filter(seq, sa, h0, fast=True), m.filter(seq, sa, h0, fast=False), atol=1e-5, rtol=1e-5)
+
+
+def test_rollout_is_differentiable_wrt_actions_and_gradients_agree():
+    m = _model()
+    obs0, h0 = _obs(4), torch.zeros(4, H)
+    grads = []
+    for fast in (True, False):
+        a = torch.zeros(4, 5, 2, requires_grad=True)
+        out = m.rollout(obs0, h0, a, fast=fast)
+        (out.obs[..., 0].sum() + m.sequence_energy(out.hidden).sum()).backward()
+        assert torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+        grads.append(a.grad)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-3, rtol=1e-3)
+
+
+def test_rollout_rejects_bad_shapes():
+    m = _model()
+    with pytest.raises(ValueError, match="actions must be"):
+        m.rollout(_obs(2), m.initial_state(2), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="do not match"):
+        m.rollout(_obs(2), m.initial_state(3), torch.zeros(2, 3, 2))
+
+
+def test_multiscale_and_spectral_norm_options():
+    m = _model(multiscale=True, spectral_norm=True).eval()  # eval: no power iteration per call
+    hid = torch.randn(2, 5, H)
+    expected = m.energy(hid).mean(1) + m.coarse_energy(hid.mean(1))
+    torch.testing.assert_close(m.sequence_energy(hid), expected)
+    single = _model(multiscale=False, spectral_norm=False)
+    assert single.coarse_head is None
+    torch.testing.assert_close(single.sequence_energy(hid), single.energy(hid).mean(1))
+    # Spectral norm: every energy-layer weight has largest singular value <= ~1.
+    for lin in (x for x in m.energy_head.net if isinstance(x, torch.nn.Linear)):
+        assert torch.linalg.matrix_norm(lin.weight, ord=2) <= 1.05
+
+
+def test_cd_loss_sign_and_regulariser():
+    real, fant = torch.tensor([-1.0, -1.0]), torch.tensor([2.0, 2.0])
+    t = cd_loss(real, fant, l2_reg=0.0)
+    assert float(t.loss) == pytest.approx(-3.0) and float(t.gap) == pytest.approx(3.0)
+    t = cd_loss(real, fant, l2_reg=0.1)
+    assert float(t.loss) == pytest.approx(-3.0 + 0.1 * (1.0 + 4.0))
+    # Gradient descent on the loss lowers real energies and raises fantasy energies.
+    r, f = real.clone().requires_grad_(), fant.clone().requires_grad_()
+    cd_loss(r, f, 0.0).loss.backward()
+    assert (r.grad > 0).all() and (f.grad < 0).all()
+    assert float(hard_negative_loss(torch.zeros(3), torch.full((3,), 2.0), margin=1.0)) == 0.0
+    assert float(hard_negative_loss(torch.zeros(3), torch.zeros(3), margin=1.0)) == pytest.approx(1.0)
+
+
+def test_masked_mse_ignores_padding():
+    pred, tgt = torch.zeros(1, 3, 2), torch.tensor([[[1.0, 1.0], [1.0, 1.0], [100.0, 100.0]]])
+    assert float(masked_mse(pred, tgt, torch.tensor([[True, True, False]]))) == pytest.approx(1.0)
+
+
+def test_energy_auroc():
+    assert energy_auroc([0.0, 1.0], [2.0, 3.0]) == 1.0
+    assert energy_auroc([2.0, 3.0], [0.0, 1.0]) == 0.0
+    assert energy_auroc([1.0, 1.0], [1.0, 1.0]) == 0.5
+    with pytest.raises(ValueError):
+        energy_auroc([], [1.0])
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
+    m = _model()
+    cfg = WorldModelRunConfig(model=m.cfg)
+    p = save_checkpoint(tmp_path / "best.pt", m, cfg, {"env_steps": 123})
+    m2, cfg2, meta = load_checkpoint(p, device="cpu")
+    assert meta["env_steps"] == 123 and "torch" in meta["versions"]
+    assert cfg2.model == m.cfg
+    m.eval()
+    obs0, h0, acts = _obs(3), torch.randn(3, H) * 0.2, torch.rand(3, 6, 2) * 2 - 1
+    a, b = m.rollout(obs0, h0, acts), m2.rollout(obs0, h0, acts)
+    assert torch.equal(a.obs, b.obs) and torch.equal(a.energy, b.energy)
+    assert torch.equal(m.obs_std, m2.obs_std)
+
+
+def test_bad_checkpoints_give_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match="is a directory"):
+        load_checkpoint(tmp_path)
+    m = _model()
+    p = save_checkpoint(tmp_path / "ok.pt", m, WorldModelRunConfig(model=m.cfg))
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(trunc)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not an EB-LNN"):
+        load_checkpoint(foreign)
+    payload = torch.load(p, weights_only=True)
+    payload["config"]["model"]["hidden_size"] = H * 2  # architecture no longer matches the weights
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_checkpoint(bad)
+    payload["format_version"] = 99
+    torch.save(payload, bad)
+    with pytest.raises(CheckpointError, match="format version"):
+        load_checkpoint(bad)
+
+
+def test_bad_norm_stats_rejected():
+    m = _model()
+    with pytest.raises(ValueError, match="obs_std"):
+        m.set_norm_stats(torch.zeros(8), torch.zeros(8), torch.zeros(8), torch.ones(8))
