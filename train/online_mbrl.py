@@ -1,0 +1,189 @@
+"""Online model-based RL: collect with the planner, retrain the world model, repeat (as PETS does).
+
+    python train/online_mbrl.py                                   # small defaults, a few minutes
+    python train/online_mbrl.py --iterations 5 --episodes_per_iter 8 --init_env_steps 20000
+
+Iteration 0 trains the world model on a small exploratory dataset (the same collector as
+``train/world_model.py``); each later iteration runs the EB-LNN Langevin MPC on the training
+scenario mix with time-correlated exploration noise, appends those real transitions, and
+fine-tunes the model on everything collected so far. Every iteration writes
+``<out_dir>/iter_<k>/best.pt`` whose metadata records the real environment steps consumed so
+far (``env_steps``): the points of the EB-LNN's sample-efficiency curve in
+``evaluate/compare_planners.py``. Normalisation statistics are those of iteration 0 throughout,
+so fine-tuning keeps the network's input scaling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import furnace_env  # noqa: F401  (registers Furnace-v0)
+from eblnn_agent.checkpoint import load_checkpoint
+from eblnn_agent.config import WorldModelRunConfig
+from eblnn_agent.data import TransitionData, compute_norm_stats, load_or_collect, split_episodes
+from eblnn_agent.logger import make_logger
+from eblnn_agent.model import EBLNN
+from eblnn_agent.trainer import Trainer
+from eblnn_agent.utils import resolve_device
+from furnace_env.scenarios import get_scenario
+from planners.factories import make_eblnn_planner
+
+#: Behaviour code of planner-collected episodes (the collector uses 0 = PI + noise, 1 = random).
+PLANNER_BEHAVIOUR = 2
+#: Environment seeds of collection episodes start here (evaluation seeds start at 10 000).
+COLLECT_SEED0 = 2_000_000
+
+
+@dataclass
+class OnlineConfig:
+    """Settings of the online loop (every field is a command-line flag)."""
+
+    iterations: int = 3
+    """Planner-collection rounds after the initial model."""
+    episodes_per_iter: int = 2
+    """Episodes collected with the planner per round."""
+    init_env_steps: int = 20_000
+    """Real env steps of exploratory data for the initial model."""
+    init_epochs: int = 8
+    """Training epochs of the initial model."""
+    epochs_per_iter: int = 3
+    """Fine-tuning epochs per round."""
+    optimizer: str = "langevin"
+    """Planner's optimiser during collection."""
+    explore_std: float = 0.05
+    """Std of the AR(1) exploration noise added to the planner's actions."""
+    explore_tau: float = 30.0
+    """Correlation time of the exploration noise, s."""
+    world_model_config: str = ""
+    """Optional YAML of the world model's config (else its defaults)."""
+    seed: int = 0
+    """Seed of everything (data, weights, planner, noise)."""
+    device: str = "auto"
+    """Training device ('auto' picks CUDA when present)."""
+    out_dir: str = "runs/artifacts/online"
+    """Output folder: iter_<k>/best.pt, data.npz, report.json."""
+    wandb: str = "auto"
+    """W&B mode: auto (offline without an account), online, offline, disabled."""
+    episode_steps: int = 0
+    """Truncate planner episodes to this many steps (0: the scenario's 240); for smoke tests."""
+
+
+def parse_args(argv: list[str] | None = None) -> OnlineConfig:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    defaults = OnlineConfig()
+    for f in fields(OnlineConfig):
+        parser.add_argument(f"--{f.name}", type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name))
+    parser.add_argument("--no_wandb", action="store_true", help="same as --wandb disabled")
+    args = parser.parse_args(argv)
+    cfg = OnlineConfig(**{f.name: getattr(args, f.name) for f in fields(OnlineConfig)})
+    if args.no_wandb:
+        cfg.wandb = "disabled"
+    for name in ("iterations", "init_epochs", "epochs_per_iter", "init_env_steps"):
+        if getattr(cfg, name) < 0 or (name != "iterations" and getattr(cfg, name) < 1):
+            parser.error(f"--{name} {getattr(cfg, name)}: must be >= 1 (iterations >= 0)")
+    if cfg.episodes_per_iter < 1:
+        parser.error(f"--episodes_per_iter {cfg.episodes_per_iter}: must be >= 1")
+    return cfg
+
+
+def collect_with_planner(checkpoint: Path, cfg: OnlineConfig, n_episodes: int, seed0: int,
+                         rng: np.random.Generator, horizon: int) -> tuple[TransitionData, list[float]]:
+    """``n_episodes`` of the MPC planner (plus AR(1) noise) on the training mix; and their returns.
+
+    Arrays are ``horizon`` long (the dataset's episode length); shorter episodes are padded.
+    """
+    scenario = get_scenario("train_mix")
+    if cfg.episode_steps:
+        scenario = replace(scenario, n_steps=min(cfg.episode_steps, horizon))
+    env = gym.make("Furnace-v0", scenario=scenario)
+    obs_all = np.zeros((n_episodes, horizon + 1, 8), dtype=np.float32)
+    act_all = np.zeros((n_episodes, horizon, 2), dtype=np.float32)
+    lengths = np.zeros(n_episodes, dtype=np.int64)
+    returns = []
+    a_noise = float(np.exp(-env.unwrapped.params.dt / cfg.explore_tau))
+    for e in range(n_episodes):
+        ctrl = make_eblnn_planner(env, checkpoint=str(checkpoint), optimizer=cfg.optimizer, seed=seed0 + e)
+        obs, _ = env.reset(seed=seed0 + e)
+        obs_all[e, 0] = obs
+        noise = np.zeros(2)
+        ret = 0.0
+        for k in range(scenario.n_steps):
+            action, _ = ctrl.predict(obs)
+            noise = a_noise * noise + np.sqrt(1 - a_noise**2) * cfg.explore_std * rng.standard_normal(2)
+            a = np.clip(np.asarray(action, dtype=np.float64).reshape(2) + noise, -1.0, 1.0).astype(np.float32)
+            if hasattr(ctrl.model, "applied"):
+                ctrl.model.applied(a)  # the filter must see what the plant got, noise included
+            obs, r, term, trunc, _ = env.step(a)
+            ret += r
+            act_all[e, k], obs_all[e, k + 1] = a, obs
+            lengths[e] += 1
+            if term or trunc:
+                break
+        obs_all[e, lengths[e] + 1:] = obs_all[e, lengths[e]]
+        returns.append(ret)
+    env.close()
+    prov = {"env_id": "Furnace-v0", "collector": "planner", "optimizer": cfg.optimizer, "seed0": seed0,
+            "explore_std": cfg.explore_std}
+    return TransitionData(obs_all, act_all, lengths, np.full(n_episodes, PLANNER_BEHAVIOUR, np.int8), prov), returns
+
+
+def concat(a: TransitionData, b: TransitionData) -> TransitionData:
+    """Episodes of ``a`` then ``b`` (same episode length)."""
+    prov = {"parts": [a.provenance, b.provenance]}
+    return TransitionData(np.concatenate([a.obs, b.obs]), np.concatenate([a.actions, b.actions]),
+                          np.concatenate([a.lengths, b.lengths]), np.concatenate([a.behaviour, b.behaviour]), prov)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_args(argv)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    wm = WorldModelRunConfig.from_yaml(cfg.world_model_config) if cfg.world_model_config else WorldModelRunConfig()
+    wm = wm.with_overrides(seed=cfg.seed, n_env_steps=cfg.init_env_steps, epochs=cfg.init_epochs,
+                           data_path=str(out / "init_data.npz"), wandb="disabled")
+    logger = make_logger(cfg.wandb, wm.train.wandb_project, {"online": asdict(cfg), **wm.to_dict()}, dir=str(out))
+    rng = np.random.default_rng(cfg.seed)
+    t0 = time.perf_counter()
+    data = load_or_collect(wm.data.data_path, wm.data.n_env_steps, cfg.seed, wm.data.scenario,
+                           wm.data.num_envs, wm.data.pi_fraction)
+    torch.manual_seed(cfg.seed)
+    model = EBLNN(wm.model)
+    model.set_norm_stats(*compute_norm_stats(split_episodes(data, wm.data.val_fraction, wm.data.test_fraction,
+                                                            cfg.seed).train))
+    history = []
+    for it in range(cfg.iterations + 1):
+        if it > 0:
+            prev = out / f"iter_{it - 1}" / "best.pt"
+            new, returns = collect_with_planner(prev, cfg, cfg.episodes_per_iter,
+                                                COLLECT_SEED0 + 1000 * it, rng, data.actions.shape[1])
+            data = concat(data, new)
+            logger.log({"online/iteration": it, "online/collect_return_mean": float(np.mean(returns)),
+                        "online/env_steps": data.env_steps})
+            model, _, _ = load_checkpoint(prev, device=device)  # fine-tune from the best of the last round
+            wm = wm.with_overrides(epochs=cfg.epochs_per_iter)
+        split = split_episodes(data, wm.data.val_fraction, wm.data.test_fraction, cfg.seed + it)
+        trainer = Trainer(model, wm, split, logger, device, env_steps=data.env_steps, out_dir=out / f"iter_{it}")
+        res = trainer.fit()
+        history.append({"iteration": it, "env_steps": data.env_steps, "best_val_loss": res.best_val_loss,
+                        "seconds": time.perf_counter() - t0})
+        print(f"iteration {it}: {data.env_steps} real env steps, val/loss {res.best_val_loss:.4g}, "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+    data.save(out / "data.npz")
+    report = {"config": asdict(cfg), "history": history}
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    logger.finish()
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
