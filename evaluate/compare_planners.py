@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import subprocess
 import sys
 import time
@@ -70,6 +71,9 @@ class CompareConfig:
     """Skip controllers whose artefact is missing instead of training it."""
     steps: int = 0
     """Truncate every episode to this many steps (0: the scenario's own length); for smoke tests."""
+    sample_efficiency: bool = False
+    """Also score every intermediate artefact (online-loop iterations, PPO/SAC checkpoints) against
+    the real env steps it consumed, on the first scenario and seed (needs pi and oracle)."""
 
 
 #: Planner variants on the world model: optimiser and keyword overrides.
@@ -92,13 +96,14 @@ def artefact_commands(cfg: CompareConfig) -> dict[str, list[str]]:
         "world_model": [py, "train/world_model.py", "--out_dir", str(art / "world_model")],
         "ppo": [py, "train/baselines.py", "--algo", "ppo", "--out", str(art / "ppo")],
         "sac": [py, "train/baselines.py", "--algo", "sac", "--out", str(art / "sac")],
+        "online": [py, "train/online_mbrl.py", "--out_dir", str(art / "online")],
     }
 
 
 def artefact_path(cfg: CompareConfig, name: str) -> Path:
     art = Path(cfg.artifacts)
-    return {"world_model": art / "world_model" / "model.pt", "ppo": art / "ppo" / "model.zip",
-            "sac": art / "sac" / "model.zip"}[name]
+    return {"world_model": art / "world_model" / "best.pt", "ppo": art / "ppo" / "model.zip",
+            "sac": art / "sac" / "model.zip", "online": art / "online" / "report.json"}[name]
 
 
 def ensure_artefact(cfg: CompareConfig, name: str) -> Path | None:
@@ -155,6 +160,53 @@ def _world_model_env_steps(path: Path) -> int:
 
     _, _, meta = load_checkpoint(path, device="cpu")
     return int(meta.get("env_steps", 0))
+
+
+#: Methods on the sample-efficiency plot (the ablations share the EB-LNN's data).
+SAMPLE_EFFICIENCY_CONTROLLERS = ("eblnn-langevin", "ppo", "sac")
+_STEPS_RE = re.compile(r"_(\d+)_steps\.zip$")
+
+
+def sample_efficiency_specs(cfg: CompareConfig) -> list[ControllerSpec]:
+    """Intermediate artefacts with their env-step counts: the points of the sample-efficiency plot."""
+    art = Path(cfg.artifacts)
+    specs = []
+    if "eblnn-langevin" in cfg.controllers and ensure_artefact(cfg, "online") is not None:
+        for ckpt in sorted(art.glob("online/iter_*/best.pt"), key=lambda p: int(p.parent.name[5:])):
+            specs.append(ControllerSpec("eblnn-langevin", "planners.factories:make_eblnn_planner",
+                                        {"checkpoint": str(ckpt), "optimizer": "langevin"},
+                                        env_steps=_world_model_env_steps(ckpt)))
+    for algo in ("ppo", "sac"):
+        if algo not in cfg.controllers:
+            continue
+        for ckpt in art.glob(f"{algo}/checkpoints/*.zip"):
+            m = _STEPS_RE.search(ckpt.name)
+            if m:
+                specs.append(ControllerSpec(algo, "planners.factories:make_sb3", {"path": str(ckpt)},
+                                            env_steps=int(m.group(1))))
+    return specs
+
+
+def plot_sample_efficiency(points: list[dict], path: Path) -> None:
+    """Score against real env steps consumed, one line per method (log x)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, name in enumerate(dict.fromkeys(p["controller"] for p in points)):
+        pts = sorted((p["env_steps"], p["score"]) for p in points if p["controller"] == name)
+        ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=f"C{i}", label=name)
+    ax.axhline(0.0, color="k", lw=0.8, ls=":")
+    ax.axhline(1.0, color="g", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("real environment steps consumed")
+    ax.set_ylabel("normalised score (PI = 0, oracle = 1)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -258,8 +310,30 @@ def main(argv: list[str] | None = None) -> list[dict]:
         fig = plot_trajectories(trajs, dt=5.0, title=f"{sc.name}, seed {seeds[0]}")
         fig.savefig(out / "plots" / f"trajectories_{sc.name}.png", dpi=110)
     plot_scores(summary, out / "plots" / "scores.png")
+    if cfg.sample_efficiency:
+        run_sample_efficiency(cfg, scenarios[0], seeds[0], records, out)
     print(f"wrote {out}/episodes.csv, summary.md, summary.json, plots/ in {time.perf_counter() - t0:.0f} s")
     return summary
+
+
+def run_sample_efficiency(cfg: CompareConfig, scenario, seed: int, records, out: Path) -> list[dict]:
+    """Score each intermediate artefact on one scenario and seed; CSV and plot."""
+    ref = {r.controller: r.metrics["return"] for r in records if r.scenario == scenario.name and r.seed == seed}
+    if "pi" not in ref or "oracle" not in ref:
+        print("sample efficiency needs the pi and oracle controllers in the comparison; skipped")
+        return []
+    specs = sample_efficiency_specs(cfg)
+    print(f"sample efficiency: {len(specs)} intermediate artefacts on {scenario.name}, seed {seed}")
+    recs = evaluate_controllers(specs, [scenario], [seed], workers=cfg.workers)
+    # The final artefacts of the main comparison are points too.
+    recs += [r for r in records if r.scenario == scenario.name and r.seed == seed
+             and r.controller in SAMPLE_EFFICIENCY_CONTROLLERS]
+    points = [{"controller": r.controller, "env_steps": r.env_steps, "return": r.metrics["return"],
+               "score": float((r.metrics["return"] - ref["pi"]) / (ref["oracle"] - ref["pi"]))} for r in recs]
+    if points:
+        write_csv(points, out / "sample_efficiency.csv")
+        plot_sample_efficiency(points, out / "plots" / "sample_efficiency.png")
+    return points
 
 
 if __name__ == "__main__":
