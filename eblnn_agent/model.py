@@ -2,8 +2,9 @@
 
 State convention (everything in physical units at the interface; normalisation inside):
 
-* ``h_t`` is the hidden state *after* consuming ``(obs_{t-1}, a_{t-1})``; ``h_0`` is
-  :meth:`EBLNN.initial_state`, the state before any observation.
+* ``h_t`` is the recurrent state *after* consuming ``(obs_{t-1}, a_{t-1})``; ``h_0`` is
+  :meth:`EBLNN.initial_state`, the state before any observation. It holds the CfC state
+  and the last observation consumed (see :class:`EBLNN`); the heads read the CfC part.
 * ``h_{t+1} = step(obs_t, a_t, h_t)``; the physics head reads ``h_{t+1}`` and predicts
   ``obs_{t+1} = predict_next(obs_t, h_{t+1}, a_t)``.
 * A controller filters real data with ``step`` (one call per control step) and plans from
@@ -84,7 +85,16 @@ class EnergyHead(nn.Module):
 
 
 class EBLNN(nn.Module):
-    """Energy-based liquid neural network world model of the furnace (see module docstring)."""
+    """Energy-based liquid neural network world model of the furnace (see module docstring).
+
+    The recurrent state ``h`` (size :attr:`state_size`) is the CfC state (the first
+    ``hidden_size`` entries, which the heads read) followed by the last observation it
+    consumed (normalised) and a flag that one was consumed. The cell is fed the observation,
+    its change since the previous step (scaled by the delta statistics) and the action: the
+    change is what the next step's delta depends on most (a linear ARX model on a few lags
+    already predicts the temperature within 0.06x persistence), and a CfC that had to
+    difference two normalised readings 0.005 apart itself learns it slowly.
+    """
 
     def __init__(self, cfg: ModelConfig | None = None, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM) -> None:
         super().__init__()
@@ -92,7 +102,9 @@ class EBLNN(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.obs_dim, self.act_dim, self.hidden_size = obs_dim, act_dim, cfg.hidden_size
-        self.cfc = CfC(obs_dim + act_dim, cfg.hidden_size, mode="default", activation=cfg.backbone_activation,
+        self.state_size = cfg.hidden_size + obs_dim + 1
+        self.input_size = 2 * obs_dim + act_dim
+        self.cfc = CfC(self.input_size, cfg.hidden_size, mode="default", activation=cfg.backbone_activation,
                        backbone_units=cfg.backbone_units, backbone_layers=cfg.backbone_layers,
                        batch_first=True, return_sequences=True)
         check_cell_supported(self.cfc.rnn_cell)
@@ -121,39 +133,56 @@ class EBLNN(nn.Module):
                 raise ValueError(f"{name} must be > 0, got {v!r}")
             getattr(self, name).copy_(t)
 
-    def _inputs(self, obs: Tensor, action: Tensor) -> Tensor:
-        return torch.cat([(obs - self.obs_mean) / self.obs_std, action], dim=-1)
+    def _norm(self, obs: Tensor) -> Tensor:
+        return (obs - self.obs_mean) / self.obs_std
+
+    def _features(self, norm: Tensor, last: Tensor, valid: Tensor, action: Tensor) -> Tensor:
+        diff = valid * (norm - last) * (self.obs_std / self.delta_std)
+        return torch.cat([norm, diff, action], dim=-1)
 
     def normalized_delta(self, obs: Tensor, next_obs: Tensor) -> Tensor:
         """Target of the physics head: ``(next - obs - delta_mean) / delta_std``."""
         return (next_obs - obs - self.delta_mean) / self.delta_std
 
+    def cfc_state(self, h: Tensor) -> Tensor:
+        """The CfC part ``[..., hidden_size]`` of recurrent states ``[..., state_size]`` (what the heads read)."""
+        return h[..., :self.hidden_size]
+
+    def _split(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        hs = self.hidden_size
+        return h[..., :hs], h[..., hs:hs + self.obs_dim], h[..., hs + self.obs_dim:]
+
     # -- the body -----------------------------------------------------------------------
     def initial_state(self, batch: int) -> Tensor:
-        """The hidden state before any observation: zeros ``[batch, H]`` on the model's device."""
-        return self.obs_mean.new_zeros(batch, self.hidden_size)
+        """The state before any observation: zeros ``[batch, state_size]`` on the model's device."""
+        return self.obs_mean.new_zeros(batch, self.state_size)
 
     def step(self, obs: Tensor, action: Tensor, h: Tensor) -> Tensor:
         """Filter one real step: ``h_{t+1} = cell(obs_t, a_t, h_t)`` (``obs [B, 8]``, ``action [B, 2]``)."""
-        _, h_next = self.cfc.rnn_cell(self._inputs(obs, action), h, 1.0)
-        return h_next
+        c, last, valid = self._split(h)
+        norm = self._norm(obs)
+        _, c_next = self.cfc.rnn_cell(self._features(norm, last, valid, action), c, 1.0)
+        return torch.cat([c_next, norm, torch.ones_like(valid)], dim=-1)
 
     def filter(self, obs: Tensor, actions: Tensor, h0: Tensor | None = None, fast: bool = True) -> Tensor:
-        """Teacher-forced hidden states ``[B, T, H]`` over real ``obs [B, T, 8]`` and ``actions [B, T, 2]``.
+        """Teacher-forced states ``[B, T, state_size]`` over real ``obs [B, T, 8]`` and ``actions [B, T, 2]``.
 
         ``hidden[:, t]`` is ``h_{t+1}`` (after consuming step ``t``). ``fast`` uses the fused cell,
         else the stock ``ncps`` sequence forward; both compute the same function.
         """
         h0 = self.initial_state(obs.shape[0]) if h0 is None else h0
-        x = self._inputs(obs, actions)
-        if fast:
-            return cfc_sequence(self.cfc.rnn_cell, x, h0)
-        return self.cfc(x, h0)[0]
+        c0, last0, valid0 = self._split(h0)
+        norm = self._norm(obs)
+        last = torch.cat([last0[:, None], norm[:, :-1]], dim=1)
+        valid = torch.cat([valid0[:, None], torch.ones_like(norm[:, 1:, :1])], dim=1)
+        x = self._features(norm, last, valid, actions)
+        c = cfc_sequence(self.cfc.rnn_cell, x, c0) if fast else self.cfc(x, c0)[0]
+        return torch.cat([c, norm, torch.ones_like(valid)], dim=-1)
 
     # -- heads --------------------------------------------------------------------------
     def predict_delta(self, h: Tensor) -> Tensor:
         """Normalised one-step observation delta ``[..., 8]`` predicted from ``h_{t+1}``."""
-        return self.physics(h)
+        return self.physics(self.cfc_state(h))
 
     def _compose(self, obs: Tensor, delta_n: Tensor, action: Tensor | None, setpoint: Tensor | None) -> Tensor:
         nxt = obs + delta_n * self.delta_std + self.delta_mean
@@ -172,25 +201,29 @@ class EBLNN(nn.Module):
         return self._compose(obs, self.predict_delta(h), action, None)
 
     def energy(self, h: Tensor) -> Tensor:
-        """Fine energy ``[...]`` of hidden states ``[..., H]`` (low = like real furnace behaviour)."""
-        return self.energy_head(h)
+        """Fine energy ``[...]`` of states ``[..., state_size]`` or CfC states ``[..., hidden_size]``.
+
+        Low energy = looks like real furnace behaviour.
+        """
+        return self.energy_head(self.cfc_state(h))
 
     def coarse_energy(self, pooled: Tensor) -> Tensor:
-        """Coarse energy ``[B]`` of time-pooled hidden states ``[B, H]`` (0 without multi-scale)."""
+        """Coarse energy ``[B]`` of time-pooled (CfC) states ``[B, H]`` (0 without multi-scale)."""
         if self.coarse_head is None:
             return pooled.new_zeros(pooled.shape[:-1])
-        return self.coarse_head(pooled)
+        return self.coarse_head(self.cfc_state(pooled))
 
     def sequence_energy(self, hidden: Tensor) -> Tensor:
-        """Energy of hidden sequences ``[B, T, H] -> [B]``: mean fine energy + coarse energy of the mean."""
-        e = self.energy(hidden).mean(dim=1)
+        """Energy of state sequences ``[B, T, S] -> [B]``: mean fine energy + coarse energy of the mean."""
+        c = self.cfc_state(hidden)
+        e = self.energy_head(c).mean(dim=1)
         if self.coarse_head is not None:
-            e = e + self.coarse_head(hidden.mean(dim=1))
+            e = e + self.coarse_head(c.mean(dim=1))
         return e
 
     # -- imagination --------------------------------------------------------------------
     def rollout(self, obs0: Tensor, h0: Tensor, actions: Tensor, fast: bool = True) -> RolloutOut:
-        """Closed-loop rollout of action sequences ``actions [B, T, 2]`` from ``(obs0 [B, 8], h0 [B, H])``.
+        """Closed-loop rollout of action sequences ``actions [B, T, 2]`` from ``(obs0 [B, 8], h0 [B, S])``.
 
         ``h_{t+1} = cell(obs_t, a_t, h_t)``, ``obs_{t+1} = predict_next(obs_t, h_{t+1}, a_t)``;
         the setpoint is held at ``obs0``'s. Differentiable w.r.t. ``actions`` (and ``obs0``,
@@ -198,10 +231,10 @@ class EBLNN(nn.Module):
         """
         if actions.dim() != 3 or actions.shape[-1] != self.act_dim:
             raise ValueError(f"actions must be [B, T, {self.act_dim}], got {tuple(actions.shape)}")
-        b, t_len = actions.shape[:2]
-        if obs0.shape != (b, self.obs_dim) or h0.shape != (b, self.hidden_size):
+        b = actions.shape[0]
+        if obs0.shape != (b, self.obs_dim) or h0.shape != (b, self.state_size):
             raise ValueError(f"obs0 {tuple(obs0.shape)} / h0 {tuple(h0.shape)} do not match a batch of {b}: "
-                             f"expected ({b}, {self.obs_dim}) and ({b}, {self.hidden_size})")
+                             f"expected ({b}, {self.obs_dim}) and ({b}, {self.state_size})")
         return self._rollout_fast(obs0, h0, actions) if fast else self._rollout_stock(obs0, h0, actions)
 
     def _rollout_stock(self, obs0: Tensor, h0: Tensor, actions: Tensor) -> RolloutOut:
@@ -210,7 +243,10 @@ class EBLNN(nn.Module):
         outs, hs = [], []
         for t in range(actions.shape[1]):
             a = actions[:, t]
-            h = self.cfc(self._inputs(obs, a).unsqueeze(1), h)[1]
+            c, last, valid = self._split(h)
+            norm = self._norm(obs)
+            c = self.cfc(self._features(norm, last, valid, a).unsqueeze(1), c)[1]  # the stock ncps CfC
+            h = torch.cat([c, norm, torch.ones_like(valid)], dim=-1)
             obs = self._compose(obs, self.predict_delta(h), a, sp)
             outs.append(obs)
             hs.append(h)
@@ -218,33 +254,45 @@ class EBLNN(nn.Module):
         return RolloutOut(torch.stack(outs, 1), hidden, self.energy(hidden))
 
     def _rollout_fast(self, obs0: Tensor, h0: Tensor, actions: Tensor) -> RolloutOut:
-        fw = fuse_cell(self.cfc.rnn_cell, self.obs_dim + self.act_dim)
-        # Fold the input normalisation into the first backbone layer; precompute the action part.
-        w_obs = fw.w_in[:, :self.obs_dim] / self.obs_std
-        bias = fw.b_in - w_obs @ self.obs_mean
-        pre_act = torch.matmul(actions, fw.w_in[:, self.obs_dim:].t()) + bias  # [B, T, U]
-        w_oh = torch.cat([w_obs, fw.w_h], dim=1).t()  # [(8 + H), U]
+        n, t_len = self.obs_dim, actions.shape[1]
+        fw = fuse_cell(self.cfc.rnn_cell, self.input_size)
+        w_norm, w_diff, w_act = fw.w_in[:, :n], fw.w_in[:, n:2 * n], fw.w_in[:, 2 * n:]
+        # Step 0 reads the previous observation from h0; later steps from the rollout itself, so
+        # the input layer folds into pre = [obs_t, obs_t - obs_{t-1}, c_t] @ W + (action part + bias).
+        c0, last0, valid0 = self._split(h0)
+        norm0 = self._norm(obs0)
+        x0 = self._features(norm0, last0, valid0, actions[:, 0])
+        w_first = torch.cat([fw.w_in, fw.w_h], 1).t()
+        c = cell_from_preactivation(torch.addmm(fw.b_in, torch.cat([x0, c0], 1), w_first), fw)
+        # The difference is formed explicitly (folding it into two weight blocks would cancel
+        # large numbers, e.g. air flows of thousands of kg/h, in float32).
+        w_big = torch.cat([w_norm / self.obs_std, w_diff / self.delta_std, fw.w_h], dim=1).t()  # [(8 + 8 + H), U]
+        pre_act = torch.matmul(actions, w_act.t()) + (fw.b_in - (w_norm / self.obs_std) @ self.obs_mean)
         # Physics head: de-normalisation folded into its last layer; the setpoint's and the
         # commands' rows zeroed, and the commands entered through a precomputed correction
-        # (a_t - a_{t-1} on channels 6, 7), so a step is obs + C_t + head(h), then a clamp.
+        # (a_t - a_{t-1} on channels 6, 7), so a step is obs + C_t + head(c), then a clamp.
         lins = [m for m in self.physics if isinstance(m, nn.Linear)]
-        keep = torch.ones(self.obs_dim, dtype=obs0.dtype, device=obs0.device)
+        keep = torch.ones(n, dtype=obs0.dtype, device=obs0.device)
         keep[[SETPOINT_CHANNEL, *ACTION_CHANNELS]] = 0.0
         w_last = (lins[-1].weight * (self.delta_std * keep)[:, None]).t()
         b_last = (lins[-1].bias * self.delta_std + self.delta_mean) * keep
         prev_a = torch.cat([obs0[:, None, 6:8], actions[:, :-1]], dim=1)
         corr = torch.cat([b_last[:6].expand(*actions.shape[:2], 6), actions - prev_a + b_last[6:]], dim=-1)
-        lower = torch.full((self.obs_dim,), -torch.inf, dtype=obs0.dtype, device=obs0.device)
+        lower = torch.full((n,), -torch.inf, dtype=obs0.dtype, device=obs0.device)
         lower[list(NONNEG_CHANNELS)] = 0.0
-        obs, h = obs0, h0
-        outs, hs = [], []
-        for t in range(actions.shape[1]):
-            h = cell_from_preactivation(torch.addmm(pre_act[:, t], torch.cat([obs, h], dim=1), w_oh), fw)
-            p = h
+        obs_prev, obs = obs0, obs0
+        ins, outs, cs = [obs0], [], []
+        for t in range(t_len):
+            if t > 0:
+                c = cell_from_preactivation(torch.addmm(pre_act[:, t], torch.cat([obs, obs - obs_prev, c], 1), w_big), fw)
+            p = c
             for m in lins[:-1]:
                 p = nn.functional.silu(nn.functional.linear(p, m.weight, m.bias))
-            obs = torch.maximum(torch.addmm(obs + corr[:, t], p, w_last), lower)
+            obs_prev, obs = obs, torch.maximum(torch.addmm(obs + corr[:, t], p, w_last), lower)
             outs.append(obs)
-            hs.append(h)
-        hidden = torch.stack(hs, 1)
-        return RolloutOut(torch.stack(outs, 1), hidden, self.energy(hidden))
+            cs.append(c)
+            ins.append(obs)
+        cfc = torch.stack(cs, 1)
+        norm_in = self._norm(torch.stack(ins[:-1], 1))
+        hidden = torch.cat([cfc, norm_in, torch.ones_like(norm_in[..., :1])], dim=-1)
+        return RolloutOut(torch.stack(outs, 1), hidden, self.energy_head(cfc))

@@ -33,7 +33,7 @@ from eblnn_agent.logger import MetricLogger
 from eblnn_agent.losses import cd_loss, hard_negative_loss, masked_mse
 from eblnn_agent.metrics import ood_aurocs
 from eblnn_agent.model import EBLNN, PHYSICS_CHANNELS
-from eblnn_agent.sampler import LangevinSampler, ReplayBuffer
+from eblnn_agent.sampler import LangevinSampler, ReplayBuffer, uniform_init
 from eblnn_agent.utils import atomic_write
 
 __all__ = ["Trainer", "FitResult"]
@@ -106,9 +106,11 @@ class Trainer:
             m.eval()
         if train:
             fant, st = self.sampler.sample(e_fn, buffer, real.shape[0], self.gen)
-        else:  # validation: fixed chain starts from the buffer, nothing written back
+        else:
+            # Validation: chains from fixed noise with a fixed generator, nothing written back, so
+            # val/loss depends on the model only (buffer starts would add epoch-to-epoch noise).
             g = torch.Generator(device=real.device).manual_seed(12345)
-            x0, _ = buffer.sample(real.shape[0], g)
+            x0 = uniform_init(real.shape[0], real.shape[1], buffer.init_scale, g, real.device, real.dtype)
             fant, st = self.sampler.run(e_fn, x0, g)
         for m, was in modes:
             m.train(was)
@@ -134,7 +136,7 @@ class Trainer:
         pred = m.predict_delta(hidden)[..., _PHYS]
         target = m.normalized_delta(obs_in, w.obs[:, 1:])[..., _PHYS]
         phys = masked_mse(pred, target, w.mask)
-        h_src = hidden.detach() if ec.detach_hidden else hidden
+        h_src = m.cfc_state(hidden.detach() if ec.detach_hidden else hidden)
         b_idx, t_idx = self._subsample(w.mask.nonzero(), ec.cd_batch).unbind(1)
         real = h_src[b_idx, t_idx]
         fine = self._cd_terms(m.energy, real, self.buffer, train)

@@ -11,6 +11,7 @@ from eblnn_agent.losses import cd_loss, energy_auroc, hard_negative_loss, masked
 from eblnn_agent.model import EBLNN, RolloutOut
 
 H = 16
+S = H + 9  # state: CfC units + last observation + flag
 
 
 def _model(**kw) -> EBLNN:
@@ -33,23 +34,23 @@ def _obs(b: int, t: int | None = None) -> torch.Tensor:
 def test_shapes_single_step_and_batched(b):
     m = _model()
     h = m.initial_state(b)
-    assert h.shape == (b, H)
+    assert h.shape == (b, S)
     obs, a = _obs(b), torch.zeros(b, 2)
     h1 = m.step(obs, a, h)
-    assert h1.shape == (b, H)
+    assert h1.shape == (b, S)
     assert m.predict_next(obs, h1, a).shape == (b, 8)
     assert m.energy(h1).shape == (b,)
     out = m.rollout(obs, h1, torch.zeros(b, 7, 2))
     assert isinstance(out, RolloutOut)
-    assert out.obs.shape == (b, 7, 8) and out.hidden.shape == (b, 7, H) and out.energy.shape == (b, 7)
+    assert out.obs.shape == (b, 7, 8) and out.hidden.shape == (b, 7, S) and out.energy.shape == (b, 7)
     assert m.sequence_energy(out.hidden).shape == (b,)
-    assert m.filter(_obs(b, 4), torch.zeros(b, 4, 2)).shape == (b, 4, H)
+    assert m.filter(_obs(b, 4), torch.zeros(b, 4, 2)).shape == (b, 4, S)
 
 
 def test_rollout_convention_matches_step_and_predict_next():
     """rollout = repeated step + predict_next, setpoint held, commands copied from the actions."""
     m = _model()
-    obs0, h0 = _obs(3), torch.randn(3, H) * 0.3
+    obs0, h0 = _obs(3), m.step(_obs(3) + 5.0, torch.zeros(3, 2), m.initial_state(3))
     acts = torch.rand(3, 4, 2) * 2 - 1
     out = m.rollout(obs0, h0, acts, fast=False)
     obs, h = obs0, h0
@@ -67,7 +68,8 @@ def test_rollout_convention_matches_step_and_predict_next():
 @pytest.mark.parametrize("layers", [1, 2])
 def test_fast_path_matches_stock_ncps(act, layers):
     m = _model(backbone_activation=act, backbone_layers=layers)
-    obs0, h0, acts = _obs(6), torch.randn(6, H) * 0.5, torch.rand(6, 9, 2) * 2 - 1
+    obs0, acts = _obs(6), torch.rand(6, 9, 2) * 2 - 1
+    h0 = m.step(obs0 - 3.0, torch.zeros(6, 2), m.initial_state(6))
     fast, stock = m.rollout(obs0, h0, acts, fast=True), m.rollout(obs0, h0, acts, fast=False)
     torch.testing.assert_close(fast.hidden, stock.hidden, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast.obs, stock.obs, atol=1e-3, rtol=1e-5)
@@ -77,7 +79,7 @@ def test_fast_path_matches_stock_ncps(act, layers):
 
 def test_rollout_is_differentiable_wrt_actions_and_gradients_agree():
     m = _model()
-    obs0, h0 = _obs(4), torch.zeros(4, H)
+    obs0, h0 = _obs(4), m.initial_state(4)
     grads = []
     for fast in (True, False):
         a = torch.zeros(4, 5, 2, requires_grad=True)
@@ -144,7 +146,8 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
     assert meta["env_steps"] == 123 and "torch" in meta["versions"]
     assert cfg2.model == m.cfg
     m.eval()
-    obs0, h0, acts = _obs(3), torch.randn(3, H) * 0.2, torch.rand(3, 6, 2) * 2 - 1
+    obs0, acts = _obs(3), torch.rand(3, 6, 2) * 2 - 1
+    h0 = m.step(obs0, acts[:, 0], m.initial_state(3))
     a, b = m.rollout(obs0, h0, acts), m2.rollout(obs0, h0, acts)
     assert torch.equal(a.obs, b.obs) and torch.equal(a.energy, b.energy)
     assert torch.equal(m.obs_std, m2.obs_std)
