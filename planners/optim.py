@@ -126,7 +126,7 @@ def colored_noise(beta: float, shape: tuple[int, int, int], generator: torch.Gen
 
     ``beta = 0`` is white noise; larger ``beta`` gives smoother, lower-frequency sequences (iCEM,
     Pinneri et al. 2020, section 3.1). Generated in the frequency domain and transformed back by an
-    inverse real FFT, following Timmer and Koenig (1995) as the ``colorednoise`` package does.
+    inverse real FFT (Timmer and Koenig 1995, as the ``colorednoise`` package), scaled to unit variance.
     """
     n, h, a = shape
     if beta == 0 or h < 2:
@@ -134,9 +134,11 @@ def colored_noise(beta: float, shape: tuple[int, int, int], generator: torch.Gen
     f = torch.fft.rfftfreq(h, dtype=torch.float64)
     f[0] = 1.0 / h  # the lowest resolvable frequency stands in for DC
     s = f ** (-beta / 2.0)
-    w = s[1:].clone()
-    w[-1] *= (1 + (h % 2)) / 2.0
-    sigma = 2.0 * torch.sqrt((w**2).sum()) / h
+    # Exact variance of the inverse transform below (DC and Nyquist bins are real), so std = 1.
+    var = 2.0 * s[0] ** 2 + 4.0 * (s[1:] ** 2).sum()
+    if h % 2 == 0:
+        var = var - 2.0 * s[-1] ** 2
+    sigma = torch.sqrt(var) / h
     re = torch.randn((n, a, f.numel()), generator=generator, dtype=torch.float64, device="cpu") * s
     im = torch.randn((n, a, f.numel()), generator=generator, dtype=torch.float64, device="cpu") * s
     if h % 2 == 0:
@@ -407,6 +409,10 @@ class LangevinOptimizer(Optimizer):
         j = torch.full((n,), float("inf"), dtype=y.dtype, device=y.device)
         for it in range(c.iterations):
             j, g = ev.value_and_grad(y)
+            # Every finite cost counts for the best plan, even where the gradient is broken.
+            ok = torch.isfinite(j) & torch.isfinite(y).flatten(1).all(dim=1)
+            if ok.any():
+                best.update(y[ok], j[ok])
             # Repair non-finite costs or gradients: back to the previous iterate, or a fresh sample.
             bad = ~torch.isfinite(j) | ~torch.isfinite(g).flatten(1).all(dim=1) | ~torch.isfinite(y).flatten(1).all(dim=1)
             if bad.any():
@@ -589,8 +595,8 @@ class MPPIConfig:
     """Update iterations per plan (Williams et al. use one per control step; more refines)."""
     sigma: float = 0.3
     """Standard deviation of the action perturbations, action units."""
-    temperature: float = 0.1
-    """Inverse-temperature ``lambda`` of the exponential weights (see ``normalize``)."""
+    temperature: float = 0.5
+    """Temperature ``lambda`` of the exponential weights (see ``normalize``)."""
     normalize: bool = True
     """Divide cost gaps by the population's cost std, making ``temperature`` scale-free (else
     ``temperature`` is in cost units, as in the paper)."""

@@ -51,6 +51,10 @@ class OracleConfig:
     setpoint pays for it), which a horizon shorter than the thermal time constant cannot see."""
     tail_weight: float = 1.0
     """Weight of the tail's costs."""
+    block: int = 1
+    """Move blocking: the first planned action is held for one step (it is the one applied), every
+    later one for ``block`` steps. The optimiser then searches ``1 + ceil((horizon - 1) / block)``
+    actions instead of ``horizon``: a long horizon at a small search dimension (1: no blocking)."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.smooth) and self.smooth >= 0):
@@ -59,6 +63,8 @@ class OracleConfig:
             raise ValueError(f"OracleConfig.trip_penalty={self.trip_penalty!r} must be finite and >= 0 or None")
         if isinstance(self.tail, bool) or not isinstance(self.tail, int) or self.tail < 0:
             raise ValueError(f"OracleConfig.tail={self.tail!r} must be an integer >= 0")
+        if isinstance(self.block, bool) or not isinstance(self.block, int) or self.block < 1:
+            raise ValueError(f"OracleConfig.block={self.block!r} must be an integer >= 1")
         if not (math.isfinite(self.tail_weight) and self.tail_weight >= 0):
             raise ValueError(f"OracleConfig.tail_weight={self.tail_weight!r} must be finite and >= 0")
 
@@ -66,7 +72,7 @@ class OracleConfig:
 class OracleModel:
     """A :class:`~planners.mpc.PlanningModel` that reads the true state of ``env`` at every plan."""
 
-    def __init__(self, env, config: OracleConfig | None = None) -> None:
+    def __init__(self, env, config: OracleConfig | None = None, horizon: int | None = None) -> None:
         base = env.unwrapped
         for attr in ("_sim", "_sched", "_k", "_cmd", "params", "weights"):
             if not hasattr(base, attr):
@@ -74,6 +80,20 @@ class OracleModel:
         self.env = base
         self.cfg = config if config is not None else OracleConfig()
         self._sims: dict[int, FurnaceSim] = {}
+        self.horizon = horizon
+
+    def n_decisions(self, horizon: int) -> int:
+        """Planned actions that cover ``horizon`` steps under the move blocking."""
+        return 1 + math.ceil((horizon - 1) / self.cfg.block)
+
+    def expand(self, actions: np.ndarray) -> np.ndarray:
+        """Planned actions ``[N, D, 2]`` -> per-step commands ``[N, horizon, 2]`` (move blocking)."""
+        d = actions.shape[1]
+        if self.cfg.block == 1:
+            return actions
+        steps = self.horizon if self.horizon is not None else 1 + (d - 1) * self.cfg.block
+        counts = np.minimum(np.r_[1, np.full(d - 1, self.cfg.block)], np.maximum(steps - np.r_[0, 1 + self.cfg.block * np.arange(d - 1)], 0))
+        return np.repeat(actions, counts, axis=1)
 
     def reset(self) -> None:
         """Nothing to forget: the true state is read afresh at every plan."""
@@ -109,7 +129,7 @@ class OracleModel:
         cmd0 = snap["cmd"]
 
         def objective(actions: torch.Tensor) -> torch.Tensor:
-            a = np.ascontiguousarray(actions.detach().cpu().numpy(), dtype=np.float64)
+            a = self.expand(np.ascontiguousarray(actions.detach().cpu().numpy(), dtype=np.float64))
             n, h, _ = a.shape
             sim = self._sim(n)
             sim.state[:] = snap["state"]
@@ -139,8 +159,8 @@ class OracleModel:
 
 
 def make_oracle(env, optimizer: str = "cem", horizon: int = 30, seed: int = 0, smooth: float = 0.0,
-                trip_penalty: float | None = None, tail: int = 0, tail_weight: float = 1.0, keep_last: int = 4, n_fresh: int = 4,
-                selection: str = "best", **optimizer_kwargs: Any) -> MPCController:
+                trip_penalty: float | None = None, tail: int = 0, tail_weight: float = 1.0, block: int = 1, keep_last: int = 4, n_fresh: int = 4,
+                selection: str = "best", temperature: float = 0.5, **optimizer_kwargs: Any) -> MPCController:
     """The oracle controller for ``env`` (the env it will act on; the comparison harness's factory).
 
     ``optimizer`` is a gradient-free optimiser name ("cem", "mppi", "random"); ``optimizer_kwargs``
@@ -155,7 +175,7 @@ def make_oracle(env, optimizer: str = "cem", horizon: int = 30, seed: int = 0, s
     kwargs = {**(DEFAULT_ORACLE_OPTIMIZER if optimizer == "cem" else {}), **optimizer_kwargs}
     opt = make_optimizer(optimizer, **kwargs)
     model = OracleModel(env, OracleConfig(smooth=smooth, trip_penalty=trip_penalty, tail=tail,
-                                              tail_weight=tail_weight))
-    traj = TrajectoryOptimizer(opt, horizon=horizon, action_dim=2, keep_last=keep_last, n_fresh=n_fresh,
-                               selection=selection, dtype=torch.float64)
+                                          tail_weight=tail_weight, block=block), horizon=horizon)
+    traj = TrajectoryOptimizer(opt, horizon=model.n_decisions(horizon), action_dim=2, keep_last=keep_last, n_fresh=n_fresh,
+                               selection=selection, temperature=temperature, dtype=torch.float64)
     return MPCController(model, traj, generator=torch.Generator().manual_seed(seed), name="oracle")
