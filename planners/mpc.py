@@ -26,9 +26,11 @@ class PlanningModel(Protocol):
     """What :class:`MPCController` needs from a model of the plant.
 
     Optional extras, used when present: ``applied(action [A])`` is told the action actually sent
-    to the plant (a recurrent filter consumes it at the next ``observe``), and
+    to the plant (a recurrent filter consumes it at the next ``observe``);
     ``nominal_action() -> [A] | None`` gives the action now applied at the first step, before the
-    controller has applied any (a bumpless start).
+    controller has applied any (a bumpless start); ``decode(plan [..., A]) -> actions`` maps the
+    optimiser's search coordinates to plant actions when the model plans in other coordinates
+    (identity when absent; ``nominal_action`` is then in search coordinates too).
     """
 
     def reset(self) -> None:
@@ -94,10 +96,12 @@ class MPCController(Controller):
             hold = self.model.nominal_action()
         objective = self.model.make_objective(o)
         res = self.trajopt.plan(objective, self.generator, hold=hold)
-        action = np.clip(res.actions[0].detach().cpu().numpy().astype(np.float64), -1.0, 1.0)
+        first = res.actions[0].detach().cpu().numpy().astype(np.float64)
+        decode = getattr(self.model, "decode", None)
+        action = np.clip(decode(first) if callable(decode) else first, -1.0, 1.0)
         if callable(getattr(self.model, "applied", None)):
             self.model.applied(action)
-        self._last_action = action
+        self._last_action = first  # the next plan's hold sequence, in search coordinates
         self.last_plan = res
         self.total_evals += res.n_evals
         self.latencies.append(time.perf_counter() - t0)

@@ -7,7 +7,8 @@ disturbances in force now (setpoint, load, fuel quality, tramp air: the row
 ``env.unwrapped._sched[env.unwrapped._k]``). It then assumes the setpoint and the disturbances
 *stay at their current values* over the horizon: no preview of future setpoint steps or load
 changes, which no other planner gets either. So it is what a perfect model of the plant and a
-perfect state estimator could achieve with the same knowledge of the future as the others.
+perfect state estimator could achieve with the same knowledge of the future as the others. It
+ignores the (noisy) measurements.
 
 Each candidate action sequence is rolled out by the numba kernel
 (:class:`~furnace_env.physics.FurnaceSim` with one row per candidate); the objective is the env's
@@ -15,6 +16,14 @@ own step cost summed over the horizon, plus the env's trip penalty for a sequenc
 A tripped candidate keeps accumulating cost (the kernel keeps stepping it), so a trip is never
 cheaper than staying up. The physics is not differentiable here, so the oracle uses the
 gradient-free optimisers (CEM by default).
+
+Search coordinates. By default (``coords="ratio"``) the optimiser searches over (fuel command,
+burner excess air) rather than (fuel command, air command); the air command follows from the
+fuel command, the excess air and the true fuel quality. This is only a change of variables (the
+range of excess air covers every sensible command pair, fuel-rich included), but it decorrelates
+the search: with raw commands, every fuel perturbation that is not matched by the air moves the
+excess air, and the small fuel saving of running near the CO knee (a few per cent of the cost)
+drowns in that sampling noise. ``coords="raw"`` searches the env's action space directly.
 """
 
 from __future__ import annotations
@@ -32,78 +41,121 @@ from planners.optim import Objective, TrajectoryOptimizer, make_optimizer
 
 __all__ = ["OracleConfig", "OracleModel", "make_oracle", "DEFAULT_ORACLE_OPTIMIZER"]
 
-#: The oracle's default optimiser settings (chosen in BENCHMARKS.md: doubling them changes little).
-DEFAULT_ORACLE_OPTIMIZER: dict[str, Any] = {"n_candidates": 128, "iterations": 5, "elite_frac": 0.1,
-                                            "init_std": 0.3, "beta": 2.0, "keep_elites": 0.3}
+#: The oracle's default CEM settings (BENCHMARKS.md: doubling the budget changes the return little).
+DEFAULT_ORACLE_OPTIMIZER: dict[str, Any] = {"n_candidates": 128, "iterations": 10, "elite_frac": 0.1,
+                                            "init_std": 0.1, "beta": 3.0, "keep_elites": 0.3}
 
 
 @dataclass(frozen=True)
 class OracleConfig:
-    """Objective of the oracle planner."""
+    """Objective and search space of the oracle planner."""
 
     smooth: float = 0.0
     """Weight of the squared change of each command between steps (0: the env's cost only)."""
     trip_penalty: float | None = None
     """Cost of a trip within the horizon (None: the env's own ``trip_penalty``)."""
-    tail: int = 0
-    """Terminal cost: steps the plan's last action is held after the horizon, their costs added.
-    It values where a plan leaves the furnace (a plan that coasts on stored heat and ends below the
-    setpoint pays for it), which a horizon shorter than the thermal time constant cannot see."""
-    tail_weight: float = 1.0
-    """Weight of the tail's costs."""
-    block: int = 1
-    """Move blocking: the first planned action is held for one step (it is the one applied), every
-    later one for ``block`` steps. The optimiser then searches ``1 + ceil((horizon - 1) / block)``
-    actions instead of ``horizon``: a long horizon at a small search dimension (1: no blocking)."""
+    coords: str = "ratio"
+    """Search coordinates: ``"ratio"`` (fuel command, excess air) or ``"raw"`` (the env's actions)."""
+    excess_air: tuple[float, float] = (-0.05, 1.0)
+    """Excess-air range ``lambda - 1`` mapped onto [-1, 1] in ``"ratio"`` coordinates."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.smooth) and self.smooth >= 0):
             raise ValueError(f"OracleConfig.smooth={self.smooth!r} must be finite and >= 0")
         if self.trip_penalty is not None and not (math.isfinite(self.trip_penalty) and self.trip_penalty >= 0):
             raise ValueError(f"OracleConfig.trip_penalty={self.trip_penalty!r} must be finite and >= 0 or None")
-        if isinstance(self.tail, bool) or not isinstance(self.tail, int) or self.tail < 0:
-            raise ValueError(f"OracleConfig.tail={self.tail!r} must be an integer >= 0")
-        if isinstance(self.block, bool) or not isinstance(self.block, int) or self.block < 1:
-            raise ValueError(f"OracleConfig.block={self.block!r} must be an integer >= 1")
-        if not (math.isfinite(self.tail_weight) and self.tail_weight >= 0):
-            raise ValueError(f"OracleConfig.tail_weight={self.tail_weight!r} must be finite and >= 0")
+        if self.coords not in ("ratio", "raw"):
+            raise ValueError(f"OracleConfig.coords={self.coords!r}; allowed: 'ratio', 'raw'")
+        lo, hi = self.excess_air
+        if not -1.0 < lo < hi:
+            raise ValueError(f"OracleConfig.excess_air={self.excess_air!r} must satisfy -1 < low < high")
 
 
 class OracleModel:
     """A :class:`~planners.mpc.PlanningModel` that reads the true state of ``env`` at every plan."""
 
-    def __init__(self, env, config: OracleConfig | None = None, horizon: int | None = None) -> None:
-        base = env.unwrapped
-        for attr in ("_sim", "_sched", "_k", "_cmd", "params", "weights"):
+    def __init__(self, env, config: OracleConfig | None = None) -> None:
+        base = getattr(env, "unwrapped", env)
+        for attr in ("_sim", "_sched", "_k", "_cmd", "params", "weights", "trip_penalty"):
             if not hasattr(base, attr):
                 raise ValueError(f"the oracle needs a FurnaceEnv (missing {attr!r} on {type(base).__name__})")
         self.env = base
         self.cfg = config if config is not None else OracleConfig()
         self._sims: dict[int, FurnaceSim] = {}
-        self.horizon = horizon
 
-    def n_decisions(self, horizon: int) -> int:
-        """Planned actions that cover ``horizon`` steps under the move blocking."""
-        return 1 + math.ceil((horizon - 1) / self.cfg.block)
-
-    def expand(self, actions: np.ndarray) -> np.ndarray:
-        """Planned actions ``[N, D, 2]`` -> per-step commands ``[N, horizon, 2]`` (move blocking)."""
-        d = actions.shape[1]
-        if self.cfg.block == 1:
-            return actions
-        steps = self.horizon if self.horizon is not None else 1 + (d - 1) * self.cfg.block
-        counts = np.minimum(np.r_[1, np.full(d - 1, self.cfg.block)], np.maximum(steps - np.r_[0, 1 + self.cfg.block * np.arange(d - 1)], 0))
-        return np.repeat(actions, counts, axis=1)
-
+    # -- PlanningModel -----------------------------------------------------------------------------
     def reset(self) -> None:
         """Nothing to forget: the true state is read afresh at every plan."""
 
     def observe(self, obs: np.ndarray) -> None:
-        """The oracle ignores the (noisy) measurements: it reads the true state in :meth:`make_objective`."""
+        """Ignored: the oracle reads the true state in :meth:`make_objective`."""
 
     def nominal_action(self) -> np.ndarray:
-        """The commands now applied to the plant (bumpless start)."""
-        return np.array(self.env._cmd[0], dtype=np.float64)
+        """The commands now applied to the plant, in search coordinates (a bumpless start)."""
+        return self.encode(self.env._cmd[0], self._quality())
+
+    def decode(self, u: np.ndarray | torch.Tensor, quality: float | None = None) -> np.ndarray:
+        """Search coordinates ``[..., 2]`` -> env actions ``[..., 2]`` in [-1, 1]."""
+        u = u.detach().cpu().numpy() if isinstance(u, torch.Tensor) else np.asarray(u)
+        u = u.astype(np.float64)
+        if self.cfg.coords == "raw":
+            return np.clip(u, -1.0, 1.0)
+        p, (lo, hi) = self.env.params, self.cfg.excess_air
+        q = self._quality() if quality is None else quality
+        fuel_cmd = np.clip(u[..., 0], -1.0, 1.0)
+        lam = 1.0 + lo + (hi - lo) * 0.5 * (np.clip(u[..., 1], -1.0, 1.0) + 1.0)
+        air = lam * p.afr * q * 0.5 * (fuel_cmd + 1.0) * p.fuel_max
+        return np.stack([fuel_cmd, np.clip(2.0 * air / p.air_max - 1.0, -1.0, 1.0)], axis=-1)
+
+    def encode(self, action: np.ndarray, quality: float | None = None) -> np.ndarray:
+        """Env actions ``[..., 2]`` -> search coordinates (the inverse of :meth:`decode` inside its range)."""
+        a = np.asarray(action, dtype=np.float64)
+        if self.cfg.coords == "raw":
+            return a.copy()
+        p, (lo, hi) = self.env.params, self.cfg.excess_air
+        q = self._quality() if quality is None else quality
+        fuel = np.maximum(0.5 * (a[..., 0] + 1.0) * p.fuel_max, 1e-9)
+        lam = 0.5 * (a[..., 1] + 1.0) * p.air_max / (p.afr * q * fuel)
+        u1 = np.clip(2.0 * (lam - 1.0 - lo) / (hi - lo) - 1.0, -1.0, 1.0)
+        return np.stack([a[..., 0], u1], axis=-1)
+
+    def make_objective(self, obs: np.ndarray | None = None) -> Objective:
+        """Cost of candidate sequences ``[N, H, 2]`` (search coordinates) on the true physics,
+        disturbances and setpoint held at their current values."""
+        snap = self.snapshot()
+        smooth = self.cfg.smooth
+        penalty = self.env.trip_penalty if self.cfg.trip_penalty is None else self.cfg.trip_penalty
+        q = float(snap["dist"][2])
+
+        def objective(u: torch.Tensor) -> torch.Tensor:
+            a = np.ascontiguousarray(self.decode(u, q))
+            n, h, _ = a.shape
+            sim = self._sim(n)
+            sim.state[:] = snap["state"]
+            sim.o2_buf[:] = snap["o2_buf"]
+            sim.co_buf[:] = snap["co_buf"]
+            sim.k = snap["k"]
+            dist = np.ascontiguousarray(np.broadcast_to(snap["dist"], (n, 4)))
+            total = np.zeros(n)
+            tripped = np.zeros(n, dtype=bool)
+            for t in range(h):
+                sim.step(np.ascontiguousarray(a[:, t]), dist)
+                total += sim.cost
+                tripped |= sim.tripped != 0
+            total += penalty * tripped
+            if smooth > 0:
+                prev = np.concatenate([np.broadcast_to(snap["cmd"], (n, 1, 2)), a[:, :-1]], axis=1)
+                total += smooth * ((a - prev) ** 2).sum(axis=(1, 2))
+            return torch.from_numpy(total).to(u.dtype)
+
+        return objective
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _quality(self) -> float:
+        base = self.env
+        if base._sched is None:
+            raise RuntimeError("reset() the env before planning with the oracle")
+        return float(base._sched[min(base._k, base._sched.shape[0] - 1), 2])
 
     def _sim(self, n: int) -> FurnaceSim:
         sim = self._sims.get(n)
@@ -121,61 +173,25 @@ class OracleModel:
         return {"state": src.state[0].copy(), "o2_buf": src.o2_buf[0].copy(), "co_buf": src.co_buf[0].copy(),
                 "k": int(src.k), "dist": base._sched[k].copy(), "cmd": base._cmd[0].copy()}
 
-    def make_objective(self, obs: np.ndarray | None = None) -> Objective:
-        """Cost of candidate sequences ``[N, H, 2]`` on the true physics, disturbances held constant."""
-        snap = self.snapshot()
-        smooth = self.cfg.smooth
-        penalty = self.env.trip_penalty if self.cfg.trip_penalty is None else self.cfg.trip_penalty
-        cmd0 = snap["cmd"]
 
-        def objective(actions: torch.Tensor) -> torch.Tensor:
-            a = self.expand(np.ascontiguousarray(actions.detach().cpu().numpy(), dtype=np.float64))
-            n, h, _ = a.shape
-            sim = self._sim(n)
-            sim.state[:] = snap["state"]
-            sim.o2_buf[:] = snap["o2_buf"]
-            sim.co_buf[:] = snap["co_buf"]
-            sim.k = snap["k"]
-            dist = np.ascontiguousarray(np.broadcast_to(snap["dist"], (n, 4)))
-            total = np.zeros(n)
-            tripped = np.zeros(n, dtype=bool)
-            for t in range(h):
-                sim.step(np.ascontiguousarray(a[:, t]), dist)
-                total += sim.cost
-                tripped |= sim.tripped != 0
-            if self.cfg.tail > 0:
-                last = np.ascontiguousarray(a[:, -1])
-                for _ in range(self.cfg.tail):
-                    sim.step(last, dist)
-                    total += self.cfg.tail_weight * sim.cost
-                    tripped |= sim.tripped != 0
-            total += penalty * tripped
-            if smooth > 0:
-                prev = np.concatenate([np.broadcast_to(cmd0, (n, 1, 2)), a[:, :-1]], axis=1)
-                total += smooth * ((a - prev) ** 2).sum(axis=(1, 2))
-            return torch.from_numpy(total).to(actions.dtype)
-
-        return objective
-
-
-def make_oracle(env, optimizer: str = "cem", horizon: int = 30, seed: int = 0, smooth: float = 0.0,
-                trip_penalty: float | None = None, tail: int = 0, tail_weight: float = 1.0, block: int = 1, keep_last: int = 4, n_fresh: int = 4,
-                selection: str = "best", temperature: float = 0.5, **optimizer_kwargs: Any) -> MPCController:
+def make_oracle(env, optimizer: str = "cem", horizon: int = 40, seed: int = 0, smooth: float = 0.0,
+                trip_penalty: float | None = None, coords: str = "ratio", keep_last: int = 4,
+                n_fresh: int = 4, selection: str = "best", temperature: float = 0.5,
+                **optimizer_kwargs: Any) -> MPCController:
     """The oracle controller for ``env`` (the env it will act on; the comparison harness's factory).
 
     ``optimizer`` is a gradient-free optimiser name ("cem", "mppi", "random"); ``optimizer_kwargs``
-    override :data:`DEFAULT_ORACLE_OPTIMIZER` (for CEM) or the optimiser's defaults.
-    Horizon 30 steps (150 s) covers the temperature loop's dominant time constant (~195 s
-    identified, with 20 s dead time) well enough for a receding horizon, and the CO analyser's
-    15 s delay many times over.
+    override :data:`DEFAULT_ORACLE_OPTIMIZER` (for CEM) or the optimiser's defaults. The horizon,
+    40 steps (200 s), spans the temperature loop's time constant (195 s identified, 20 s dead
+    time) and the CO analyser's 15 s delay many times; shorter horizons let the planner coast on
+    stored heat (see BENCHMARKS.md).
     """
     if optimizer not in ("cem", "mppi", "random"):
         raise ValueError(f"oracle optimizer={optimizer!r}; allowed: 'cem', 'mppi', 'random' "
                          "(the true physics has no gradients)")
     kwargs = {**(DEFAULT_ORACLE_OPTIMIZER if optimizer == "cem" else {}), **optimizer_kwargs}
     opt = make_optimizer(optimizer, **kwargs)
-    model = OracleModel(env, OracleConfig(smooth=smooth, trip_penalty=trip_penalty, tail=tail,
-                                          tail_weight=tail_weight, block=block), horizon=horizon)
-    traj = TrajectoryOptimizer(opt, horizon=model.n_decisions(horizon), action_dim=2, keep_last=keep_last, n_fresh=n_fresh,
+    model = OracleModel(env, OracleConfig(smooth=smooth, trip_penalty=trip_penalty, coords=coords))
+    traj = TrajectoryOptimizer(opt, horizon=horizon, action_dim=2, keep_last=keep_last, n_fresh=n_fresh,
                                selection=selection, temperature=temperature, dtype=torch.float64)
     return MPCController(model, traj, generator=torch.Generator().manual_seed(seed), name="oracle")
