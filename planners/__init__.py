@@ -39,8 +39,11 @@ __all__ = [
     "make_oracle",
 ]
 
+_OPTIM = ("Optimizer", "OptimResult", "PlanResult", "TrajectoryOptimizer", "LangevinConfig",
+          "LangevinOptimizer", "CEMConfig", "CEMOptimizer", "MPPIConfig", "MPPIOptimizer",
+          "RandomShootingConfig", "RandomShootingOptimizer", "make_optimizer", "make_matched_optimizer")
 _LAZY = {
-    **{name: "planners.optim" for name in __all__[3:16]},
+    **{name: "planners.optim" for name in _OPTIM},
     "PlanningModel": "planners.mpc",
     "MPCController": "planners.mpc",
     "OracleConfig": "planners.oracle",

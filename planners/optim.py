@@ -360,7 +360,10 @@ class LangevinOptimizer(Optimizer):
     are undone (see ``adapt_step``). Candidates whose cost or gradient is not finite return to
     their previous iterate (or a fresh uniform sample at the first iteration) with zero velocity,
     counted in ``info["planner/nonfinite"]``. Halting follows the energy: it stops when the best and
-    mean costs stop changing.
+    mean costs stop changing. Which plan is returned (the best candidate, or a softmax-weighted
+    average of the final candidates) is the :class:`TrajectoryOptimizer`'s ``selection``, shared
+    by all optimisers. With ``cem_init_iters > 0`` a short CEM pass seeds the candidates (its
+    best and its final population), and its evaluations are counted.
     """
 
     name = "langevin"

@@ -219,3 +219,38 @@ def test_helpers():
     assert lag1(noise) > 0.5 > abs(lag1(white))
     w = softmax_weights(torch.tensor([1.0, 2.0, float("inf")]), 1.0)
     assert torch.isclose(w.sum(), torch.tensor(1.0)) and w[2] == 0 and w[0] > w[1]
+
+
+class _Integrator:
+    """A toy differentiable planning model: x' = x + 0.5 a per step, cost (x - 1)^2 + 0.01 a^2."""
+
+    def reset(self):
+        self.x = 0.0
+
+    def observe(self, obs):
+        self.x = float(obs[0])
+
+    def make_objective(self, obs):
+        x0 = self.x
+
+        def objective(a):
+            x = x0 + 0.5 * torch.cumsum(a[..., 0], dim=1)
+            return ((x - 1.0) ** 2).sum(dim=1) + 0.01 * (a**2).sum(dim=(1, 2))
+
+        return objective
+
+
+@pytest.mark.parametrize("name", ["langevin", "cem", "mppi"])
+def test_mpc_drives_a_toy_plant(name):
+    from planners.mpc import MPCController
+
+    ctl = MPCController(_Integrator(), TrajectoryOptimizer(make_optimizer(name, **FAST[name]), horizon=5,
+                                                           action_dim=1), seed=0, name=name)
+    ctl.reset()
+    x = 0.0
+    for _ in range(8):
+        a = ctl.predict(np.array([x]))[0]
+        assert a.shape == (1,) and -1.0 <= a[0] <= 1.0
+        x += 0.5 * float(a[0])
+    assert abs(x - 1.0) < 0.1
+    assert len(ctl.latencies) == 8 and ctl.last_plan.actions.shape == (5, 1)
