@@ -1,0 +1,129 @@
+"""Load a stable-baselines3 PPO or SAC artefact (``train/baselines.py``) as a controller.
+
+The artefact is a model zip with its ``VecNormalize`` statistics beside it:
+``DIR/model.zip`` + ``DIR/vecnormalize.pkl`` (the final model), or
+``DIR/checkpoints/<algo>_<N>_steps.zip`` + ``DIR/checkpoints/<algo>_vecnormalize_<N>_steps.pkl``
+(a checkpoint). :func:`load_sb3_policy` returns an object with SB3's ``predict`` that
+normalises raw env observations with the frozen statistics, so it runs on a plain
+``gym.make("Furnace-v0", scenario=...)`` env (e.g. in :func:`planners.evaluation.run_episode`).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SB3Policy", "SB3ArtefactError", "load_sb3_policy", "vecnormalize_path"]
+
+ALGOS = ("ppo", "sac")
+_CKPT_RE = re.compile(r"^(?P<prefix>.+)_(?P<steps>\d+)_steps\.zip$")
+
+
+class SB3ArtefactError(RuntimeError):
+    """A missing or unreadable artefact; the message names the path and the command that makes it."""
+
+
+def _make_command(path: Path, algo: str | None) -> str:
+    out = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return f"python train/baselines.py --algo {algo or '{ppo,sac}'} --out {out}"
+
+
+def _guess_algo(path: Path) -> str | None:
+    for part in (path.name, *(p.name for p in path.parents)):
+        for algo in ALGOS:
+            if part.lower().startswith(algo):
+                return algo
+    return None
+
+
+def vecnormalize_path(model_path: str | Path) -> Path:
+    """Where the ``VecNormalize`` statistics of a model zip live (final model or checkpoint)."""
+    path = Path(model_path)
+    m = _CKPT_RE.match(path.name)
+    if m and path.parent.name == "checkpoints":
+        return path.with_name(f"{m['prefix']}_vecnormalize_{m['steps']}_steps.pkl")
+    return path.with_name("vecnormalize.pkl")
+
+
+def _algo_of_zip(path: Path) -> str:
+    """The algorithm of an SB3 zip, from the hyperparameters its ``data`` record holds."""
+    with zipfile.ZipFile(path) as zf:
+        data = json.loads(zf.read("data"))
+    if "gae_lambda" in data and "clip_range" in data:
+        return "ppo"
+    if "tau" in data and "ent_coef" in data:
+        return "sac"
+    raise ValueError("the zip holds neither a PPO nor a SAC model")
+
+
+class SB3Policy:
+    """A trained SB3 model behind frozen observation normalisation, with SB3's ``predict``."""
+
+    def __init__(self, model: Any, obs_norm: Any, algo: str, env_steps: int, path: Path) -> None:
+        self.model = model
+        self.obs_norm = obs_norm
+        self.algo = algo
+        self.name = algo
+        self.env_steps = env_steps
+        """Real env steps the model consumed in training."""
+        self.path = path
+
+    def normalize(self, observation: np.ndarray) -> np.ndarray:
+        """Raw env observation(s) -> the network's input (statistics are never updated)."""
+        obs = np.asarray(observation, dtype=np.float32)
+        return obs if self.obs_norm is None else self.obs_norm.normalize_obs(obs).astype(np.float32)
+
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        """Actions in [-1, 1] for one observation ``[8]`` or a batch ``[N, 8]`` (deterministic by default)."""
+        return self.model.predict(self.normalize(observation), state=state, episode_start=episode_start,
+                                  deterministic=deterministic)
+
+    def __repr__(self) -> str:
+        return f"SB3Policy({self.algo}, env_steps={self.env_steps}, path={str(self.path)!r})"
+
+
+def load_sb3_policy(path: str | Path, device: str = "cpu") -> SB3Policy:
+    """Load ``model.zip`` (or a checkpoint zip) and its VecNormalize statistics for evaluation.
+
+    Raises :class:`SB3ArtefactError` naming the path and the command that makes the artefact
+    when the zip or its statistics are missing or unreadable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.zip"
+    guess = _guess_algo(path)
+    if not path.is_file():
+        raise SB3ArtefactError(f"SB3 model {str(path)!r} does not exist; make it with:\n    "
+                               f"{_make_command(path, guess)}")
+    try:
+        algo = _algo_of_zip(path)
+        from stable_baselines3 import PPO, SAC
+
+        model = {"ppo": PPO, "sac": SAC}[algo].load(path, device=device)
+    except Exception as err:  # noqa: BLE001 - any failure here means an unusable artefact
+        raise SB3ArtefactError(f"SB3 model {str(path)!r} is unreadable ({type(err).__name__}: {err}); "
+                               f"make it again with:\n    {_make_command(path, guess)}") from err
+    stats = vecnormalize_path(path)
+    if not stats.is_file():
+        raise SB3ArtefactError(f"observation statistics {str(stats)!r} for {str(path)!r} are missing; "
+                               f"make the artefact again with:\n    {_make_command(path, algo)}")
+    try:
+        with open(stats, "rb") as f:
+            obs_norm = pickle.load(f)  # a VecNormalize without its venv: only its statistics are used
+        obs_norm.training = False
+        if not hasattr(obs_norm, "normalize_obs"):
+            raise TypeError(f"expected a VecNormalize, got {type(obs_norm).__name__}")
+    except Exception as err:  # noqa: BLE001
+        raise SB3ArtefactError(f"observation statistics {str(stats)!r} are unreadable "
+                               f"({type(err).__name__}: {err}); make the artefact again with:\n    "
+                               f"{_make_command(path, algo)}") from err
+    if not obs_norm.norm_obs:
+        obs_norm = None
+    return SB3Policy(model, obs_norm, algo, int(model.num_timesteps), path)
