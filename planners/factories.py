@@ -43,7 +43,8 @@ def make_eblnn_planner(env, checkpoint: str, optimizer: str = "langevin", horizo
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    planning_model = WorldModelPlanningModel(model, ObjectiveConfig(**obj_kw), env.unwrapped.weights, fast=fast)
+    planning_model = WorldModelPlanningModel(model, ObjectiveConfig(**obj_kw), env.unwrapped.weights, fast=fast,
+                                             params=env.unwrapped.params)
     opt = make_optimizer(optimizer, **{**OPTIMIZER_KWARGS.get(optimizer, {}), **opt_kw})
     traj = TrajectoryOptimizer(opt, horizon=horizon, warm_start=warm_start)
     gen = torch.Generator(device="cpu").manual_seed(seed)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from furnace_env.cost import CostWeights, obs_cost
+from furnace_env.physics import FurnaceParams
 
 __all__ = ["ObjectiveConfig", "WorldModelPlanningModel"]
 
@@ -34,12 +35,26 @@ class ObjectiveConfig:
     """Weight of the action-smoothness term, per unit squared change of a command."""
     energy_reduce: str = "sequence"
     """How the energy enters: "sequence" (the model's multi-scale sequence energy) or "mean" (mean fine energy)."""
+    terminal_steps: float = 30.0
+    """Cost-to-go beyond the horizon: the tracking cost of the last predicted temperature, counted
+    this many more steps (about the thermal time constant / dt). Without it a short horizon sees the
+    fuel saved now but not the temperature lost later, and the plan starves the furnace."""
+    coords: str = "ratio"
+    """Search coordinates: "ratio" (fuel command, burner excess air in ``excess_air``) or "raw" (env actions)."""
+    excess_air: tuple[float, float] = (-0.05, 1.0)
+    """Excess-air range ``lambda - 1`` mapped onto [-1, 1] in "ratio" coordinates (nominal fuel quality)."""
 
     def __post_init__(self) -> None:
         for name in ("beta", "smooth"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"ObjectiveConfig.{name}={v!r} must be finite and >= 0")
+        if not (np.isfinite(self.terminal_steps) and self.terminal_steps >= 0):
+            raise ValueError(f"ObjectiveConfig.terminal_steps={self.terminal_steps!r} must be finite and >= 0")
+        if self.coords not in ("ratio", "raw"):
+            raise ValueError(f"ObjectiveConfig.coords={self.coords!r}; allowed: 'ratio', 'raw'")
+        if not -1.0 < self.excess_air[0] < self.excess_air[1]:
+            raise ValueError(f"ObjectiveConfig.excess_air={self.excess_air!r} must satisfy -1 < low < high")
         if self.energy_reduce not in ("sequence", "mean"):
             raise ValueError(f"ObjectiveConfig.energy_reduce={self.energy_reduce!r}; allowed: 'sequence', 'mean'")
 
@@ -53,8 +68,11 @@ class WorldModelPlanningModel:
     """
 
     def __init__(self, model, objective: ObjectiveConfig | None = None, weights: CostWeights | None = None,
-                 fast: bool = True) -> None:
+                 fast: bool = True, params: FurnaceParams | None = None) -> None:
         self.model = model
+        p = params if params is not None else FurnaceParams()
+        # Stoichiometric air command per unit fuel command, in actuator fractions.
+        self._air_per_fuel = p.afr * p.fuel_max / p.air_max
         self.cfg = objective if objective is not None else ObjectiveConfig()
         self.weights = weights if weights is not None else CostWeights()
         self.fast = bool(fast)
@@ -84,9 +102,37 @@ class WorldModelPlanningModel:
         """Record the action actually sent to the plant (consumed by the next :meth:`observe`)."""
         self._last_action = self._tensor(action)
 
+    # -- search coordinates ---------------------------------------------------------------
+    def to_actions(self, u):
+        """Search coordinates ``[..., 2]`` -> env actions (torch or numpy; differentiable in torch)."""
+        if self.cfg.coords == "raw":
+            return u
+        lo, hi = self.cfg.excess_air
+        lib = torch if isinstance(u, torch.Tensor) else np
+        fuel = lib.clip(u[..., 0], -1.0, 1.0)
+        lam = 1.0 + lo + (hi - lo) * 0.5 * (lib.clip(u[..., 1], -1.0, 1.0) + 1.0)
+        air = lam * self._air_per_fuel * 0.5 * (fuel + 1.0)
+        return lib.stack([fuel, lib.clip(2.0 * air - 1.0, -1.0, 1.0)], -1)
+
+    def decode(self, u: np.ndarray) -> np.ndarray:
+        """The plant action of a plan step (the MPC controller applies this)."""
+        return self.to_actions(np.asarray(u, dtype=np.float64))
+
+    def encode(self, action: np.ndarray) -> np.ndarray:
+        """Env actions -> search coordinates (inverse of :meth:`to_actions` inside its range)."""
+        a = np.asarray(action, dtype=np.float64)
+        if self.cfg.coords == "raw":
+            return a.copy()
+        lo, hi = self.cfg.excess_air
+        fuel = np.maximum(0.5 * (a[..., 0] + 1.0), 1e-6)
+        lam = 0.5 * (a[..., 1] + 1.0) / (self._air_per_fuel * fuel)
+        return np.stack([a[..., 0], np.clip(2.0 * (lam - 1.0 - lo) / (hi - lo) - 1.0, -1.0, 1.0)], -1)
+
     def nominal_action(self) -> np.ndarray | None:
-        """The commands now applied (the observation's previous-action channels): a bumpless start."""
-        return None if self._last_obs is None else self._last_obs[0, 6:8].detach().cpu().numpy().astype(np.float64)
+        """The commands now applied (the observation's previous-action channels), in search coordinates."""
+        if self._last_obs is None:
+            return None
+        return self.encode(self._last_obs[0, 6:8].detach().cpu().numpy().astype(np.float64))
 
     def make_objective(self, obs: np.ndarray | None = None):
         """The objective ``actions [N, H, 2] -> cost [N]`` from the current filtered state."""
@@ -96,10 +142,16 @@ class WorldModelPlanningModel:
         a_prev = o0[:, 6:8]
         cfg, w, model, fast = self.cfg, self.weights, self.model, self.fast
 
-        def objective(actions: torch.Tensor) -> torch.Tensor:
-            n = actions.shape[0]
+        to_actions = self.to_actions
+
+        def objective(u: torch.Tensor) -> torch.Tensor:
+            n = u.shape[0]
+            actions = to_actions(u)
             out = model.rollout(o0.expand(n, -1), h0.expand(n, -1), actions, fast=fast)
             cost = obs_cost(out.obs, w).sum(dim=1)
+            if cfg.terminal_steps > 0:
+                err = (out.obs[:, -1, 0] - out.obs[:, -1, 1]).abs()
+                cost = cost + cfg.terminal_steps * w.w_track * err / w.track_scale
             if cfg.beta > 0:
                 energy = (model.sequence_energy(out.hidden) if cfg.energy_reduce == "sequence"
                           else out.energy.mean(dim=1))
