@@ -61,7 +61,7 @@ def test_same_seed_same_checkpoint(tmp_path):
     from eblnn_agent.model import EBLNN
     from eblnn_agent.trainer import Trainer  # in-process: two identical tiny runs
 
-    cfg = config_from_cli([*TINY, "--data_path", str(tmp_path / "d.npz")])
+    cfg = config_from_cli([*TINY, "--epochs", "1", "--data_path", str(tmp_path / "d.npz")])
     data = load_or_collect(cfg.data.data_path, cfg.data.n_env_steps, 0, log=lambda *_: None)
     states = []
     for k in range(2):
