@@ -138,3 +138,20 @@ def test_logger_never_prompts_without_credentials(monkeypatch, tmp_path):
     log = make_logger(False, quiet=True)
     log.log({"train/x": 1.0}, step=3)
     assert log.history == [{"step": 3, "train/x": 1.0}] and log.mode == "disabled"
+
+
+def test_sweep_config_names_real_flags_in_wandb_agent_syntax():
+    import yaml
+
+    sweep = yaml.safe_load((ROOT / "configs" / "world_model_sweep.yaml").read_text())
+    assert sweep["program"] == "train/world_model.py"
+    args = ["--progress=false"]
+    for name, spec in sweep["parameters"].items():
+        value = spec["values"][0] if "values" in spec else spec["min"]
+        args.append(f"--{name}={value}")  # as `wandb agent` writes them
+    cfg = config_from_cli(args)
+    flat = cfg.flat()
+    for name, spec in sweep["parameters"].items():
+        expected = spec["values"][0] if "values" in spec else spec["min"]
+        assert flat[name] == expected
+    assert flat["progress"] is False
