@@ -29,7 +29,7 @@ from ncps.torch import CfCCell
 from torch import Tensor
 
 __all__ = ["FusedCfCWeights", "fuse_cell", "check_cell_supported", "cfc_sequence", "fused_step",
-           "cell_from_preactivation"]
+           "cell_from_preactivation", "rollout_loop"]
 
 _LECUN_IN, _LECUN_OUT = 0.666, 1.7159
 
@@ -141,3 +141,52 @@ def cfc_sequence(cell: CfCCell, x: Tensor, h0: Tensor) -> Tensor:
         h = fused_step(pre_all[:, t], h, fw)
         out.append(h)
     return torch.stack(out, dim=1)
+
+
+_ACT_CODES = {"sigmoid": 0, "silu": 1, "relu": 2, "gelu": 3}
+
+
+def _act_code(x: Tensor, code: int) -> Tensor:
+    if code == 0:
+        return torch.sigmoid(x)
+    if code == 1:
+        return torch.nn.functional.silu(x)
+    if code == 2:
+        return torch.relu(x)
+    return torch.nn.functional.gelu(x)
+
+
+def rollout_loop(c: Tensor, obs0: Tensor, pre_act: Tensor, corr: Tensor, lower: Tensor, w_big: Tensor,
+                 deeper_w: list[Tensor], deeper_b: list[Tensor], w3: Tensor, b3: Tensor,
+                 phys_w: list[Tensor], phys_b: list[Tensor], w_last: Tensor, act: int
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """The closed-loop part of a fused rollout (see ``EBLNN._rollout_fast``).
+
+    (Compiled with ``torch.jit.script`` it was no faster here: the cost is in the kernels.)
+
+    ``c`` is the CfC state after step 0. Returns (predicted obs, CfC states, input obs), each ``[B, T, .]``.
+    """
+    obs_prev = obs0
+    obs = obs0
+    outs: list[Tensor] = []
+    cs: list[Tensor] = []
+    ins: list[Tensor] = [obs0]
+    for t in range(pre_act.shape[1]):
+        if t > 0:
+            z = _act_code(torch.addmm(pre_act[:, t], torch.cat([obs, obs - obs_prev, c], 1), w_big), act)
+            for i in range(len(deeper_w)):
+                z = _act_code(torch.addmm(deeper_b[i], z, deeper_w[i].t()), act)
+            s1, s2, gate = torch.sigmoid(torch.addmm(b3, z, w3.t())).chunk(3, dim=-1)
+            c = torch.addcmul(2.0 * s1 - 1.0, gate, s2 - s1, value=2.0)
+        p = c
+        for i in range(len(phys_w)):
+            p = torch.nn.functional.silu(torch.nn.functional.linear(p, phys_w[i], phys_b[i]))
+        nxt = torch.maximum(torch.addmm(obs + corr[:, t], p, w_last), lower)
+        obs_prev = obs
+        obs = nxt
+        outs.append(obs)
+        cs.append(c)
+        ins.append(obs)
+    ins.pop()
+    return torch.stack(outs, 1), torch.stack(cs, 1), torch.stack(ins, 1)
+

@@ -29,10 +29,12 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from eblnn_agent.config import ModelConfig
 from eblnn_agent.fast_cfc import (
+    _ACT_CODES,
     cell_from_preactivation,
     cfc_sequence,
     check_cell_supported,
     fuse_cell,
+    rollout_loop,
 )
 
 __all__ = ["EBLNN", "EnergyHead", "RolloutOut", "OBS_DIM", "ACT_DIM", "PHYSICS_CHANNELS",
@@ -254,7 +256,7 @@ class EBLNN(nn.Module):
         return RolloutOut(torch.stack(outs, 1), hidden, self.energy(hidden))
 
     def _rollout_fast(self, obs0: Tensor, h0: Tensor, actions: Tensor) -> RolloutOut:
-        n, t_len = self.obs_dim, actions.shape[1]
+        n = self.obs_dim
         fw = fuse_cell(self.cfc.rnn_cell, self.input_size)
         w_norm, w_diff, w_act = fw.w_in[:, :n], fw.w_in[:, n:2 * n], fw.w_in[:, 2 * n:]
         # Step 0 reads the previous observation from h0; later steps from the rollout itself, so
@@ -280,19 +282,10 @@ class EBLNN(nn.Module):
         corr = torch.cat([b_last[:6].expand(*actions.shape[:2], 6), actions - prev_a + b_last[6:]], dim=-1)
         lower = torch.full((n,), -torch.inf, dtype=obs0.dtype, device=obs0.device)
         lower[list(NONNEG_CHANNELS)] = 0.0
-        obs_prev, obs = obs0, obs0
-        ins, outs, cs = [obs0], [], []
-        for t in range(t_len):
-            if t > 0:
-                c = cell_from_preactivation(torch.addmm(pre_act[:, t], torch.cat([obs, obs - obs_prev, c], 1), w_big), fw)
-            p = c
-            for m in lins[:-1]:
-                p = nn.functional.silu(nn.functional.linear(p, m.weight, m.bias))
-            obs_prev, obs = obs, torch.maximum(torch.addmm(obs + corr[:, t], p, w_last), lower)
-            outs.append(obs)
-            cs.append(c)
-            ins.append(obs)
-        cfc = torch.stack(cs, 1)
-        norm_in = self._norm(torch.stack(ins[:-1], 1))
+        phys = lins[:-1]
+        obs_seq, cfc, obs_in = rollout_loop(c, obs0, pre_act, corr, lower, w_big, [w for w, _ in fw.deeper],
+                                    [b for _, b in fw.deeper], fw.w3, fw.b3, [m.weight for m in phys],
+                                    [m.bias for m in phys], w_last, _ACT_CODES[fw.act])
+        norm_in = self._norm(obs_in)
         hidden = torch.cat([cfc, norm_in, torch.ones_like(norm_in[..., :1])], dim=-1)
-        return RolloutOut(torch.stack(outs, 1), hidden, self.energy_head(cfc))
+        return RolloutOut(obs_seq, hidden, self.energy_head(cfc))
