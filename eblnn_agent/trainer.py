@@ -5,7 +5,9 @@ One gradient step on a batch of real windows:
 1. filter the windows through the CfC body (teacher forcing): hidden states ``h_{1..W}``;
 2. physics loss: MSE of the predicted normalised deltas (all channels but the setpoint);
 3. fine CD: ``cd_batch`` real hidden states against as many Langevin fantasies (chains from
-   the replay buffer), plus the hard-negative hinge against perturbed real states;
+   the replay buffer), plus two hinges: against Gaussian-perturbed real states (hard
+   negatives) and against the states the cell reaches from the same real ``(obs_t, h_t)``
+   under uniformly random actions (action negatives);
 4. coarse CD (multi-scale): the time-pooled hidden state of each window against fantasies
    of a second sampler/buffer, with its own hinge;
 5. ``L = L_physics + alpha * L_CD``; clip the gradient norm; Adam; cosine learning rate.
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eblnn_agent.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from eblnn_agent.checkpoint import CheckpointError, save_checkpoint
 from eblnn_agent.config import WorldModelRunConfig
 from eblnn_agent.data import DataSplit, Windows, sample_windows, tile_windows
 from eblnn_agent.logger import MetricLogger
@@ -298,11 +300,6 @@ class Trainer:
         self.best_epoch, self.bad_epochs = c["best_epoch"], c["bad_epochs"]
         self.history = list(st["history"])
         self.logger.log({"train/resumed_epoch": self.epoch}, step=self.step)
-
-    def best_checkpoint(self) -> Path:
-        p = self.out_dir / "best.pt"
-        read_checkpoint(p)
-        return p
 
 
 def _namespaced(d: dict[str, Any], ns: str) -> dict[str, Any]:
