@@ -6,7 +6,9 @@
 
 Each variant is a set of :func:`planners.oracle.make_oracle` overrides; ``default`` is the
 oracle as the comparison harness builds it, ``double_n`` and ``double_iters`` double its
-planning budget (a near-optimal oracle barely improves), ``h30``/``h60`` change the horizon.
+planning budget (a near-optimal oracle barely improves), ``h30``/``h60`` change the horizon,
+``raw_coords`` searches the env's raw actions, ``mppi_matched``/``random_matched`` swap in the
+other gradient-free optimisers at the default's number of evaluations per step.
 Prints a markdown table of returns, the gain over PI and the mean planning latency.
 """
 
@@ -23,8 +25,13 @@ import torch
 
 from furnace_env.scenarios import EVAL_SCENARIOS, get_scenario
 from planners.evaluation import episode_metrics, make_scenario_env, run_episode
+from planners.optim import make_matched_optimizer, make_optimizer
 from planners.oracle import DEFAULT_ORACLE_OPTIMIZER, make_oracle
 from planners.pi import PIController
+
+#: The default oracle's planning budget, in objective evaluations per control step.
+BUDGET = make_optimizer("cem", **DEFAULT_ORACLE_OPTIMIZER).nominal_evals()
+_MPPI = {"iterations": 5, "sigma": 0.1, "beta": 3.0}
 
 VARIANTS: dict[str, dict] = {
     "default": {},
@@ -33,6 +40,10 @@ VARIANTS: dict[str, dict] = {
     "h30": {"horizon": 30},
     "h60": {"horizon": 60},
     "raw_coords": {"coords": "raw"},
+    # Peers of the default CEM at the same number of evaluations per step.
+    "mppi_matched": {"optimizer": "mppi", **_MPPI,
+                     "n_candidates": make_matched_optimizer("mppi", BUDGET, **_MPPI).config.n_candidates},
+    "random_matched": {"optimizer": "random", "n_candidates": int(BUDGET)},
 }
 
 
