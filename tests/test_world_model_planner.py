@@ -1,0 +1,86 @@
+"""The EB-LNN planning objective and MPC on Furnace-v0 with a tiny untrained world model."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import furnace_env  # noqa: F401
+from eblnn_agent.config import ModelConfig
+from eblnn_agent.model import EBLNN
+from planners.evaluation import run_episode
+from planners.mpc import MPCController
+from planners.optim import TrajectoryOptimizer, make_optimizer
+from planners.world_model import ObjectiveConfig, WorldModelPlanningModel
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = EBLNN(ModelConfig(hidden_size=16, backbone_units=16, physics_hidden_dims=[16], ebm_hidden_dims=[16, 8]))
+    m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+def _planner(model, optimizer="langevin", fast=True, seed=0, **obj):
+    pm = WorldModelPlanningModel(model, ObjectiveConfig(**obj), fast=fast)
+    opt = make_optimizer(optimizer, n_candidates=8, iterations=2)
+    return MPCController(pm, TrajectoryOptimizer(opt, horizon=5), seed=seed)
+
+
+def test_predict_runs_a_short_episode_in_bounds(model):
+    env = gym.make("Furnace-v0", scenario={"name": "short", "n_steps": 6})
+    ep = run_episode(_planner(model), env, seed=3)
+    assert ep.actions.shape == (6, 2)
+    assert np.isfinite(ep.actions).all() and np.abs(ep.actions).max() <= 1.0
+    assert np.isfinite(ep.rewards).all()
+
+
+@pytest.mark.parametrize("optimizer", ["langevin", "cem"])
+def test_fast_and_stock_paths_give_the_same_plans(model, optimizer):
+    env = gym.make("Furnace-v0", scenario={"name": "short", "n_steps": 4})
+    acts = []
+    for fast in (True, False):
+        ep = run_episode(_planner(model, optimizer, fast=fast), env, seed=5)
+        acts.append(ep.actions)
+    np.testing.assert_allclose(acts[0], acts[1], atol=1e-4)
+
+
+def test_energy_term_enters_with_beta(model):
+    env = gym.make("Furnace-v0")
+    obs, _ = env.reset(seed=0)
+    u = torch.rand(4, 5, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    costs = {}
+    for beta in (0.0, 1.0):
+        pm = WorldModelPlanningModel(model, ObjectiveConfig(beta=beta))
+        pm.observe(obs)
+        costs[beta] = pm.make_objective(obs)(u)
+    pm.observe(obs)
+    out = model.rollout(pm._last_obs.expand(4, -1), pm._h.expand(4, -1), pm.to_actions(u))
+    torch.testing.assert_close(costs[1.0] - costs[0.0], model.sequence_energy(out.hidden), rtol=1e-4, atol=1e-4)
+
+
+def test_search_coordinates_round_trip(model):
+    pm = WorldModelPlanningModel(model)
+    a = np.array([[0.2, 0.1], [-0.5, -0.6], [0.8, 0.9]])
+    u = pm.encode(a)
+    np.testing.assert_allclose(pm.decode(u), a, atol=1e-9)
+    # Every search point maps into the action box.
+    grid = np.stack(np.meshgrid(np.linspace(-1, 1, 7), np.linspace(-1, 1, 7)), -1).reshape(-1, 2)
+    assert np.abs(pm.decode(grid)).max() <= 1.0
+
+
+def test_planning_before_observing_is_an_error(model):
+    with pytest.raises(RuntimeError, match="observe"):
+        WorldModelPlanningModel(model).make_objective()
+
+
+@pytest.mark.parametrize("bad", [{"beta": -1.0}, {"smooth": float("nan")}, {"coords": "polar"},
+                                 {"terminal_steps": -2.0}, {"energy_reduce": "max"}])
+def test_objective_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        ObjectiveConfig(**bad)
