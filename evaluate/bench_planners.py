@@ -6,7 +6,7 @@
 
 Each variant is a set of :func:`planners.oracle.make_oracle` overrides; ``default`` is the
 oracle as the comparison harness builds it, ``double_n`` and ``double_iters`` double its
-planning budget (a near-optimal oracle barely improves), ``h30``/``h60`` change the horizon,
+planning budget (a near-optimal oracle barely improves), ``h24``/``h40``/``h60`` change the horizon,
 ``raw_coords`` searches the env's raw actions, ``mppi_matched``/``random_matched`` swap in the
 other gradient-free optimisers at the default's number of evaluations per step.
 Prints a markdown table of returns, the gain over PI and the mean planning latency.
@@ -37,7 +37,8 @@ VARIANTS: dict[str, dict] = {
     "default": {},
     "double_n": {"n_candidates": 2 * DEFAULT_ORACLE_OPTIMIZER["n_candidates"]},
     "double_iters": {"iterations": 2 * DEFAULT_ORACLE_OPTIMIZER["iterations"]},
-    "h30": {"horizon": 30},
+    "h24": {"horizon": 24},
+    "h40": {"horizon": 40},
     "h60": {"horizon": 60},
     "raw_coords": {"coords": "raw"},
     # Peers of the default CEM at the same number of evaluations per step.

@@ -174,7 +174,7 @@ class OracleModel:
                 "k": int(src.k), "dist": base._sched[k].copy(), "cmd": base._cmd[0].copy()}
 
 
-def make_oracle(env, optimizer: str = "cem", horizon: int = 40, seed: int = 0, smooth: float = 0.0,
+def make_oracle(env, optimizer: str = "cem", horizon: int = 30, seed: int = 0, smooth: float = 0.0,
                 trip_penalty: float | None = None, coords: str = "ratio", keep_last: int = 4,
                 n_fresh: int = 4, selection: str = "best", temperature: float = 0.5,
                 **optimizer_kwargs: Any) -> MPCController:
@@ -182,9 +182,9 @@ def make_oracle(env, optimizer: str = "cem", horizon: int = 40, seed: int = 0, s
 
     ``optimizer`` is a gradient-free optimiser name ("cem", "mppi", "random"); ``optimizer_kwargs``
     override :data:`DEFAULT_ORACLE_OPTIMIZER` (for CEM) or the optimiser's defaults. The horizon,
-    40 steps (200 s), spans the temperature loop's time constant (195 s identified, 20 s dead
-    time) and the CO analyser's 15 s delay many times; shorter horizons let the planner coast on
-    stored heat (see BENCHMARKS.md).
+    30 steps (150 s), covers most of the temperature loop's time constant (195 s identified, 20 s
+    dead time) and the CO analyser's 15 s delay many times; 40 and 60 steps did no better at the
+    same budget (a larger search space; see BENCHMARKS.md).
     """
     if optimizer not in ("cem", "mppi", "random"):
         raise ValueError(f"oracle optimizer={optimizer!r}; allowed: 'cem', 'mppi', 'random' "
