@@ -42,7 +42,7 @@ from planners.optim import Objective, TrajectoryOptimizer, make_optimizer
 __all__ = ["OracleConfig", "OracleModel", "make_oracle", "DEFAULT_ORACLE_OPTIMIZER"]
 
 #: The oracle's default CEM settings (BENCHMARKS.md: doubling the budget changes the return little).
-DEFAULT_ORACLE_OPTIMIZER: dict[str, Any] = {"n_candidates": 128, "iterations": 10, "elite_frac": 0.1,
+DEFAULT_ORACLE_OPTIMIZER: dict[str, Any] = {"n_candidates": 128, "iterations": 20, "elite_frac": 0.1,
                                             "init_std": 0.1, "beta": 3.0, "keep_elites": 0.3}
 
 
