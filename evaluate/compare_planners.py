@@ -43,12 +43,13 @@ CONTROLLERS: dict[str, str] = {
     "cem": "iCEM on the same world model, equal compute",
     "mppi": "MPPI on the same world model, equal compute",
     "random": "random shooting on the same world model, equal compute",
+    "cem-10x": "iCEM on the same world model at ten times the compute (not in the default set)",
     "pi": "reference PI: temperature PI on fuel, O2-trim PI on air, cross-limiting (tuned)",
     "oracle": "CEM MPC on the true batched physics with the true hidden state (upper bound)",
     "ppo": "stable-baselines3 PPO (VecNormalize)",
     "sac": "stable-baselines3 SAC",
 }
-DEFAULT_CONTROLLERS = list(CONTROLLERS)
+DEFAULT_CONTROLLERS = [c for c in CONTROLLERS if c != "cem-10x"]
 
 
 @dataclass
@@ -85,6 +86,7 @@ WORLD_MODEL_VARIANTS: dict[str, dict] = {
     "cem": {"optimizer": "cem"},
     "mppi": {"optimizer": "mppi"},
     "random": {"optimizer": "random"},
+    "cem-10x": {"optimizer": "cem", "compute": 10.0},
 }
 
 

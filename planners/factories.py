@@ -21,21 +21,26 @@ def _split(kwargs: dict[str, Any], cls) -> tuple[dict[str, Any], dict[str, Any]]
     return {k: v for k, v in kwargs.items() if k in names}, {k: v for k, v in kwargs.items() if k not in names}
 
 
-#: Keyword arguments of each optimiser at the default planning budget (see BENCHMARKS.md).
-OPTIMIZER_KWARGS: dict[str, dict[str, Any]] = {}
+#: The Langevin planner's default budget (candidates x iterations; horizon below). Tuned with
+#: ``evaluate/tune_planner.py`` on training-mix episodes; latency in BENCHMARKS.md.
+OPTIMIZER_KWARGS: dict[str, dict[str, Any]] = {"langevin": {"n_candidates": 32, "iterations": 5}}
+#: Planning horizon, control steps (100 s).
+DEFAULT_HORIZON = 20
 
 
-def make_eblnn_planner(env, checkpoint: str, optimizer: str = "langevin", horizon: int = 12,
+def make_eblnn_planner(env, checkpoint: str, optimizer: str = "langevin", horizon: int = DEFAULT_HORIZON,
                        seed: int = 0, fast: bool = True, warm_start: bool = True,
-                       device: str = "cpu", **kwargs: Any):
+                       device: str = "cpu", compute: float = 1.0, **kwargs: Any):
     """The MPC controller on a trained EB-LNN world model.
 
     ``kwargs`` go to :class:`~planners.world_model.ObjectiveConfig` (``beta``, ``smooth``,
-    ...) when they name one of its fields, else to the optimiser's config.
+    ...) when they name one of its fields, else to the optimiser's config. The gradient-free
+    optimisers get ``n_candidates`` matched to ``compute`` times the default Langevin planner's
+    objective evaluations (a backward pass counted as two), unless ``n_candidates`` is given.
     """
     from eblnn_agent.checkpoint import load_checkpoint
     from planners.mpc import MPCController
-    from planners.optim import TrajectoryOptimizer, make_optimizer
+    from planners.optim import TrajectoryOptimizer, make_matched_optimizer, make_optimizer
     from planners.world_model import ObjectiveConfig, WorldModelPlanningModel
 
     obj_kw, opt_kw = _split(kwargs, ObjectiveConfig)
@@ -45,7 +50,12 @@ def make_eblnn_planner(env, checkpoint: str, optimizer: str = "langevin", horizo
         p.requires_grad_(False)
     planning_model = WorldModelPlanningModel(model, ObjectiveConfig(**obj_kw), env.unwrapped.weights, fast=fast,
                                              params=env.unwrapped.params)
-    opt = make_optimizer(optimizer, **{**OPTIMIZER_KWARGS.get(optimizer, {}), **opt_kw})
+    opt_kw = {**OPTIMIZER_KWARGS.get(optimizer, {}), **opt_kw}
+    if optimizer != "langevin" and "n_candidates" not in opt_kw:
+        budget = compute * make_optimizer("langevin", **OPTIMIZER_KWARGS["langevin"]).nominal_evals()
+        opt = make_matched_optimizer(optimizer, budget, **opt_kw)
+    else:
+        opt = make_optimizer(optimizer, **opt_kw)
     traj = TrajectoryOptimizer(opt, horizon=horizon, warm_start=warm_start)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     return MPCController(planning_model, traj, generator=gen, name=f"eblnn-{optimizer}")

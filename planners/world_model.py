@@ -29,9 +29,9 @@ __all__ = ["ObjectiveConfig", "WorldModelPlanningModel"]
 class ObjectiveConfig:
     """Terms of the planning objective."""
 
-    beta: float = 1.0
+    beta: float = 0.1
     """Weight of the learned energy of the imagined hidden states (0: no energy, an ablation)."""
-    smooth: float = 0.5
+    smooth: float = 20.0
     """Weight of the action-smoothness term, per unit squared change of a command."""
     energy_reduce: str = "sequence"
     """How the energy enters: "sequence" (the model's multi-scale sequence energy) or "mean" (mean fine energy)."""
