@@ -36,11 +36,17 @@ def hard_negative_loss(e_real: Tensor, e_perturbed: Tensor, margin: float) -> Te
     return torch.relu(margin + e_real - e_perturbed).mean()
 
 
-def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Mean squared error over the valid steps ``mask [B, T]`` of ``[B, T, C]`` tensors."""
+def masked_mse(pred: Tensor, target: Tensor, mask: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Mean squared error over the valid steps ``mask [B, T]`` of ``[B, T, C]`` tensors.
+
+    ``weights [C]`` scale each channel's squared error (the mean still divides by ``C``).
+    """
     m = mask.to(pred.dtype).unsqueeze(-1)
     n = m.sum() * pred.shape[-1]
-    return ((pred - target).pow(2) * m).sum() / n.clamp_min(1.0)
+    err = (pred - target).pow(2) * m
+    if weights is not None:
+        err = err * weights
+    return err.sum() / n.clamp_min(1.0)
 
 
 def energy_auroc(e_real, e_ood) -> float:

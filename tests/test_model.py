@@ -127,7 +127,9 @@ def test_cd_loss_sign_and_regulariser():
 
 def test_masked_mse_ignores_padding():
     pred, tgt = torch.zeros(1, 3, 2), torch.tensor([[[1.0, 1.0], [1.0, 1.0], [100.0, 100.0]]])
-    assert float(masked_mse(pred, tgt, torch.tensor([[True, True, False]]))) == pytest.approx(1.0)
+    mask = torch.tensor([[True, True, False]])
+    assert float(masked_mse(pred, tgt, mask)) == pytest.approx(1.0)
+    assert float(masked_mse(pred, tgt, mask, torch.tensor([3.0, 1.0]))) == pytest.approx(2.0)
 
 
 def test_energy_auroc():
