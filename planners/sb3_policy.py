@@ -127,3 +127,37 @@ def load_sb3_policy(path: str | Path, device: str = "cpu") -> SB3Policy:
     if not obs_norm.norm_obs:
         obs_norm = None
     return SB3Policy(model, obs_norm, algo, int(model.num_timesteps), path)
+
+
+def _main(argv: list[str] | None = None) -> None:
+    """``python -m planners.sb3_policy MODEL.zip ... [--seeds 0 1 2]``: returns next to the PI's."""
+    import argparse
+
+    from furnace_env.scenarios import EVAL_SCENARIOS
+    from planners.evaluation import episode_metrics, make_scenario_env, run_episode
+    from planners.pi import make_pi
+
+    parser = argparse.ArgumentParser(description=_main.__doc__)
+    parser.add_argument("models", nargs="+", help="model zips (final models or checkpoints)")
+    parser.add_argument("--scenarios", nargs="+", default=list(EVAL_SCENARIOS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    args = parser.parse_args(argv)
+    policies = [load_sb3_policy(p) for p in args.models]
+    names = ["pi"] + [f"{p.algo} {p.env_steps // 1000}k" for p in policies]
+    print("| scenario | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    totals = np.zeros(len(names))
+    for scen in args.scenarios:
+        env = make_scenario_env(scen)
+        cells = []
+        for i, ctrl in enumerate([make_pi(env), *policies]):
+            mets = [episode_metrics(run_episode(ctrl, env, seed=s)) for s in args.seeds]
+            ret, trips = np.mean([m["return"] for m in mets]), int(sum(m["trips"] for m in mets))
+            totals[i] += ret
+            cells.append(f"{ret:.0f}" + (f" ({trips} trips)" if trips else ""))
+        print(f"| {scen} | " + " | ".join(cells) + " |", flush=True)
+    print("| mean | " + " | ".join(f"{t / len(args.scenarios):.0f}" for t in totals) + " |")
+
+
+if __name__ == "__main__":
+    _main()
