@@ -108,21 +108,64 @@ def artefact_path(cfg: CompareConfig, name: str) -> Path:
             "sac": art / "sac" / "model.zip", "online": art / "online" / "report.json"}[name]
 
 
-def ensure_artefact(cfg: CompareConfig, name: str) -> Path | None:
-    """The artefact's path; trains it first when missing (or returns None with ``--no_train``)."""
-    path = artefact_path(cfg, name)
-    if path.exists():
-        return path
-    cmd = artefact_commands(cfg)[name]
-    shown = " ".join(["python", *cmd[1:]])
+def needed_artefacts(cfg: CompareConfig) -> list[str]:
+    """The trained artefacts the requested controllers (and the sample-efficiency plot) need."""
+    need = []
+    if any(c in WORLD_MODEL_VARIANTS for c in cfg.controllers):
+        need.append("world_model")
+    need += [a for a in ("ppo", "sac") if a in cfg.controllers]
+    if cfg.sample_efficiency and "eblnn-langevin" in cfg.controllers:
+        need.append("online")
+    return need
+
+
+def train_missing(cfg: CompareConfig, names: list[str], parallel: int = 2) -> None:
+    """Train the missing artefacts among ``names``, ``parallel`` at a time, showing their progress.
+
+    Each training writes its console to ``<artifacts>/<name>.log``; every 30 s the last line of
+    each running one is printed. With ``--no_train`` the commands are printed instead.
+    """
+    todo = [n for n in names if not artefact_path(cfg, n).exists()]
+    cmds = artefact_commands(cfg)
     if cfg.no_train:
-        print(f"skipping controllers that need {path} (missing); make it with:\n    {shown}")
-        return None
-    print(f"{path} is missing: training it on the small default budget:\n    {shown}", flush=True)
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    if not path.exists():
-        raise SystemExit(f"{shown} finished but did not write {path}")
-    return path
+        for n in todo:
+            print(f"skipping controllers that need {artefact_path(cfg, n)} (missing); make it with:\n"
+                  f"    python {' '.join(cmds[n][1:])}")
+        return
+    Path(cfg.artifacts).mkdir(parents=True, exist_ok=True)
+    running: dict[str, tuple[subprocess.Popen, Path, float]] = {}
+    t0 = time.perf_counter()
+    last_report = t0
+    while todo or running:
+        while todo and len(running) < parallel:
+            n = todo.pop(0)
+            log = Path(cfg.artifacts) / f"{n}.log"
+            print(f"training {n} on its small default budget: python {' '.join(cmds[n][1:])}  (log: {log})",
+                  flush=True)
+            fh = log.open("w")
+            running[n] = (subprocess.Popen(cmds[n], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT),
+                          log, time.perf_counter())
+        time.sleep(2.0)
+        for n, (proc, log, start) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[n]
+            if proc.returncode != 0 or not artefact_path(cfg, n).exists():
+                tail = log.read_text()[-2000:]
+                raise SystemExit(f"training {n} failed (exit {proc.returncode}); end of {log}:\n{tail}")
+            print(f"trained {n} in {time.perf_counter() - start:.0f} s", flush=True)
+        if running and time.perf_counter() - last_report > 30:
+            last_report = time.perf_counter()
+            for n, (_, log, start) in running.items():
+                lines = [ln for ln in log.read_text().replace("\r", "\n").splitlines() if ln.strip()]
+                print(f"  [{time.perf_counter() - start:4.0f} s] {n}: {lines[-1][:150] if lines else '...'}",
+                      flush=True)
+
+
+def ensure_artefact(cfg: CompareConfig, name: str) -> Path | None:
+    """The artefact's path, or None when it is missing (after :func:`train_missing`, only with --no_train)."""
+    path = artefact_path(cfg, name)
+    return path if path.exists() else None
 
 
 def _env_steps(path: Path) -> int:
@@ -279,6 +322,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
             sc = replace(sc, n_steps=min(cfg.steps, sc.n_steps))
         scenarios.append(sc)
+    train_missing(cfg, needed_artefacts(cfg))
     specs = controller_specs(cfg)
     if not specs:
         raise SystemExit("no controller left to evaluate (every requested one needs a missing artefact)")

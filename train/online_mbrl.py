@@ -47,7 +47,7 @@ COLLECT_SEED0 = 2_000_000
 class OnlineConfig:
     """Settings of the online loop (every field is a command-line flag)."""
 
-    iterations: int = 3
+    iterations: int = 2
     """Planner-collection rounds after the initial model."""
     episodes_per_iter: int = 2
     """Episodes collected with the planner per round."""
