@@ -160,8 +160,8 @@ class SACConfig:
     """VecNormalize the observations (see :class:`PPOConfig`). The replay buffer keeps raw
     observations and SB3 normalises sampled batches with the current statistics."""
     norm_reward: bool = False
-    """VecNormalize the rewards. Off: SAC's learned temperature adapts to the reward scale, and
-    the raw scale (-5..-15 per step) keeps Q-values readable."""
+    """VecNormalize the rewards. Off: SAC's learned temperature adapts to the raw scale, and with
+    normalisation the return after 30 k steps was three times worse (BENCHMARKS.md)."""
 
 
 ALGO_CONFIGS: dict[str, type] = {"ppo": PPOConfig, "sac": SACConfig}
@@ -266,6 +266,12 @@ def parse_config(argv: list[str] | None = None) -> tuple[str, RunConfig, PPOConf
         yaml_values = dict(loaded)
     algo = known.algo or yaml_values.pop("algo", None)
     yaml_values.pop("algo", None)
+    if algo is None and any(a in ("-h", "--help") for a in (sys.argv[1:] if argv is None else argv)):
+        parser = argparse.ArgumentParser(description=doc, epilog="Add --algo ppo or --algo sac to "
+                                         "--help to list that algorithm's settings too.")
+        parser.add_argument("--algo", choices=ALGOS, help="Algorithm (required here or in --config).")
+        _add_flags(parser, RunConfig)
+        parser.parse_args(["--help"])  # prints and exits
     if algo not in ALGOS:
         # argparse prints the allowed values and exits with status 2.
         pre.error(f"--algo is required (in a flag or the --config file); allowed: {', '.join(ALGOS)}"
