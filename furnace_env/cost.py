@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CostWeights", "step_cost", "cost_terms", "obs_cost"]
+__all__ = ["CostWeights", "step_cost", "cost_terms", "obs_cost", "trip_cost"]
 
 
 @dataclass(frozen=True)
@@ -79,3 +79,14 @@ def obs_cost(obs, weights: CostWeights):
     """:func:`step_cost` on observation arrays/tensors ``[..., N_OBS]`` (channel order of ``OBS_NAMES``)."""
     return step_cost(obs[..., 0], obs[..., 1], obs[..., 2], obs[..., 3], obs[..., 4],
                      *dataclasses.astuple(weights))
+
+
+def trip_cost(steps_left, trip_penalty: float, weights: CostWeights, fuel_max_kg_h: float):
+    """Cost of a trip with ``steps_left`` control steps of the episode remaining.
+
+    ``trip_penalty`` plus, for every remaining step, the fuel cost of full fire: a tripped
+    furnace loses its production and must be purged and reheated, so a trip can never be
+    cheaper than running on. (Without the second term an early deliberate trip would end the
+    episode's cost early and beat every honest controller.)
+    """
+    return trip_penalty + steps_left * weights.w_fuel * fuel_max_kg_h / weights.fuel_ref

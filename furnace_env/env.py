@@ -10,7 +10,7 @@ import numba
 import numpy as np
 from gymnasium import spaces
 
-from furnace_env.cost import CostWeights
+from furnace_env.cost import CostWeights, trip_cost
 from furnace_env.physics import N_OBS, REPORT_NAMES, FurnaceParams, FurnaceSim
 from furnace_env.scenarios import Scenario, get_scenario
 
@@ -133,7 +133,9 @@ class FurnaceEnv(gym.Env):
     ``|T - T_sp| / 10 K + 10 fuel / 108 kg/h + 5 relu(CO - 100 ppm) / 100 ppm
     + 5 relu(1 % - O2) / 1 %``. Here ``T_sp`` is the setpoint in force during the step.
     One per cent of fuel costs as much as one kelvin of tracking error. A trip adds
-    ``-trip_penalty``.
+    ``-(trip_penalty + steps_left * 10 * 180 / 108)``: the penalty plus the fuel cost of full
+    fire for every step the episode had left (:func:`furnace_env.cost.trip_cost`), so that a
+    deliberate early trip never pays.
 
     ## Starting state
     Steady state on the scenario's initial setpoint at burner air ratio ``lambda0`` (1.15,
@@ -218,7 +220,10 @@ class FurnaceEnv(gym.Env):
         sim.step(self._cmd, self._sched[self._k : self._k + 1])
         self._k += 1
         trip = int(sim.tripped[0])
-        reward = -float(sim.cost[0]) - (self.trip_penalty if trip else 0.0)
+        reward = -float(sim.cost[0])
+        if trip:
+            reward -= trip_cost(self.scenario.n_steps - self._k, self.trip_penalty, self.weights,
+                                self.params.fuel_max * 3600.0)
         obs = self._observe()
         terminated = trip != 0
         truncated = self._k >= self.scenario.n_steps

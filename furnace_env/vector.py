@@ -10,7 +10,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from furnace_env.cost import CostWeights
+from furnace_env.cost import CostWeights, trip_cost
 from furnace_env.env import TRIP_REASONS, measure, observation_bounds, validate_action
 from furnace_env.physics import N_OBS, REPORT_NAMES, FurnaceParams, FurnaceSim
 from furnace_env.scenarios import Scenario, get_scenario
@@ -113,7 +113,9 @@ class FurnaceVectorEnv(VectorEnv):
         self._sim.step(self._cmd, self._dist)
         self._k += 1
         trip = self._sim.tripped.copy()
-        rewards = -self._sim.cost - np.where(trip != 0, self.trip_penalty, 0.0)
+        penalty = trip_cost(self.scenario.n_steps - self._k, self.trip_penalty, self.weights,
+                            self.params.fuel_max * 3600.0)
+        rewards = -self._sim.cost - np.where(trip != 0, penalty, 0.0)
         terminated = trip != 0
         truncated = self._k >= self.scenario.n_steps
         # Next-step autoreset: sub-envs that ended last step start a new episode now.

@@ -197,3 +197,22 @@ def test_ppo_learns_on_env_briefly():
     model = PPO("MlpPolicy", env, n_steps=512, batch_size=64, n_epochs=1, seed=0, device="cpu")
     model.learn(2048)
     assert model.num_timesteps >= 2048
+
+
+def test_a_deliberate_trip_never_pays():
+    """Holding fuel and starving air trips the flame safeguard within seconds: it must cost more
+    than running a whole episode under the PI controller."""
+    from planners.evaluation import run_episode
+    from planners.pi import PIController
+
+    env = gym.make("Furnace-v0", sensor_noise=False)
+    pi_return = run_episode(PIController(), env, seed=0).rewards.sum()
+    env.reset(seed=0)
+    total, terminated, info = 0.0, False, {}
+    for _ in range(20):
+        _, r, terminated, _, info = env.step(np.array([0.2, -0.9], dtype=np.float32))
+        total += r
+        if terminated:
+            break
+    assert terminated and info["trip"]
+    assert total < pi_return
