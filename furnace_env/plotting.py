@@ -25,7 +25,7 @@ def plot_trajectories(trajectories: Mapping[str, Mapping[str, np.ndarray]], dt: 
         obs = np.asarray(tr["obs"])
         act = np.asarray(tr["actions"])
         t = np.arange(len(obs)) * dt / 60.0
-        color = f"C{i % 10}"
+        color = plt.get_cmap("tab20")(i % 20) if len(trajectories) > 10 else f"C{i}"
         axes[0].plot(t, obs[:, 0], color=color, label=name, lw=1.2)
         if i == 0:
             axes[0].plot(t, obs[:, 1], "k--", lw=1.0, label="setpoint")
