@@ -277,7 +277,8 @@ def plot_scores(summary: list[dict], path: Path) -> None:
     width = 0.8 / len(ctrls)
     for i, c in enumerate(ctrls):
         x = np.arange(len(scs)) + (i - (len(ctrls) - 1) / 2) * width
-        ax.bar(x, [val.get((c, s), np.nan) for s in scs], width, label=c)
+        color = plt.get_cmap("tab20")(i % 20) if len(ctrls) > 10 else f"C{i}"
+        ax.bar(x, [val.get((c, s), np.nan) for s in scs], width, label=c, color=color)
     ax.set_xticks(np.arange(len(scs)), scs)
     ax.set_ylabel("normalised score (PI = 0, oracle = 1)" if use_score else "episode return")
     ax.axhline(0.0, color="k", lw=0.8)
