@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from furnace_env.cost import CostWeights
-from planners.benchmark import ControllerSpec, EpisodeRecord, bootstrap_ci, markdown_table, summarise
+from planners.benchmark import (
+    ControllerSpec,
+    EpisodeRecord,
+    bootstrap_ci,
+    markdown_table,
+    summarise,
+)
 from planners.evaluation import Episode, episode_metrics, normalised_score
 
 
