@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import re
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -200,11 +201,12 @@ def controller_specs(cfg: CompareConfig) -> list[ControllerSpec]:
     return specs
 
 
+@functools.cache
 def _world_model_env_steps(path: Path) -> int:
-    from eblnn_agent.checkpoint import load_checkpoint
+    """Real env steps recorded in a world-model checkpoint (read once per file: seven variants share one)."""
+    from eblnn_agent.checkpoint import read_checkpoint
 
-    _, _, meta = load_checkpoint(path, device="cpu")
-    return int(meta.get("env_steps", 0))
+    return int(read_checkpoint(path).get("meta", {}).get("env_steps", 0))
 
 
 #: Methods on the sample-efficiency plot (the ablations share the EB-LNN's data).
@@ -319,8 +321,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for s in cfg.scenario:
         sc = get_scenario(s)
         if cfg.steps:
-            from dataclasses import replace
-
             sc = replace(sc, n_steps=min(cfg.steps, sc.n_steps))
         scenarios.append(sc)
     train_missing(cfg, needed_artefacts(cfg))

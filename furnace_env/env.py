@@ -10,7 +10,7 @@ import numba
 import numpy as np
 from gymnasium import spaces
 
-from furnace_env.cost import CostWeights, trip_cost
+from furnace_env.cost import TRIP_PENALTY, CostWeights, trip_cost
 from furnace_env.physics import N_OBS, REPORT_NAMES, FurnaceParams, FurnaceSim
 from furnace_env.scenarios import Scenario, get_scenario
 
@@ -164,7 +164,7 @@ class FurnaceEnv(gym.Env):
         params: FurnaceParams | None = None,
         weights: CostWeights | None = None,
         sensor_noise: bool | None = None,
-        trip_penalty: float = 500.0,
+        trip_penalty: float = TRIP_PENALTY,
         render_mode: str | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:

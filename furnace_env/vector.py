@@ -10,7 +10,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from furnace_env.cost import CostWeights, trip_cost
+from furnace_env.cost import TRIP_PENALTY, CostWeights, trip_cost
 from furnace_env.env import TRIP_REASONS, measure, observation_bounds, validate_action
 from furnace_env.physics import N_OBS, REPORT_NAMES, FurnaceParams, FurnaceSim
 from furnace_env.scenarios import Scenario, get_scenario
@@ -38,7 +38,7 @@ class FurnaceVectorEnv(VectorEnv):
         params: FurnaceParams | None = None,
         weights: CostWeights | None = None,
         sensor_noise: bool | None = None,
-        trip_penalty: float = 500.0,
+        trip_penalty: float = TRIP_PENALTY,
         render_mode: str | None = None,
     ) -> None:
         if int(num_envs) != num_envs or num_envs < 1:
