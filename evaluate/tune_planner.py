@@ -2,6 +2,7 @@
 
     python evaluate/tune_planner.py --checkpoint runs/artifacts/world_model/best.pt
     python evaluate/tune_planner.py --grid beta=0,0.01,0.03 smooth=0.5 horizon=12 --episodes 4
+    python evaluate/tune_planner.py --grid co_backoff=0,0.5 excess_air=-0.05:1.0,0.08:1.0
 
 Every grid point runs the planner (``planners.factories.make_eblnn_planner``) and the reference
 PI controller on the same training-mix episodes (seeds 900 100+, disjoint from PI tuning and from
@@ -25,6 +26,8 @@ TUNE_SEED0 = 900_100
 
 
 def _value(v: str):
+    if ":" in v:  # a range, e.g. excess_air=0.08:1.0
+        return tuple(_value(x) for x in v.split(":"))
     for cast in (int, float):
         try:
             return cast(v)
@@ -64,12 +67,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for r in recs:
         by.setdefault(r.controller, []).append(r.metrics)
     pi_ret = np.mean([m["return"] for m in by["pi"]])
-    print(f"PI mean return {pi_ret:.1f} over {len(seeds)} episodes of {args.steps} steps ({args.scenario})")
+    pi_viol = np.mean([m["violation_share"] for m in by["pi"]])
+    print(f"PI mean return {pi_ret:.1f} (violations {pi_viol:.3f}) over {len(seeds)} episodes of {args.steps} steps ({args.scenario})")
     rows = []
     for i, pt in enumerate(points):
         ms = by[f"p{i}"]
         row = {**pt, "return": float(np.mean([m["return"] for m in ms])),
                "margin_vs_pi": float(np.mean([m["return"] for m in ms]) - pi_ret),
+               "violations": float(np.mean([m["violation_share"] for m in ms])),
+               "fuel_vs_pi": float(sum(m["fuel_kg"] for m in ms) / sum(m["fuel_kg"] for m in by["pi"]) - 1.0),
                "trips": int(sum(m["trips"] for m in ms)), "latency_ms": float(np.mean([m["latency_ms"] for m in ms]))}
         rows.append(row)
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)

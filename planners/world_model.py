@@ -14,6 +14,7 @@ removes it (an ablation).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,12 @@ class ObjectiveConfig:
     """Search coordinates: "ratio" (fuel command, burner excess air in ``excess_air``) or "raw" (env actions)."""
     excess_air: tuple[float, float] = (-0.05, 1.0)
     """Excess-air range ``lambda - 1`` mapped onto [-1, 1] in "ratio" coordinates (nominal fuel quality)."""
+    co_backoff: float = 0.0
+    """Constraint tightening: the plan is charged for predicted CO above ``(1 - co_backoff)`` times the
+    env's CO limit (0: the env's own limit). A back-off keeps the plan a margin away from the CO knee,
+    where a learned model's CO error is largest and an optimiser would otherwise exploit it."""
+    o2_backoff: float = 0.0
+    """Constraint tightening of the O2 minimum, percentage points added to the env's ``o2_min``."""
 
     def __post_init__(self) -> None:
         for name in ("beta", "smooth"):
@@ -55,6 +62,10 @@ class ObjectiveConfig:
             raise ValueError(f"ObjectiveConfig.coords={self.coords!r}; allowed: 'ratio', 'raw'")
         if not -1.0 < self.excess_air[0] < self.excess_air[1]:
             raise ValueError(f"ObjectiveConfig.excess_air={self.excess_air!r} must satisfy -1 < low < high")
+        if not (np.isfinite(self.co_backoff) and 0.0 <= self.co_backoff < 1.0):
+            raise ValueError(f"ObjectiveConfig.co_backoff={self.co_backoff!r} must lie in [0, 1)")
+        if not (np.isfinite(self.o2_backoff) and self.o2_backoff >= 0):
+            raise ValueError(f"ObjectiveConfig.o2_backoff={self.o2_backoff!r} must be finite and >= 0")
         if self.energy_reduce not in ("sequence", "mean"):
             raise ValueError(f"ObjectiveConfig.energy_reduce={self.energy_reduce!r}; allowed: 'sequence', 'mean'")
 
@@ -75,6 +86,10 @@ class WorldModelPlanningModel:
         self._air_per_fuel = p.afr * p.fuel_max / p.air_max
         self.cfg = objective if objective is not None else ObjectiveConfig()
         self.weights = weights if weights is not None else CostWeights()
+        # The planner's own copy of the cost, tightened by the back-offs (the env's reward is untouched).
+        self.plan_weights = dataclasses.replace(
+            self.weights, co_limit=self.weights.co_limit * (1.0 - self.cfg.co_backoff),
+            o2_min=self.weights.o2_min + self.cfg.o2_backoff)
         self.fast = bool(fast)
         self.device = next(model.parameters()).device
         self._dtype = next(model.parameters()).dtype
@@ -140,7 +155,7 @@ class WorldModelPlanningModel:
             raise RuntimeError("observe() an observation before planning")
         o0, h0 = self._last_obs, self._h
         a_prev = o0[:, 6:8]
-        cfg, w, model, fast = self.cfg, self.weights, self.model, self.fast
+        cfg, w, model, fast = self.cfg, self.plan_weights, self.model, self.fast
 
         to_actions = self.to_actions
 

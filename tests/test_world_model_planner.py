@@ -64,6 +64,35 @@ def test_energy_term_enters_with_beta(model):
     torch.testing.assert_close(costs[1.0] - costs[0.0], model.sequence_energy(out.hidden), rtol=1e-4, atol=1e-4)
 
 
+def test_co_backoff_charges_predicted_co_below_the_env_limit(model):
+    """Tightening charges exactly the CO between the tightened and the env's limit, nothing else."""
+    import dataclasses
+
+    from furnace_env.cost import obs_cost
+
+    env = gym.make("Furnace-v0")
+    obs, _ = env.reset(seed=0)
+    u = torch.rand(4, 5, 2, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    costs = {}
+    for backoff in (0.0, 0.5):
+        pm = WorldModelPlanningModel(model, ObjectiveConfig(beta=0.0, co_backoff=backoff))
+        pm.observe(obs)
+        costs[backoff] = pm.make_objective(obs)(u)
+    assert pm.plan_weights.co_limit == pytest.approx(0.5 * pm.weights.co_limit)
+    out = model.rollout(pm._last_obs.expand(4, -1), pm._h.expand(4, -1), pm.to_actions(u))
+    w = pm.weights
+    # Force the predicted CO into the band between the two limits: only the tightened cost sees it.
+    pred = out.obs.clone()
+    pred[..., 3] = 0.75 * w.co_limit
+    assert float(obs_cost(pred, w).sum()) == pytest.approx(float(obs_cost(pred, dataclasses.replace(
+        w, w_co=0.0)).sum()))
+    assert (obs_cost(pred, pm.plan_weights) > obs_cost(pred, w)).all()
+    expected = (obs_cost(out.obs, pm.plan_weights) - obs_cost(out.obs, w)).sum(dim=1)
+    torch.testing.assert_close(costs[0.5] - costs[0.0], expected, rtol=1e-4, atol=1e-4)
+    # The env's own reward is untouched.
+    assert env.unwrapped.weights.co_limit == w.co_limit
+
+
 def test_search_coordinates_round_trip(model):
     pm = WorldModelPlanningModel(model)
     a = np.array([[0.2, 0.1], [-0.5, -0.6], [0.8, 0.9]])
@@ -80,7 +109,8 @@ def test_planning_before_observing_is_an_error(model):
 
 
 @pytest.mark.parametrize("bad", [{"beta": -1.0}, {"smooth": float("nan")}, {"coords": "polar"},
-                                 {"terminal_steps": -2.0}, {"energy_reduce": "max"}])
+                                 {"terminal_steps": -2.0}, {"energy_reduce": "max"},
+                                 {"co_backoff": 1.0}, {"o2_backoff": -0.5}])
 def test_objective_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         ObjectiveConfig(**bad)
