@@ -11,7 +11,15 @@ import numpy as np
 from gymnasium import spaces
 
 from furnace_env.cost import TRIP_PENALTY, CostWeights, trip_cost
-from furnace_env.physics import N_OBS, REPORT_NAMES, FurnaceParams, FurnaceSim
+from furnace_env.physics import (
+    DIST_NAMES,
+    INFO_NAMES,
+    N_OBS,
+    REPORT_NAMES,
+    FurnaceParams,
+    FurnaceSim,
+    step_kernel,
+)
 from furnace_env.scenarios import Scenario, get_scenario
 
 __all__ = ["FurnaceEnv", "observation_bounds", "validate_action", "measure", "TRIP_REASONS"]
@@ -45,7 +53,7 @@ def validate_action(action: Any, n: int | None = None) -> np.ndarray:
         # Fast path for the common case (one float array): two Python floats beat four ufunc calls.
         f, a = float(action[0]), float(action[1])
         if not (math.isfinite(f) and math.isfinite(a)):
-            raise ValueError(f"action {action!r} has non-finite entries; expected finite values in [-1, 1]")
+            raise _non_finite(action)
         return np.array((min(max(f, -1.0), 1.0), min(max(a, -1.0), 1.0)))
     try:
         a = np.asarray(action, dtype=np.float64)
@@ -55,8 +63,12 @@ def validate_action(action: Any, n: int | None = None) -> np.ndarray:
     if a.shape != shape:
         raise ValueError(f"action {action!r} has shape {a.shape}; expected {shape} (fuel valve, air damper)")
     if not np.isfinite(a).all():
-        raise ValueError(f"action {action!r} has non-finite entries; expected finite values in [-1, 1]")
+        raise _non_finite(action)
     return np.clip(a, -1.0, 1.0)
+
+
+def _non_finite(action: Any) -> ValueError:
+    return ValueError(f"action {action!r} has non-finite entries; expected finite values in [-1, 1]")
 
 
 @numba.njit(cache=True)
@@ -69,6 +81,8 @@ def _measure_nb(obs_clean, noise, noise_abs, noise_rel, low, high):
 
 
 _NO_NOISE = np.zeros(N_OBS)
+# Action dtypes the fused step kernel takes as they are (native byte order).
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def measure(obs_clean: np.ndarray, rng: np.random.Generator | None, low: np.ndarray,
@@ -80,6 +94,41 @@ def measure(obs_clean: np.ndarray, rng: np.random.Generator | None, low: np.ndar
     """
     noise = rng.standard_normal(N_OBS) if rng is not None else _NO_NOISE
     return _measure_nb(obs_clean, noise, _NOISE_ABS, _NOISE_REL, low, high)
+
+
+#: Steps of sensor noise the single env draws from its ``np_random`` at once (see ``FurnaceEnv._refill``).
+NOISE_BLOCK = 64
+# Columns of ``FurnaceSim.report`` before the cost terms.
+_N_INFO = len(INFO_NAMES) + len(DIST_NAMES)
+
+
+@numba.njit(cache=True)
+def _env_step_nb(action, cmd, sched, k, state, o2_buf, co_buf, k_sub, p, w, obs, report, cost, tripped,
+                 noise, noise_row, meas, out):
+    """One control step of the single env in one compiled call: validate and clip the action,
+    advance the physics, then measure (with ``noise[noise_row]``, channel stds and ranges ``meas``
+    [4, N_OBS] = abs, rel, low, high) into ``out`` [2, N_OBS] float32 (noisy, clean).
+
+    Returns ``(trip code, cost)``, or ``(-1, 0.0)`` without touching any state when the action
+    is not finite. Results equal :func:`validate_action`, :func:`~furnace_env.physics.step_batch`
+    and :func:`measure` called one after the other.
+    """
+    f = float(action[0])
+    a = float(action[1])
+    if not (math.isfinite(f) and math.isfinite(a)):
+        return -1, 0.0
+    cmd[0, 0] = min(max(f, -1.0), 1.0)
+    cmd[0, 1] = min(max(a, -1.0), 1.0)
+    step_kernel(state, o2_buf, co_buf, k_sub, cmd, sched[k : k + 1], p, w, obs, report[:, :_N_INFO],
+                report[:, _N_INFO:], cost, tripped)
+    # The observation shows the setpoint of the step to come.
+    obs[0, 1] = sched[min(k + 1, sched.shape[0] - 1), 0]
+    for j in range(obs.shape[1]):
+        x = obs[0, j]
+        y = x + noise[noise_row, j] * (meas[0, j] + meas[1, j] * abs(x))
+        out[0, j] = min(max(y, meas[2, j]), meas[3, j])
+        out[1, j] = x
+    return tripped[0], cost[0]
 
 
 class FurnaceEnv(gym.Env):
@@ -185,7 +234,18 @@ class FurnaceEnv(gym.Env):
         self._cmd = np.zeros((1, 2))
         self._sched: np.ndarray | None = None
         self._k = 0
+        self._n_steps = self.scenario.n_steps
         self._history: list[tuple[np.ndarray, np.ndarray, float]] = []
+        # Per-channel noise stds and ranges, one array for the fused step kernel.
+        self._meas = np.stack([_NOISE_ABS, _NOISE_REL, self._low, self._high])
+        # Sensor noise is drawn NOISE_BLOCK steps at a time (one numpy call instead of one per
+        # step); ``_noise_pos`` is the next unused row. The generator's state before the draw is
+        # kept, so that a reset can hand the unused rows back (see ``_return_noise``) and every
+        # seed draws exactly the numbers it drew with one call per step.
+        self._noise = np.zeros((NOISE_BLOCK, N_OBS))
+        self._noise_pos = NOISE_BLOCK
+        self._noise_rng: np.random.Generator | None = None
+        self._noise_state: dict[str, Any] | None = None
 
     @property
     def noisy(self) -> bool:
@@ -200,46 +260,78 @@ class FurnaceEnv(gym.Env):
         return self._sched
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._return_noise()
         super().reset(seed=seed)
         if options and "scenario" in options:
             self.scenario = get_scenario(options["scenario"])
+        self._n_steps = self.scenario.n_steps
         self._sched = self.scenario.sample_schedule(self.np_random, self.params.dt)
         self._k = 0
         self._noisy = self.noisy
+        if not self._noisy:
+            # Noise-free episodes read row 0 of a block of zeros and never draw.
+            self._noise[:] = 0.0
+            self._noise_pos = 0
         self._sim.reset_rows(np.array([0]), self._sched[:1], np.array([self.scenario.lambda0]), self._cmd)
         obs = self._observe()
         self._history = [(obs, self._cmd[0].copy(), 0.0)]
-        return obs, self._info(0)
+        return obs, self._info(0, self._sim.obs[0].astype(np.float32))
 
     def step(self, action):
         if self._sched is None:
             raise RuntimeError("call reset() before step()")
-        a = validate_action(action)
+        # Float arrays of shape (2,) go straight to the fused kernel, which checks finiteness
+        # before it touches any state; anything else is checked and converted here first.
+        if type(action) is not np.ndarray or action.dtype not in _FAST_DTYPES or action.shape != (2,):
+            action = validate_action(action)
+        if self._noisy and (self._noise_pos == NOISE_BLOCK or self._noise_rng is not self._np_random):
+            self._refill()
         sim = self._sim
-        self._cmd[0] = a
-        sim.step(self._cmd, self._sched[self._k : self._k + 1])
+        out = np.empty((2, N_OBS), dtype=np.float32)
+        trip, cost = _env_step_nb(action, self._cmd, self._sched, self._k, sim.state, sim.o2_buf, sim.co_buf,
+                                  sim.k, sim.p, sim.w, sim.obs, sim.report, sim.cost, sim.tripped,
+                                  self._noise, self._noise_pos, self._meas, out)
+        if trip < 0:
+            raise _non_finite(action)
+        sim.k += sim.params.n_substeps
         self._k += 1
-        trip = int(sim.tripped[0])
-        reward = -float(sim.cost[0])
+        if self._noisy:
+            self._noise_pos += 1
+        reward = -cost
         if trip:
-            reward -= trip_cost(self.scenario.n_steps - self._k, self.trip_penalty, self.weights,
+            reward -= trip_cost(self._n_steps - self._k, self.trip_penalty, self.weights,
                                 self.params.fuel_max * 3600.0)
-        obs = self._observe()
-        terminated = trip != 0
-        truncated = self._k >= self.scenario.n_steps
+        obs = out[0]
         if self.render_mode == "rgb_array":
-            self._history.append((obs, a.copy(), reward))
-        return obs, reward, terminated, truncated, self._info(trip)
+            self._history.append((obs, self._cmd[0].copy(), reward))
+        return obs, reward, trip != 0, self._k >= self._n_steps, self._info(trip, out[1])
+
+    def _refill(self) -> None:
+        """Draw the next block of sensor noise from ``np_random``."""
+        self._return_noise()
+        rng = self._noise_rng = self.np_random
+        self._noise_state = rng.bit_generator.state
+        rng.standard_normal(out=self._noise)
+        self._noise_pos = 0
+
+    def _return_noise(self) -> None:
+        """Rewind ``np_random`` to just after the noise rows used so far, as if each step had drawn its own."""
+        if self._noise_rng is not None and self._noise_rng is self._np_random and self._noise_pos < NOISE_BLOCK:
+            self._noise_rng.bit_generator.state = self._noise_state
+            self._noise_rng.standard_normal(self._noise_pos * N_OBS)
+        self._noise_rng = None
+        self._noise_pos = NOISE_BLOCK
 
     def _observe(self) -> np.ndarray:
         obs = self._sim.obs[0]
         obs[1] = self._sched[min(self._k, self._sched.shape[0] - 1), 0]
         return measure(obs, self._np_random if self._noisy else None, self._low, self._high)
 
-    def _info(self, trip: int) -> dict[str, Any]:
-        sim = self._sim
-        info: dict[str, Any] = dict(zip(REPORT_NAMES, sim.report[0].tolist(), strict=True))
-        info["obs_clean"] = np.array(sim.obs[0], dtype=np.float32)
+    def _info(self, trip: int, obs_clean: np.ndarray) -> dict[str, Any]:
+        # One zip over the report row (16 Python floats from one ``tolist``) is the cheapest way
+        # to build the entries; the info dict used to cost more than the physics step.
+        info: dict[str, Any] = dict(zip(REPORT_NAMES, self._sim.report[0].tolist(), strict=True))
+        info["obs_clean"] = obs_clean
         info["trip"] = TRIP_REASONS[trip]
         return info
 

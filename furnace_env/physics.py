@@ -44,6 +44,7 @@ __all__ = [
     "co_ppm",
     "steady_state_fuel",
     "step_batch",
+    "step_kernel",
     "N_OBS",
     "OBS_NAMES",
     "DIST_NAMES",
@@ -224,13 +225,13 @@ def _lag(x, target, decay):
 
 
 def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_terms_out, cost, tripped):
-    """Advance every furnace by one control step (compiled twice below: serial and parallel).
+    """Advance every furnace by one control step (compiled by numba below).
 
     state [N, 7], o2_buf [N, L_o2], co_buf [N, L_co], k0: global sub-step counter at entry,
     cmd [N, 2] in [-1, 1], dist [N, 4] = (setpoint, load, fuel quality, leak), p: params,
-    w: cost weights. Writes obs [N, 8] (noise-free measurements), info [N, 8], the cost
-    terms [N, 4] and their sum cost [N],
-    tripped [N] (0 = no trip, 1 = over-temperature, 2 = flame safeguard).
+    w: cost weights. Writes obs [N, 8] (noise-free measurements), info [N, 8 + 4] (the
+    hidden quantities, then the disturbances in force), the cost terms [N, 4] and their
+    sum cost [N], tripped [N] (0 = no trip, 1 = over-temperature, 2 = flame safeguard).
     """
     n = state.shape[0]
     lhv = p[_I.lhv]
@@ -241,27 +242,38 @@ def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_t
     cap = p[_I.heat_capacity]
     fuel_max = p[_I.fuel_max]
     air_max = p[_I.air_max]
-    tau_f = p[_I.tau_fuel]
-    tau_a = p[_I.tau_air]
-    rate_f = p[_I.rate_fuel]
-    rate_a = p[_I.rate_air]
-    tau_tc = p[_I.tau_tc]
-    tau_o2 = p[_I.tau_o2]
-    tau_co = p[_I.tau_co]
     nsub = int(p[_I.n_substeps])
     h = p[_I.dt] / nsub
     t_max = p[_I.t_max]
     rich_trip = p[_I.rich_trip_time]
-    # Decay factors of the exact first-order lags, once per call rather than per sub-step.
-    e_f = math.exp(-h / tau_f)
-    e_a = math.exp(-h / tau_a)
-    e_tc = math.exp(-h / tau_tc)
-    e_o2 = math.exp(-h / tau_o2)
-    e_co = math.exp(-h / tau_co)
-    c0 = _I.co_base
+    # Everything that does not depend on the furnace is computed once per call, not per
+    # sub-step: the decays of the exact first-order lags, the rate limits per sub-step, the
+    # CO curve's parameters (loads from ``p`` cannot be hoisted by the compiler, which must
+    # assume that ``p`` aliases the outputs).
+    e_f = math.exp(-h / p[_I.tau_fuel])
+    e_a = math.exp(-h / p[_I.tau_air])
+    e_tc = math.exp(-h / p[_I.tau_tc])
+    e_o2 = math.exp(-h / p[_I.tau_o2])
+    e_co = math.exp(-h / p[_I.tau_co])
+    lim_f = p[_I.rate_fuel] * h
+    lim_a = p[_I.rate_air] * h
+    co_base = p[_I.co_base]
+    co_amp = p[_I.co_knee_amp]
+    o2_knee = p[_I.o2_knee]
+    knee_slope = p[_I.knee_slope]
+    fire_ref = p[_I.fire_ref]
+    co_width = p[_I.co_width]
+    co_rich = p[_I.co_rich]
+    co_max = p[_I.co_max]
+    w_track, track_scale, w_fuel, fuel_ref, w_co, co_limit, w_o2, o2_min = (
+        w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7])
     l_o2 = o2_buf.shape[1]
     l_co = co_buf.shape[1]
-    for i in numba.prange(n):
+    # The ring buffers' write positions at entry; every furnace shares the sub-step counter,
+    # and stepping them by one with a wrap avoids two integer divisions per buffer and sub-step.
+    j_o2_0 = k0 % l_o2
+    j_co_0 = k0 % l_co
+    for i in range(n):
         fuel_cmd = 0.5 * (cmd[i, 0] + 1.0) * fuel_max
         air_cmd = 0.5 * (cmd[i, 1] + 1.0) * air_max
         sp = dist[i, 0]
@@ -280,40 +292,39 @@ def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_t
         o2_true = 0.0
         co_true = 0.0
         heat = 0.0
-        stack = 0.0
-        for s in range(nsub):
+        j_o2 = j_o2_0
+        j_co = j_co_0
+        for _ in range(nsub):
             # Actuators: exact first-order lag, then the rate limit.
             df = _lag(fuel, fuel_cmd, e_f) - fuel
-            lim = rate_f * h
-            df = min(max(df, -lim), lim)
+            df = min(max(df, -lim_f), lim_f)
             fuel = fuel + df
             da = _lag(air, air_cmd, e_a) - air
-            lim = rate_a * h
-            da = min(max(da, -lim), lim)
+            da = min(max(da, -lim_a), lim_a)
             air = air + da
             # Combustion at the burner (fuel quality scales heating value and air demand).
-            fuel_eff = max(fuel, 1e-9)
-            lam = air / (afr * q * fuel_eff)
+            demand = afr * q * max(fuel, 1e-9)
+            lam = air / demand
             eta = min(lam, 1.0)
-            co_burner = co_ppm(lam, fuel / fuel_max, p[c0], p[c0 + 1], p[c0 + 2],
-                                   p[c0 + 3], p[c0 + 4], p[c0 + 5], p[c0 + 6], p[c0 + 7])
+            co_burner = co_ppm(lam, fuel / fuel_max, co_base, co_amp, o2_knee, knee_slope,
+                               fire_ref, co_width, co_rich, co_max)
             # The analyser sees tramp air too: more O2 and diluted CO.
-            lam_tot = (air + leak) / (afr * q * fuel_eff)
-            o2_true = flue_o2(lam_tot - 1.0)
-            co_true = co_burner * (fuel + air) / (fuel + air + leak)
+            flow = fuel + air + leak
+            o2_true = flue_o2((air + leak) / demand - 1.0)
+            co_true = co_burner * (fuel + air) / flow
             # Energy balance, exact for flows held over the sub-step.
             heat = eta * fuel * q * lhv
-            k = (fuel + air + leak) * cp + ua
+            k = flow * cp + ua
             t_ss = t_amb + (heat - load) / k
             temp = t_ss + (temp - t_ss) * math.exp(-k * h / cap)
-            stack = (fuel + air + leak) * cp * (temp - t_amb)
             tc = _lag(tc, temp, e_tc)
             # Analysers: dead time (ring buffers sharing one sub-step counter), then a lag.
-            kk = k0 + s
-            o2_buf[i, kk % l_o2] = o2_true
-            co_buf[i, kk % l_co] = co_true
-            o2m = _lag(o2m, o2_buf[i, (kk + 1) % l_o2], e_o2)
-            com = _lag(com, co_buf[i, (kk + 1) % l_co], e_co)
+            o2_buf[i, j_o2] = o2_true
+            co_buf[i, j_co] = co_true
+            j_o2 = j_o2 + 1 if j_o2 + 1 < l_o2 else 0
+            j_co = j_co + 1 if j_co + 1 < l_co else 0
+            o2m = _lag(o2m, o2_buf[i, j_o2], e_o2)
+            com = _lag(com, co_buf[i, j_co], e_co)
             rich = rich + h if lam < 1.0 else 0.0
             if temp > t_max:
                 trip = 1
@@ -326,11 +337,12 @@ def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_t
         state[i, _O2M] = o2m
         state[i, _COM] = com
         state[i, _RICH] = rich
+        fuel_kg_h = fuel * 3600.0
         obs[i, 0] = tc
         obs[i, 1] = sp
         obs[i, 2] = o2m
         obs[i, 3] = com
-        obs[i, 4] = fuel * 3600.0
+        obs[i, 4] = fuel_kg_h
         obs[i, 5] = air * 3600.0
         obs[i, 6] = cmd[i, 0]
         obs[i, 7] = cmd[i, 1]
@@ -341,12 +353,13 @@ def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_t
         info[i, 4] = o2_true
         info[i, 5] = co_true
         info[i, 6] = heat
-        info[i, 7] = stack
+        # Stack loss is only reported, so it is evaluated once, for the final sub-step.
+        info[i, 7] = (fuel + air + leak) * cp * (temp - t_amb)
         # The disturbances in force during this step ride along (the env reports them).
         for j in range(info.shape[1] - 8):
             info[i, 8 + j] = dist[i, j]
-        terms = _cost_terms_nb(tc, sp, o2m, com, fuel * 3600.0, w[0], w[1], w[2], w[3], w[4],
-                               w[5], w[6], w[7])
+        terms = _cost_terms_nb(tc, sp, o2m, com, fuel_kg_h, w_track, track_scale, w_fuel, fuel_ref,
+                               w_co, co_limit, w_o2, o2_min)
         for j in range(4):
             cost_terms_out[i, j] = terms[j]
         cost[i] = terms[0] + terms[1] + terms[2] + terms[3]
@@ -355,7 +368,9 @@ def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_t
 
 # nogil: a batch is split into contiguous row blocks run on a small thread pool. (numba's
 # prange version of this kernel did not scale past one core here; separate threads do.)
-_kernel = numba.njit(cache=True, nogil=True)(_step_batch_py)
+step_kernel = numba.njit(cache=True, nogil=True)(_step_batch_py)
+step_kernel.__doc__ = """The compiled serial kernel (see :func:`_step_batch_py`), also callable from numba code:
+the single env fuses validation, physics and measurement around it into one call per step."""
 #: Batches at least this large are split across threads.
 PARALLEL_THRESHOLD = 1024
 _POOL: ThreadPoolExecutor | None = None
@@ -377,12 +392,12 @@ def step_batch(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_terms
     """
     n = state.shape[0]
     if n < PARALLEL_THRESHOLD or (os.cpu_count() or 1) == 1:
-        _kernel(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_terms_out, cost, tripped)
+        step_kernel(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_terms_out, cost, tripped)
         return
     pool = _pool()
     bounds = np.linspace(0, n, pool._max_workers + 1).astype(int)
     futures = [
-        pool.submit(_kernel, state[a:b], o2_buf[a:b], co_buf[a:b], k0, cmd[a:b], dist[a:b], p, w,
+        pool.submit(step_kernel, state[a:b], o2_buf[a:b], co_buf[a:b], k0, cmd[a:b], dist[a:b], p, w,
                        obs[a:b], info[a:b], cost_terms_out[a:b], cost[a:b], tripped[a:b])
         for a, b in zip(bounds[:-1], bounds[1:], strict=True)
     ]
@@ -416,11 +431,20 @@ class FurnaceSim:
         # One row per furnace holds everything ``info`` reports, so the env reads it in one call:
         # hidden quantities (INFO_NAMES), disturbances in force (DIST_NAMES), cost terms.
         self.report = np.zeros((self.n, len(REPORT_NAMES)))
-        self._info_full = self.report[:, : len(INFO_NAMES) + len(DIST_NAMES)]
-        self.info = self.report[:, : len(INFO_NAMES)]
-        self.terms = self.report[:, len(INFO_NAMES) + len(DIST_NAMES):]
         self.cost = np.zeros(self.n)
         self.tripped = np.zeros(self.n, dtype=np.int64)
+
+    # Views of ``report`` are made on demand rather than stored: stored views would come back
+    # from a pickle as separate copies, and the kernel would then no longer write ``report``.
+    @property
+    def info(self) -> np.ndarray:
+        """Hidden quantities [N, len(INFO_NAMES)] of the last step (a view of ``report``)."""
+        return self.report[:, : len(INFO_NAMES)]
+
+    @property
+    def terms(self) -> np.ndarray:
+        """Cost terms [N, len(TERM_NAMES)] of the last step (a view of ``report``)."""
+        return self.report[:, len(INFO_NAMES) + len(DIST_NAMES):]
 
     def reset_rows(self, rows, dist: np.ndarray, lam0: np.ndarray, cmd_out: np.ndarray) -> None:
         """Put furnaces ``rows`` at steady state on their setpoint at burner air ratio ``lam0``.
@@ -462,7 +486,8 @@ class FurnaceSim:
     def step(self, cmd: np.ndarray, dist: np.ndarray) -> None:
         """Advance all furnaces by one control step; results in ``obs``, ``info``, ``cost``, ``tripped``."""
         # Small batches call the kernel directly: a single env steps at tens of kHz.
-        run = _kernel if self.n < PARALLEL_THRESHOLD else step_batch
+        run = step_kernel if self.n < PARALLEL_THRESHOLD else step_batch
+        n_info = len(INFO_NAMES) + len(DIST_NAMES)
         run(self.state, self.o2_buf, self.co_buf, self.k, cmd, dist, self.p, self.w,
-            self.obs, self._info_full, self.terms, self.cost, self.tripped)
+            self.obs, self.report[:, :n_info], self.report[:, n_info:], self.cost, self.tripped)
         self.k += self.params.n_substeps
