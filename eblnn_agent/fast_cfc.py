@@ -29,7 +29,8 @@ from ncps.torch import CfCCell
 from torch import Tensor
 
 __all__ = ["FusedCfCWeights", "fuse_cell", "check_cell_supported", "cfc_sequence", "fused_step",
-           "cell_from_preactivation", "rollout_loop"]
+           "cell_from_preactivation", "rollout_loop",
+           "RolloutWeights", "rollout_fused"]
 
 _LECUN_IN, _LECUN_OUT = 0.666, 1.7159
 
@@ -190,3 +191,151 @@ def rollout_loop(c: Tensor, obs0: Tensor, pre_act: Tensor, corr: Tensor, lower: 
     ins.pop()
     return torch.stack(outs, 1), torch.stack(cs, 1), torch.stack(ins, 1)
 
+
+
+class RolloutWeights(NamedTuple):
+    """Frozen weights of a closed-loop rollout, arranged for :func:`rollout_fused` (see ``EBLNN._rollout_fast``).
+
+    Inside the loop the CfC state is carried as ``c' = (c + 1) / 2 = s1 + gate (s2 - s1)`` (the
+    ``2 c' - 1`` is folded into the weights that read it), which saves two ops per step.
+    """
+
+    w_x: Tensor
+    """``[2n + H, U]``: first backbone layer on ``[obs_t, obs_t - obs_{t-1}, c'_t]`` (normalisation folded in)."""
+    w_back: Tensor
+    """``[U, 2n + H]``: the same layer for the backward pass, as gradients to ``[obs_t, obs_{t-1}, c'_t]``."""
+    bias_shift: Tensor
+    """``[U]``: added to the action pre-activation (the ``-1`` of ``c = 2 c' - 1``)."""
+    deeper: list[tuple[Tensor, Tensor]]
+    """Further backbone layers ``(W^T [in, out], b)``."""
+    w3t: Tensor
+    """Stacked heads ``[U, 3H]``."""
+    b3: Tensor
+    """Stacked head biases ``[3H]``."""
+    phys: list[tuple[Tensor, Tensor]]
+    """Physics-head hidden layers ``(W^T, b)`` (SiLU after each); the first reads ``c'``."""
+    w_last: Tensor
+    """``[P, n]``: the physics head's last layer (de-normalisation folded in)."""
+    lower: Tensor
+    """``[n]``: lower clamp of the predicted observation (``-inf`` where unclamped)."""
+    act: int
+    """Backbone activation code (``_ACT_CODES``)."""
+
+
+def _act_grad(g: Tensor, pre: Tensor, out: Tensor, code: int) -> Tensor:
+    """Gradient through a backbone activation, from its input ``pre`` and output ``out``."""
+    if code == 0:
+        return torch.ops.aten.sigmoid_backward(g, out)
+    if code == 1:
+        return torch.ops.aten.silu_backward(g, pre)
+    if code == 2:
+        return torch.ops.aten.threshold_backward(g, out, 0)
+    return torch.ops.aten.gelu_backward(g, pre)
+
+
+class _FusedRollout(torch.autograd.Function):
+    """The closed loop of :func:`rollout_loop` as one autograd node, with a hand-written backward.
+
+    At planning sizes (32 candidates, 64 units) autograd's per-node bookkeeping costs more
+    than the arithmetic; here the forward saves what the backward needs (activations, gates,
+    physics pre-activations) and the backward is ~20 ops per step. Time-major buffers keep every
+    per-step operand contiguous. Gradients flow to ``c1, obs0, pre_act, corr``; the weights are
+    constants (the caller uses :func:`rollout_loop` when a weight needs a gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, c1: Tensor, obs0: Tensor, pre_act: Tensor, corr: Tensor, rw: RolloutWeights):  # noqa: D102
+        b, t_len, _ = pre_act.shape
+        n, hs = obs0.shape[1], c1.shape[1]
+        # x[t] = [obs_t, obs_t - obs_{t-1}, c'_t], time-major; x[t + 1, :, 2n:] is the state after step t.
+        x = obs0.new_empty(t_len + 1, b, 2 * n + hs)
+        xo, xq, xc = x[..., :n].unbind(0), x[..., n:2 * n].unbind(0), x[..., 2 * n:].unbind(0)
+        xs = x.unbind(0)
+        xo[0].copy_(obs0)
+        torch.add(c1, 1.0, out=xc[1]).mul_(0.5)
+        pre_t = (pre_act.transpose(0, 1) + rw.bias_shift).unbind(0)
+        corr_t = corr.transpose(0, 1).contiguous().unbind(0)
+        saved_cell, saved_phys = [None] * t_len, [None] * t_len
+        for t in range(t_len):
+            if t > 0:
+                pre = torch.addmm(pre_t[t], xs[t], rw.w_x)
+                z = _act_code(pre, rw.act)
+                layers = [(pre, z)]
+                for w, bb in rw.deeper:
+                    pre = torch.addmm(bb, z, w)
+                    z = _act_code(pre, rw.act)
+                    layers.append((pre, z))
+                s3 = torch.sigmoid(torch.addmm(rw.b3, z, rw.w3t))
+                s1, s2, gate = s3.split(hs, 1)
+                d = s2 - s1
+                torch.addcmul(s1, gate, d, out=xc[t + 1])
+                saved_cell[t] = (layers, s3, gate, d)
+            p = xc[t + 1]
+            pres = []
+            for w, bb in rw.phys:
+                pre = torch.addmm(bb, p, w)
+                pres.append(pre)
+                p = torch.nn.functional.silu(pre)
+            saved_phys[t] = pres
+            torch.maximum(torch.addmm(xo[t] + corr_t[t], p, rw.w_last), rw.lower, out=xo[t + 1])
+            if t + 1 < t_len:
+                torch.sub(xo[t + 1], xo[t], out=xq[t + 1])
+        ctx.rw, ctx.x, ctx.cell, ctx.phys = rw, x, saved_cell, saved_phys
+        obs_seq = x[1:, :, :n].transpose(0, 1)
+        cs = x[1:, :, 2 * n:].transpose(0, 1) * 2.0 - 1.0
+        ins = x[:-1, :, :n].transpose(0, 1)
+        return obs_seq.contiguous(), cs, ins.contiguous()
+
+    @staticmethod
+    def backward(ctx, g_obs: Tensor, g_cs: Tensor, g_ins: Tensor):  # noqa: D102
+        rw, x = ctx.rw, ctx.x
+        t_len, b = x.shape[0] - 1, x.shape[1]
+        n = g_obs.shape[-1]
+        hs = g_cs.shape[-1]
+        # External gradient on obs_t (t = 0..T): as an input of step t, and as the output of step t - 1.
+        e = g_obs.new_zeros(t_len + 1, b, n)
+        e[:-1] += g_ins.transpose(0, 1)
+        e[1:] += g_obs.transpose(0, 1)
+        e = e.unbind(0)
+        gc_ext = (g_cs.transpose(0, 1) * 2.0).unbind(0)  # d/dc' = 2 d/dc
+        mask = (x[1:, :, :n] > rw.lower).unbind(0)
+        g_pre = [None] * t_len
+        g_corr = [None] * t_len
+        go = e[t_len]       # gradient on obs_{t+1}
+        gc = None           # gradient on c'_{t+1} from step t + 1's input
+        g_prev = None       # gradient on obs_t from step t + 1's difference input
+        g_c1 = None
+        for t in range(t_len - 1, -1, -1):
+            g_nxt = go * mask[t]
+            g_corr[t] = g_nxt
+            gp = g_nxt.mm(rw.w_last.t())
+            pres = ctx.phys[t]
+            for i in range(len(rw.phys) - 1, 0, -1):
+                gp = torch.ops.aten.silu_backward(gp, pres[i]).mm(rw.phys[i][0].t())
+            base = gc_ext[t] if gc is None else gc_ext[t] + gc
+            gcp = torch.addmm(base, torch.ops.aten.silu_backward(gp, pres[0]), rw.phys[0][0].t())
+            go = e[t] + g_nxt if g_prev is None else e[t] + g_nxt + g_prev
+            if t == 0:
+                g_c1 = gcp * 0.5
+                break
+            layers, s3, gate, d = ctx.cell[t]
+            g3 = torch.empty_like(s3)
+            torch.mul(gcp, gate, out=g3[:, hs:2 * hs])
+            torch.sub(gcp, g3[:, hs:2 * hs], out=g3[:, :hs])
+            torch.mul(gcp, d, out=g3[:, 2 * hs:])
+            gz = torch.ops.aten.sigmoid_backward(g3, s3).mm(rw.w3t.t())
+            for i in range(len(layers) - 1, 0, -1):
+                gz = _act_grad(gz, *layers[i], rw.act).mm(rw.deeper[i - 1][0].t())
+            gpre = _act_grad(gz, *layers[0], rw.act)
+            g_pre[t] = gpre
+            gx = gpre.mm(rw.w_back)
+            go = go + gx[:, :n]
+            g_prev, gc = gx[:, n:2 * n], gx[:, 2 * n:]
+        g_pre[0] = torch.zeros_like(g_pre[1]) if t_len > 1 else x.new_zeros(b, rw.w_x.shape[1])
+        return g_c1, go, torch.stack(g_pre, 1), torch.stack(g_corr, 1), None
+
+
+def rollout_fused(c1: Tensor, obs0: Tensor, pre_act: Tensor, corr: Tensor, rw: RolloutWeights
+                  ) -> tuple[Tensor, Tensor, Tensor]:
+    """Same as :func:`rollout_loop` (frozen weights in :class:`RolloutWeights`), one autograd node."""
+    return _FusedRollout.apply(c1, obs0, pre_act, corr, rw)

@@ -30,10 +30,12 @@ from torch.nn.utils.parametrizations import spectral_norm
 from eblnn_agent.config import ModelConfig
 from eblnn_agent.fast_cfc import (
     _ACT_CODES,
+    RolloutWeights,
     cell_from_preactivation,
     cfc_sequence,
     check_cell_supported,
     fuse_cell,
+    rollout_fused,
     rollout_loop,
 )
 
@@ -283,9 +285,20 @@ class EBLNN(nn.Module):
         lower = torch.full((n,), -torch.inf, dtype=obs0.dtype, device=obs0.device)
         lower[list(NONNEG_CHANNELS)] = 0.0
         phys = lins[:-1]
-        obs_seq, cfc, obs_in = rollout_loop(c, obs0, pre_act, corr, lower, w_big, [w for w, _ in fw.deeper],
-                                    [b for _, b in fw.deeper], fw.w3, fw.b3, [m.weight for m in phys],
-                                    [m.bias for m in phys], w_last, _ACT_CODES[fw.act])
+        if phys and not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())):
+            # Frozen weights (planning): the whole loop is one autograd node with a hand-written backward.
+            w_c = fw.w_h.t()
+            w_x = torch.cat([w_big[:2 * n], 2.0 * w_c], dim=0)
+            w_back = torch.cat([w_big[:n] + w_big[n:2 * n], -w_big[n:2 * n], 2.0 * w_c], dim=0).t()
+            phys_w = [(2.0 * phys[0].weight.t(), phys[0].bias - phys[0].weight.sum(1))]
+            phys_w += [(m.weight.t(), m.bias) for m in phys[1:]]
+            rw = RolloutWeights(w_x, w_back.contiguous(), -fw.w_h.sum(1), [(w.t(), b) for w, b in fw.deeper],
+                                fw.w3.t(), fw.b3, phys_w, w_last, lower, _ACT_CODES[fw.act])
+            obs_seq, cfc, obs_in = rollout_fused(c, obs0, pre_act, corr, rw)
+        else:
+            obs_seq, cfc, obs_in = rollout_loop(c, obs0, pre_act, corr, lower, w_big, [w for w, _ in fw.deeper],
+                                                [b for _, b in fw.deeper], fw.w3, fw.b3, [m.weight for m in phys],
+                                                [m.bias for m in phys], w_last, _ACT_CODES[fw.act])
         norm_in = self._norm(obs_in)
         hidden = torch.cat([cfc, norm_in, torch.ones_like(norm_in[..., :1])], dim=-1)
         return RolloutOut(obs_seq, hidden, self.energy_head(cfc))

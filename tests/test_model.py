@@ -16,7 +16,8 @@ S = H + 9  # state: CfC units + last observation + flag
 
 def _model(**kw) -> EBLNN:
     torch.manual_seed(0)
-    cfg = ModelConfig(hidden_size=H, backbone_units=16, physics_hidden_dims=[16], ebm_hidden_dims=[16, 8], **kw)
+    cfg = ModelConfig(**{"hidden_size": H, "backbone_units": 16, "physics_hidden_dims": [16], "ebm_hidden_dims": [16, 8],
+                         **kw})
     m = EBLNN(cfg)
     m.set_norm_stats(torch.tensor([900.0, 900, 3, 50, 100, 2000, 0, 0]), torch.tensor([100.0, 50, 2, 100, 40, 800, 0.5, 0.5]),
                      torch.zeros(8), torch.tensor([5.0, 1, 0.3, 30, 10, 200, 0.2, 0.2]))
@@ -88,6 +89,46 @@ def test_rollout_is_differentiable_wrt_actions_and_gradients_agree():
         assert torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
         grads.append(a.grad)
     torch.testing.assert_close(grads[0], grads[1], atol=1e-3, rtol=1e-3)
+
+
+def _frozen64(**kw) -> EBLNN:
+    m = _model(**kw).double().eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+@pytest.mark.parametrize("act", ["lecun_tanh", "silu", "relu", "gelu"])
+@pytest.mark.parametrize("layers,phys", [(1, [16]), (2, [16, 12])])
+def test_frozen_fused_rollout_backward_matches_autograd_through_stock(act, layers, phys):
+    """With frozen weights the fused rollout is one autograd node with a hand-written backward."""
+    m = _frozen64(backbone_activation=act, backbone_layers=layers, physics_hidden_dims=phys)
+    obs0, acts = _obs(5).double(), (torch.rand(5, 7, 2, generator=torch.Generator().manual_seed(2)) * 2 - 1).double()
+    h0 = m.step(obs0 - 3.0, torch.zeros(5, 2, dtype=torch.float64), m.initial_state(5))
+    res = []
+    for fast in (True, False):
+        a, o, h = (x.clone().requires_grad_(True) for x in (acts, obs0, h0))
+        out = m.rollout(o, h, a, fast=fast)
+        # Every output enters: obs, all parts of the hidden state, the per-step energy.
+        loss = (1e-4 * out.obs.pow(2).sum() + m.sequence_energy(out.hidden).sum() + out.hidden.pow(3).sum()
+                + out.energy.sum())
+        res.append((out.obs, out.hidden, out.energy, *torch.autograd.grad(loss, (a, o, h))))
+    for x, y in zip(*res, strict=True):
+        torch.testing.assert_close(x, y, atol=1e-9, rtol=1e-9)
+
+
+def test_frozen_fused_rollout_passes_gradcheck():
+    m = _frozen64(physics_hidden_dims=[8, 8])
+    obs0 = _obs(2).double()
+    h0 = m.step(obs0 - 3.0, torch.zeros(2, 2, dtype=torch.float64), m.initial_state(2))
+    acts = (torch.rand(2, 4, 2, generator=torch.Generator().manual_seed(3)) * 2 - 1).double()
+
+    def f(a, o, h):
+        out = m.rollout(o, h, a, fast=True)
+        return out.obs, out.hidden
+
+    inputs = tuple(x.clone().requires_grad_(True) for x in (acts, obs0, h0))
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-5, fast_mode=True)
 
 
 def test_rollout_rejects_bad_shapes():
