@@ -26,6 +26,7 @@ Sources for the constants (all are fields of :class:`FurnaceParams`):
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import enum
 import itertools
 import math
@@ -185,7 +186,41 @@ _I = enum.IntEnum("_I", [(f.name, i) for i, f in enumerate(dataclasses.fields(Fu
 _CO_SLICE = slice(_I.co_base, _I.co_max + 1)
 
 
-@numba.njit(cache=True)
+# Floating-point licence for the compiled physics: fused multiply-adds, reassociation and
+# reciprocals, but NaN and inf keep their meaning (no "nnan"/"ninf"), so a bad input still shows
+# as NaN. Results move by a few ulp against strict IEEE evaluation; the kernel runs about 20 %
+# faster with them.
+_FASTMATH = {"contract", "reassoc", "arcp", "nsz", "afn"}
+
+# exp for the kernel, inlined: x = (32 n + j) ln2 / 32 + r with |r| <= ln2 / 64, so that
+# exp(x) = 2^n 2^(j/32) exp(r), exp(r) by its Taylor series to r^6 (truncation < 1e-17).
+# Within 2 ulp of math.exp, and without a library call in the sub-step loop (a call makes the
+# compiler spill every live register); the kernel spends a third of its time in exp.
+# The constants are rounded once from 50-digit decimals; the range reduction must be evaluated
+# as written (no reassociation), or it loses its extra bits.
+_D = decimal.Context(prec=50)
+_EXP_TAB = np.array([float(_D.power(2, _D.divide(j, 32))) for j in range(32)])
+_EXP_POW2 = np.array([2.0**n for n in range(-1100, 1024)])
+_LN2_32 = float(_D.divide(_D.ln(2), 32))
+_LN2_32_HI = float(np.float32(_LN2_32))  # 24 bits: m * hi is exact for |m| < 2^29
+_LN2_32_LO = float(_D.subtract(_D.divide(_D.ln(2), 32), decimal.Decimal(_LN2_32_HI)))
+
+
+@numba.njit(cache=True, fastmath={"contract"})
+def _exp(x):
+    """exp(x) for scalars in numba code (see the comment above); NaN stays NaN."""
+    if x != x:
+        return x
+    x = min(max(x, -740.0), 709.0)
+    m = math.floor(x * (1.0 / _LN2_32) + 0.5)
+    r = (x - m * _LN2_32_HI) - m * _LN2_32_LO
+    mi = int(m)
+    j = mi & 31
+    p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))))
+    return _EXP_TAB[j] * p * _EXP_POW2[((mi - j) >> 5) + 1100]
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
 def flue_o2(excess_air):
     """Dry flue-gas O2 in % from excess-air fraction ``EA = lambda - 1`` (clamped at 0 below stoichiometric).
 
@@ -195,7 +230,7 @@ def flue_o2(excess_air):
     return 100.0 * 2.0 * ea / (8.52 + 9.52 * ea)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=_FASTMATH)
 def co_ppm(lam, fire_fraction, p_co_base=5.0, p_co_amp=5.0, p_knee=2.0, p_slope=2.0,
            p_fire_ref=0.6, p_width=0.34, p_rich=1.0e5, p_max=5.0e4):
     """Burner CO in ppm (dry, undiluted) from the burner's air ratio ``lam`` and the firing fraction.
@@ -205,10 +240,10 @@ def co_ppm(lam, fire_fraction, p_co_base=5.0, p_co_amp=5.0, p_knee=2.0, p_slope=
     """
     o2 = flue_o2(lam - 1.0)
     knee = p_knee + p_slope * (p_fire_ref - fire_fraction)
-    x = (knee - o2) / p_width
+    x = (knee - o2) * (1.0 / p_width)
     if x > 50.0:
         x = 50.0
-    co = p_co_base + p_co_amp * math.exp(x)
+    co = p_co_base + p_co_amp * _exp(x)
     if lam < 1.0:
         co += p_rich * (1.0 - lam)
     if co > p_max:
@@ -219,7 +254,7 @@ def co_ppm(lam, fire_fraction, p_co_base=5.0, p_co_amp=5.0, p_knee=2.0, p_slope=
 _cost_terms_nb = numba.njit(cache=True)(cost_terms)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=_FASTMATH)
 def _lag(x, target, decay):
     """Exact first-order lag towards a held ``target``; ``decay = exp(-h / tau)`` over the sub-step."""
     return target + (x - target) * decay
@@ -266,6 +301,8 @@ def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_t
     co_width = p[_I.co_width]
     co_rich = p[_I.co_rich]
     co_max = p[_I.co_max]
+    inv_fuel_max = 1.0 / fuel_max
+    neg_h_cap = -h / cap
     w_track, track_scale, w_fuel, fuel_ref, w_co, co_limit, w_o2, o2_min = (
         w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7])
     l_o2 = o2_buf.shape[1]
@@ -304,20 +341,20 @@ def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_t
             da = min(max(da, -lim_a), lim_a)
             air = air + da
             # Combustion at the burner (fuel quality scales heating value and air demand).
-            demand = afr * q * max(fuel, 1e-9)
-            lam = air / demand
+            inv_demand = 1.0 / (afr * q * max(fuel, 1e-9))
+            lam = air * inv_demand
             eta = min(lam, 1.0)
-            co_burner = co_ppm(lam, fuel / fuel_max, co_base, co_amp, o2_knee, knee_slope,
+            co_burner = co_ppm(lam, fuel * inv_fuel_max, co_base, co_amp, o2_knee, knee_slope,
                                fire_ref, co_width, co_rich, co_max)
             # The analyser sees tramp air too: more O2 and diluted CO.
             flow = fuel + air + leak
-            o2_true = flue_o2((air + leak) / demand - 1.0)
+            o2_true = flue_o2((air + leak) * inv_demand - 1.0)
             co_true = co_burner * (fuel + air) / flow
             # Energy balance, exact for flows held over the sub-step.
             heat = eta * fuel * q * lhv
             k = flow * cp + ua
             t_ss = t_amb + (heat - load) / k
-            temp = t_ss + (temp - t_ss) * math.exp(-k * h / cap)
+            temp = t_ss + (temp - t_ss) * _exp(k * neg_h_cap)
             tc = _lag(tc, temp, e_tc)
             # Analysers: dead time (ring buffers sharing one sub-step counter), then a lag.
             o2_buf[i, j_o2] = o2_true
@@ -369,7 +406,7 @@ def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_t
 
 # nogil: a batch is split into contiguous row blocks run on a small thread pool. (numba's
 # prange version of this kernel did not scale past one core here; separate threads do.)
-step_kernel = numba.njit(cache=True, nogil=True)(_step_batch_py)
+step_kernel = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)(_step_batch_py)
 step_kernel.__doc__ = """The compiled serial kernel (see :func:`_step_batch_py`), also callable from numba code:
 the single env fuses validation, physics and measurement around it into one call per step."""
 #: Batches at least this large are split across threads.

@@ -129,3 +129,14 @@ def test_bad_params_raise(field, value):
 def test_bad_cost_weights_raise():
     with pytest.raises(ValueError, match="co_limit"):
         CostWeights(co_limit=0.0)
+
+
+def test_kernel_exp_within_two_ulp_of_numpy():
+    from furnace_env.physics import _exp
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(-700, 700, 3000), rng.uniform(-0.05, 0.0, 3000), rng.uniform(-40, 50, 3000)])
+    got = np.array([_exp(v) for v in x])
+    want = np.exp(x)
+    assert (np.abs(got - want) <= 2 * np.spacing(want)).all()
+    assert _exp(0.0) == 1.0 and np.isnan(_exp(float("nan"))) and _exp(-1000.0) < 1e-320
