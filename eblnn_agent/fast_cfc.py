@@ -194,30 +194,48 @@ def rollout_loop(c: Tensor, obs0: Tensor, pre_act: Tensor, corr: Tensor, lower: 
 
 
 class RolloutWeights(NamedTuple):
-    """Frozen weights of a closed-loop rollout, arranged for :func:`rollout_fused` (see ``EBLNN._rollout_fast``).
+    """Frozen weights and constants of a closed-loop rollout, arranged for :func:`rollout_fused`.
 
-    Inside the loop the CfC state is carried as ``c' = (c + 1) / 2 = s1 + gate (s2 - s1)`` (the
-    ``2 c' - 1`` is folded into the weights that read it), which saves two ops per step.
+    Built by ``EBLNN._rollout_weights`` (and cached there while the weights do not change).
+    Inside the loop the CfC state is carried as ``c' = (c + 1) / 2 = s1 + gate (s2 - s1)``; the
+    ``2 c' - 1`` is folded into the weights that read it, which saves two ops per step.
+    Shapes: ``n`` observation channels, ``H`` CfC units, ``U`` backbone units, ``P`` physics width.
     """
 
+    w0: Tensor
+    """``[2n + H, U]``: step 0's first backbone layer on ``[norm(obs_0), scaled diff, c_0]`` (as the cell's features)."""
+    b0: Tensor
+    """``[U]``: step 0's extra bias (added to ``b_act``)."""
+    w_act: Tensor
+    """``[A, U]``: the action columns of the first backbone layer."""
+    b_act: Tensor
+    """``[U]``: the first layer's bias for steps ``t >= 1`` (normalisation and the ``c'`` shift folded in)."""
     w_x: Tensor
-    """``[2n + H, U]``: first backbone layer on ``[obs_t, obs_t - obs_{t-1}, c'_t]`` (normalisation folded in)."""
+    """``[2n + H, U]``: first backbone layer on ``[obs_t, obs_t - obs_{t-1}, c'_t]`` for steps ``t >= 1``."""
     w_back: Tensor
     """``[U, 2n + H]``: the same layer for the backward pass, as gradients to ``[obs_t, obs_{t-1}, c'_t]``."""
-    bias_shift: Tensor
-    """``[U]``: added to the action pre-activation (the ``-1`` of ``c = 2 c' - 1``)."""
     deeper: list[tuple[Tensor, Tensor]]
     """Further backbone layers ``(W^T [in, out], b)``."""
     w3t: Tensor
-    """Stacked heads ``[U, 3H]``."""
+    """Stacked heads ``[U, 3H]`` (see :func:`fuse_cell`)."""
     b3: Tensor
     """Stacked head biases ``[3H]``."""
     phys: list[tuple[Tensor, Tensor]]
-    """Physics-head hidden layers ``(W^T, b)`` (SiLU after each); the first reads ``c'``."""
+    """Physics-head hidden layers ``(W^T, b)``, SiLU after each (at least one); the first reads ``c'``."""
     w_last: Tensor
-    """``[P, n]``: the physics head's last layer (de-normalisation folded in)."""
+    """``[P, n]``: the physics head's last layer, de-normalised, rows of held channels zeroed."""
+    b_last: Tensor
+    """``[n]``: its bias (de-normalised, zero on held channels)."""
     lower: Tensor
-    """``[n]``: lower clamp of the predicted observation (``-inf`` where unclamped)."""
+    """``[n]``: lower clamp of a predicted observation (``-inf`` where unclamped)."""
+    obs_mean: Tensor
+    """``[n]``: observation normalisation mean."""
+    obs_std: Tensor
+    """``[n]``: observation normalisation scale."""
+    diff_scale: Tensor
+    """``[n]``: ``obs_std / delta_std``, the scale of the difference feature."""
+    act_channel: int
+    """First of the observation channels that copy the action (the last ``A`` channels)."""
     act: int
     """Backbone activation code (``_ACT_CODES``)."""
 
@@ -234,42 +252,54 @@ def _act_grad(g: Tensor, pre: Tensor, out: Tensor, code: int) -> Tensor:
 
 
 class _FusedRollout(torch.autograd.Function):
-    """The closed loop of :func:`rollout_loop` as one autograd node, with a hand-written backward.
+    """A whole closed-loop rollout (``EBLNN.rollout`` with frozen weights) as one autograd node.
 
-    At planning sizes (32 candidates, 64 units) autograd's per-node bookkeeping costs more
-    than the arithmetic; here the forward saves what the backward needs (activations, gates,
-    physics pre-activations) and the backward is ~20 ops per step. Time-major buffers keep every
-    per-step operand contiguous. Gradients flow to ``c1, obs0, pre_act, corr``; the weights are
-    constants (the caller uses :func:`rollout_loop` when a weight needs a gradient).
+    At planning sizes (32 candidates, 64 units) autograd's per-node bookkeeping and Python's
+    per-op cost exceed the arithmetic, so the forward saves what the backward needs (activations,
+    gates, physics pre-activations) and the backward is written out: about 20 ops per step
+    instead of autograd's ~60 nodes. Time-major buffers keep every per-step operand contiguous.
+    Gradients flow to ``obs0``, ``h0`` and ``actions``; the weights are constants.
     """
 
     @staticmethod
-    def forward(ctx, c1: Tensor, obs0: Tensor, pre_act: Tensor, corr: Tensor, rw: RolloutWeights):  # noqa: D102
-        b, t_len, _ = pre_act.shape
-        n, hs = obs0.shape[1], c1.shape[1]
-        # x[t] = [obs_t, obs_t - obs_{t-1}, c'_t], time-major; x[t + 1, :, 2n:] is the state after step t.
+    def forward(ctx, obs0: Tensor, h0: Tensor, actions: Tensor, rw: RolloutWeights):  # noqa: D102
+        b, t_len, n_act = actions.shape
+        n, hs = obs0.shape[1], rw.w3t.shape[1] // 3
+        ac = rw.act_channel
+        # Step 0 reads the previous observation from h0, as EBLNN.step does.
+        c0, last0, valid0 = h0[:, :hs], h0[:, hs:hs + n], h0[:, hs + n:]
+        norm0 = (obs0 - rw.obs_mean) / rw.obs_std
+        dn0 = norm0 - last0
+        x0 = torch.cat([norm0, valid0 * dn0 * rw.diff_scale, c0], 1)
+        a_tm = actions.transpose(0, 1).contiguous()
+        pre_t = torch.addmm(rw.b_act, a_tm.view(-1, n_act), rw.w_act).view(t_len, b, -1).unbind(0)
+        # Additive part of each predicted observation: the bias, and a_t - a_{t-1} on the copied channels.
+        corr = rw.b_last.repeat(t_len, b, 1)
+        corr[..., ac:] += a_tm
+        corr[1:, :, ac:] -= a_tm[:-1]
+        corr[0, :, ac:] -= obs0[:, ac:]
+        corr_t = corr.unbind(0)
+        # x[t] = [obs_t, obs_t - obs_{t-1}, c'_t]; x[t + 1, :, 2n:] is the CfC state after step t.
         x = obs0.new_empty(t_len + 1, b, 2 * n + hs)
         xo, xq, xc = x[..., :n].unbind(0), x[..., n:2 * n].unbind(0), x[..., 2 * n:].unbind(0)
         xs = x.unbind(0)
         xo[0].copy_(obs0)
-        torch.add(c1, 1.0, out=xc[1]).mul_(0.5)
-        pre_t = (pre_act.transpose(0, 1) + rw.bias_shift).unbind(0)
-        corr_t = corr.transpose(0, 1).contiguous().unbind(0)
+        # Gates [s1, s2, gate] of every step, and views of them made once (a split per step costs more).
+        s3 = obs0.new_empty(t_len, b, 3 * hs)
+        s3_t, s1_t, s2_t, gate_t = (v.unbind(0) for v in (s3, s3[..., :hs], s3[..., hs:2 * hs], s3[..., 2 * hs:]))
         saved_cell, saved_phys = [None] * t_len, [None] * t_len
         for t in range(t_len):
-            if t > 0:
-                pre = torch.addmm(pre_t[t], xs[t], rw.w_x)
+            pre = torch.addmm(pre_t[0] + rw.b0, x0, rw.w0) if t == 0 else torch.addmm(pre_t[t], xs[t], rw.w_x)
+            z = _act_code(pre, rw.act)
+            layers = [(pre, z)]
+            for w, bb in rw.deeper:
+                pre = torch.addmm(bb, z, w)
                 z = _act_code(pre, rw.act)
-                layers = [(pre, z)]
-                for w, bb in rw.deeper:
-                    pre = torch.addmm(bb, z, w)
-                    z = _act_code(pre, rw.act)
-                    layers.append((pre, z))
-                s3 = torch.sigmoid(torch.addmm(rw.b3, z, rw.w3t))
-                s1, s2, gate = s3.split(hs, 1)
-                d = s2 - s1
-                torch.addcmul(s1, gate, d, out=xc[t + 1])
-                saved_cell[t] = (layers, s3, gate, d)
+                layers.append((pre, z))
+            torch.addmm(rw.b3, z, rw.w3t, out=s3_t[t]).sigmoid_()
+            d = s2_t[t] - s1_t[t]
+            torch.addcmul(s1_t[t], gate_t[t], d, out=xc[t + 1])
+            saved_cell[t] = (layers, d)
             p = xc[t + 1]
             pres = []
             for w, bb in rw.phys:
@@ -280,31 +310,35 @@ class _FusedRollout(torch.autograd.Function):
             torch.maximum(torch.addmm(xo[t] + corr_t[t], p, rw.w_last), rw.lower, out=xo[t + 1])
             if t + 1 < t_len:
                 torch.sub(xo[t + 1], xo[t], out=xq[t + 1])
-        ctx.rw, ctx.x, ctx.cell, ctx.phys = rw, x, saved_cell, saved_phys
-        obs_seq = x[1:, :, :n].transpose(0, 1)
-        cs = x[1:, :, 2 * n:].transpose(0, 1) * 2.0 - 1.0
-        ins = x[:-1, :, :n].transpose(0, 1)
-        return obs_seq.contiguous(), cs, ins.contiguous()
+        ctx.rw, ctx.x, ctx.cell, ctx.phys, ctx.gates = rw, x, saved_cell, saved_phys, (s3_t, gate_t)
+        ctx.step0 = (valid0, dn0)
+        # Hidden states [c, norm(obs_t), 1] (the observation each state consumed), batch-major.
+        hid = obs0.new_empty(b, t_len, hs + n + 1)
+        torch.mul(x[1:, :, 2 * n:].transpose(0, 1), 2.0, out=hid[..., :hs]).sub_(1.0)
+        torch.sub(x[:-1, :, :n].transpose(0, 1), rw.obs_mean, out=hid[..., hs:hs + n]).div_(rw.obs_std)
+        hid[..., -1] = 1.0
+        return x[1:, :, :n].transpose(0, 1).contiguous(), hid
 
     @staticmethod
-    def backward(ctx, g_obs: Tensor, g_cs: Tensor, g_ins: Tensor):  # noqa: D102
+    def backward(ctx, g_obs: Tensor, g_hid: Tensor):  # noqa: D102
         rw, x = ctx.rw, ctx.x
         t_len, b = x.shape[0] - 1, x.shape[1]
-        n = g_obs.shape[-1]
-        hs = g_cs.shape[-1]
-        # External gradient on obs_t (t = 0..T): as an input of step t, and as the output of step t - 1.
+        need_state = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        n, hs, ac = g_obs.shape[-1], rw.w3t.shape[1] // 3, rw.act_channel
+        g_tm = g_hid.transpose(0, 1)
+        # External gradient on obs_t (t = 0..T): as the input of step t, and as the output of step t - 1.
         e = g_obs.new_zeros(t_len + 1, b, n)
-        e[:-1] += g_ins.transpose(0, 1)
+        torch.div(g_tm[..., hs:hs + n], rw.obs_std, out=e[:-1])
         e[1:] += g_obs.transpose(0, 1)
         e = e.unbind(0)
-        gc_ext = (g_cs.transpose(0, 1) * 2.0).unbind(0)  # d/dc' = 2 d/dc
+        gc_ext = (g_tm[..., :hs].contiguous() * 2.0).unbind(0)  # d/dc' = 2 d/dc
         mask = (x[1:, :, :n] > rw.lower).unbind(0)
         g_pre = [None] * t_len
         g_corr = [None] * t_len
         go = e[t_len]       # gradient on obs_{t+1}
         gc = None           # gradient on c'_{t+1} from step t + 1's input
         g_prev = None       # gradient on obs_t from step t + 1's difference input
-        g_c1 = None
+        gx0 = None
         for t in range(t_len - 1, -1, -1):
             g_nxt = go * mask[t]
             g_corr[t] = g_nxt
@@ -315,10 +349,8 @@ class _FusedRollout(torch.autograd.Function):
             base = gc_ext[t] if gc is None else gc_ext[t] + gc
             gcp = torch.addmm(base, torch.ops.aten.silu_backward(gp, pres[0]), rw.phys[0][0].t())
             go = e[t] + g_nxt if g_prev is None else e[t] + g_nxt + g_prev
-            if t == 0:
-                g_c1 = gcp * 0.5
-                break
-            layers, s3, gate, d = ctx.cell[t]
+            layers, d = ctx.cell[t]
+            s3, gate = ctx.gates[0][t], ctx.gates[1][t]
             g3 = torch.empty_like(s3)
             torch.mul(gcp, gate, out=g3[:, hs:2 * hs])
             torch.sub(gcp, g3[:, hs:2 * hs], out=g3[:, :hs])
@@ -328,14 +360,32 @@ class _FusedRollout(torch.autograd.Function):
                 gz = _act_grad(gz, *layers[i], rw.act).mm(rw.deeper[i - 1][0].t())
             gpre = _act_grad(gz, *layers[0], rw.act)
             g_pre[t] = gpre
+            if t == 0:
+                gx0 = gpre.mm(rw.w0.t()) if need_state else None
+                break
             gx = gpre.mm(rw.w_back)
             go = go + gx[:, :n]
             g_prev, gc = gx[:, n:2 * n], gx[:, 2 * n:]
-        g_pre[0] = torch.zeros_like(g_pre[1]) if t_len > 1 else x.new_zeros(b, rw.w_x.shape[1])
-        return g_c1, go, torch.stack(g_pre, 1), torch.stack(g_corr, 1), None
+        g_obs0 = g_h0 = g_a = None
+        gc_a = torch.stack(g_corr, 0)[..., ac:]
+        if need_state:  # step 0's features [norm0, valid0 (norm0 - last0) scale, c0] back to obs0 and h0
+            valid0, dn0 = ctx.step0
+            g_diff = gx0[:, n:2 * n] * rw.diff_scale
+            g_dn = g_diff * valid0
+            g_obs0 = go + (gx0[:, :n] + g_dn) / rw.obs_std
+            g_obs0[:, ac:] -= gc_a[0]
+            g_h0 = torch.cat([gx0[:, 2 * n:], -g_dn, (g_diff * dn0).sum(1, keepdim=True)], 1)
+        if ctx.needs_input_grad[2]:  # through the action columns and the copied channels' a_t - a_{t-1}
+            g_a = torch.stack(g_pre, 0).view(t_len * b, -1).mm(rw.w_act.t()).view(t_len, b, -1) + gc_a
+            g_a[:-1] -= gc_a[1:]
+            g_a = g_a.transpose(0, 1)
+        return g_obs0, g_h0, g_a, None
 
 
-def rollout_fused(c1: Tensor, obs0: Tensor, pre_act: Tensor, corr: Tensor, rw: RolloutWeights
-                  ) -> tuple[Tensor, Tensor, Tensor]:
-    """Same as :func:`rollout_loop` (frozen weights in :class:`RolloutWeights`), one autograd node."""
-    return _FusedRollout.apply(c1, obs0, pre_act, corr, rw)
+def rollout_fused(obs0: Tensor, h0: Tensor, actions: Tensor, rw: RolloutWeights) -> tuple[Tensor, Tensor]:
+    """Closed-loop rollout with frozen weights: ``(obs [B, T, n], hidden [B, T, H + n + 1])``, one autograd node.
+
+    The same function as ``EBLNN.rollout`` (see ``EBLNN._rollout_fast``), differentiable w.r.t.
+    ``obs0``, ``h0`` and ``actions``.
+    """
+    return _FusedRollout.apply(obs0, h0, actions, rw)

@@ -258,6 +258,63 @@ class EBLNN(nn.Module):
         return RolloutOut(torch.stack(outs, 1), hidden, self.energy(hidden))
 
     def _rollout_fast(self, obs0: Tensor, h0: Tensor, actions: Tensor) -> RolloutOut:
+        if not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())):
+            rw = self._rollout_weights()
+            if rw is not None:  # frozen weights (planning): one autograd node, hand-written backward
+                obs_seq, hidden = rollout_fused(obs0, h0, actions, rw)
+                return RolloutOut(obs_seq, hidden, self.energy_head(hidden[..., :self.hidden_size]))
+        return self._rollout_fused_autograd(obs0, h0, actions)
+
+    def _rollout_weights(self) -> RolloutWeights | None:
+        """The frozen rollout weights (see :class:`~eblnn_agent.fast_cfc.RolloutWeights`), cached.
+
+        The cache is keyed on every parameter's and buffer's storage and version counter, so any
+        update (an optimiser step, ``load_state_dict``, ``.to()``) rebuilds it. ``None`` where the
+        fused loop does not apply (a physics head without hidden layers).
+        """
+        tensors = [*self.cfc.parameters(), *self.physics.parameters(), self.obs_mean, self.obs_std,
+                   self.delta_mean, self.delta_std]
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+        cache = self.__dict__.get("_rw_cache")
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        with torch.no_grad():
+            rw = self._build_rollout_weights()
+        self.__dict__["_rw_cache"] = (key, rw)
+        return rw
+
+    def _build_rollout_weights(self) -> RolloutWeights | None:
+        n = self.obs_dim
+        lins = [m for m in self.physics if isinstance(m, nn.Linear)]
+        if len(lins) < 2 or ACTION_CHANNELS != tuple(range(n - self.act_dim, n)):
+            return None
+        fw = fuse_cell(self.cfc.rnn_cell, self.input_size)
+        w_norm, w_diff, w_act = fw.w_in[:, :n], fw.w_in[:, n:2 * n], fw.w_in[:, 2 * n:]
+        # Steps t >= 1 read raw observations: the normalisation folds into the weights and bias
+        # (the difference is formed explicitly: folding it into two weight blocks would cancel
+        # large numbers, e.g. air flows of thousands of kg/h, in float32).
+        w_o, w_q, w_c = (w_norm / self.obs_std).t(), (w_diff / self.delta_std).t(), fw.w_h.t()
+        b_rest = fw.b_in - (w_norm / self.obs_std) @ self.obs_mean - fw.w_h.sum(1)  # - W_h 1: c = 2 c' - 1
+        # Physics head: de-normalisation folded into its last layer, the setpoint's and the
+        # commands' rows zeroed (the setpoint is held; the commands copy the actions).
+        keep = torch.ones(n, dtype=self.obs_mean.dtype, device=self.obs_mean.device)
+        keep[[SETPOINT_CHANNEL, *ACTION_CHANNELS]] = 0.0
+        lower = torch.full((n,), -torch.inf, dtype=keep.dtype, device=keep.device)
+        lower[list(NONNEG_CHANNELS)] = 0.0
+        phys = [(2.0 * lins[0].weight.t(), lins[0].bias - lins[0].weight.sum(1))]
+        phys += [(m.weight.t().contiguous(), m.bias) for m in lins[1:-1]]
+        return RolloutWeights(
+            w0=torch.cat([w_norm, w_diff, fw.w_h], 1).t().contiguous(), b0=fw.b_in - b_rest, w_act=w_act.t().contiguous(),
+            b_act=b_rest, w_x=torch.cat([w_o, w_q, 2.0 * w_c], 0).contiguous(),
+            w_back=torch.cat([w_o + w_q, -w_q, 2.0 * w_c], 0).t().contiguous(),
+            deeper=[(w.t().contiguous(), b) for w, b in fw.deeper], w3t=fw.w3.t().contiguous(), b3=fw.b3,
+            phys=[(w.contiguous(), b) for w, b in phys], w_last=(lins[-1].weight * (self.delta_std * keep)[:, None]).t().contiguous(),
+            b_last=(lins[-1].bias * self.delta_std + self.delta_mean) * keep, lower=lower, obs_mean=self.obs_mean.clone(),
+            obs_std=self.obs_std.clone(), diff_scale=self.obs_std / self.delta_std, act_channel=ACTION_CHANNELS[0],
+            act=_ACT_CODES[fw.act])
+
+    def _rollout_fused_autograd(self, obs0: Tensor, h0: Tensor, actions: Tensor) -> RolloutOut:
+        # The fused maths through autograd: used when the weights need gradients.
         n = self.obs_dim
         fw = fuse_cell(self.cfc.rnn_cell, self.input_size)
         w_norm, w_diff, w_act = fw.w_in[:, :n], fw.w_in[:, n:2 * n], fw.w_in[:, 2 * n:]
@@ -285,20 +342,9 @@ class EBLNN(nn.Module):
         lower = torch.full((n,), -torch.inf, dtype=obs0.dtype, device=obs0.device)
         lower[list(NONNEG_CHANNELS)] = 0.0
         phys = lins[:-1]
-        if phys and not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())):
-            # Frozen weights (planning): the whole loop is one autograd node with a hand-written backward.
-            w_c = fw.w_h.t()
-            w_x = torch.cat([w_big[:2 * n], 2.0 * w_c], dim=0)
-            w_back = torch.cat([w_big[:n] + w_big[n:2 * n], -w_big[n:2 * n], 2.0 * w_c], dim=0).t()
-            phys_w = [(2.0 * phys[0].weight.t(), phys[0].bias - phys[0].weight.sum(1))]
-            phys_w += [(m.weight.t(), m.bias) for m in phys[1:]]
-            rw = RolloutWeights(w_x, w_back.contiguous(), -fw.w_h.sum(1), [(w.t(), b) for w, b in fw.deeper],
-                                fw.w3.t(), fw.b3, phys_w, w_last, lower, _ACT_CODES[fw.act])
-            obs_seq, cfc, obs_in = rollout_fused(c, obs0, pre_act, corr, rw)
-        else:
-            obs_seq, cfc, obs_in = rollout_loop(c, obs0, pre_act, corr, lower, w_big, [w for w, _ in fw.deeper],
-                                                [b for _, b in fw.deeper], fw.w3, fw.b3, [m.weight for m in phys],
-                                                [m.bias for m in phys], w_last, _ACT_CODES[fw.act])
+        obs_seq, cfc, obs_in = rollout_loop(c, obs0, pre_act, corr, lower, w_big, [w for w, _ in fw.deeper],
+                                            [b for _, b in fw.deeper], fw.w3, fw.b3, [m.weight for m in phys],
+                                            [m.bias for m in phys], w_last, _ACT_CODES[fw.act])
         norm_in = self._norm(obs_in)
         hidden = torch.cat([cfc, norm_in, torch.ones_like(norm_in[..., :1])], dim=-1)
         return RolloutOut(obs_seq, hidden, self.energy_head(cfc))
