@@ -3,14 +3,15 @@
     python evaluate/bench_eblnn_planner.py --checkpoint runs/artifacts/world_model/best.pt
 
 Runs the same nominal episode prefix with ``fast=True`` and ``fast=False`` (identical weights,
-seed and budget), alternating the two to cancel machine drift, and reports the mean planning
-time per control step of each, their ratio, and the largest difference between the actions the
-two paths chose (the plans must agree).
+seed and budget), alternating the two to cancel machine drift, and reports the mean and median
+planning time per control step of each, their ratio, and the largest difference between the
+actions the two paths chose (the plans must agree).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from planners.factories import DEFAULT_HORIZON, OPTIMIZER_KWARGS, make_eblnn_pla
 
 
 def run(checkpoint: str, fast: bool, steps: int, optimizer: str) -> tuple[np.ndarray, np.ndarray]:
+    """Actions and planning latencies (s; the first, warm-up call dropped) of one episode prefix."""
     env = gym.make("Furnace-v0", scenario="nominal")
     ctrl = make_eblnn_planner(env, checkpoint=checkpoint, optimizer=optimizer, fast=fast)
     obs, _ = env.reset(seed=10_000)
@@ -34,34 +36,45 @@ def run(checkpoint: str, fast: bool, steps: int, optimizer: str) -> tuple[np.nda
         a, _ = ctrl.predict(obs)
         actions.append(a)
         obs, *_ = env.step(a)
-    return np.asarray(actions), np.asarray(ctrl.latencies[1:])  # the first call warms up
+    return np.asarray(actions), np.asarray(ctrl.latencies[1:])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="runs/artifacts/world_model/best.pt")
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=25, help="control steps per episode prefix")
+    parser.add_argument("--repeats", type=int, default=2, help="episode prefixes per path, alternating")
     parser.add_argument("--optimizer", default="langevin")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    print(f"machine: {platform.machine()}, torch {torch.__version__}, 1 thread; budget: "
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); budget: "
           f"{OPTIMIZER_KWARGS.get(args.optimizer, 'matched')} x horizon {DEFAULT_HORIZON}")
-    lat = {True: [], False: []}
+    lat: dict[bool, list[np.ndarray]] = {True: [], False: []}
     acts = {}
     for _ in range(args.repeats):
         for fast in (True, False):
             a, t = run(args.checkpoint, fast, args.steps, args.optimizer)
             lat[fast].append(t)
             acts[fast] = a
-    fast_ms = 1e3 * float(np.mean(np.concatenate(lat[True])))
-    stock_ms = 1e3 * float(np.mean(np.concatenate(lat[False])))
-    print("| path | planning latency per control step [ms] |")
+    res = {}
+    for fast, key in ((True, "fast"), (False, "stock")):
+        t = np.concatenate(lat[fast])
+        res[f"{key}_mean_ms"], res[f"{key}_median_ms"] = 1e3 * float(np.mean(t)), 1e3 * float(np.median(t))
+    res["speedup_mean"] = res["stock_mean_ms"] / res["fast_mean_ms"]
+    res["speedup_median"] = res["stock_median_ms"] / res["fast_median_ms"]
+    res["max_action_diff"] = float(np.abs(acts[True] - acts[False]).max())
+    print("| path | planning latency per control step, mean / median [ms] |")
     print("|---|---|")
-    print(f"| fused CfC (fast=True) | {fast_ms:.1f} |")
-    print(f"| stock ncps CfC (fast=False) | {stock_ms:.1f} |")
-    print(f"| speed-up (goal >= 5x) | {stock_ms / fast_ms:.2f}x |")
-    print(f"| max |action difference| between the paths | {np.abs(acts[True] - acts[False]).max():.2e} |")
+    print(f"| fused CfC (fast=True) | {res['fast_mean_ms']:.1f} / {res['fast_median_ms']:.1f} |")
+    print(f"| stock ncps CfC (fast=False) | {res['stock_mean_ms']:.1f} / {res['stock_median_ms']:.1f} |")
+    print(f"| speed-up (goal >= 5x) | {res['speedup_mean']:.2f}x / {res['speedup_median']:.2f}x |")
+    print(f"| max |action difference| between the paths | {res['max_action_diff']:.2e} |")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=2)
+    return res
 
 
 if __name__ == "__main__":

@@ -131,6 +131,24 @@ def test_frozen_fused_rollout_passes_gradcheck():
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-5, fast_mode=True)
 
 
+def test_frozen_rollout_weights_follow_in_place_updates():
+    """The fused path caches its folded weights; any change of a parameter or statistic rebuilds them."""
+    m = _frozen64()
+    obs0, acts = _obs(3).double(), torch.zeros(3, 4, 2, dtype=torch.float64)
+    h0 = m.step(obs0, acts[:, 0], m.initial_state(3))
+    before = m.rollout(obs0, h0, acts).obs
+    with torch.no_grad():
+        m.physics[0].weight.mul_(1.5)
+        m.cfc.rnn_cell.ff1.bias.add_(0.3)
+    m.set_norm_stats(m.obs_mean + 1.0, m.obs_std, m.delta_mean, m.delta_std)
+    after, stock = m.rollout(obs0, h0, acts).obs, m.rollout(obs0, h0, acts, fast=False).obs
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, stock, atol=1e-9, rtol=1e-9)
+    f32 = m.float()
+    torch.testing.assert_close(f32.rollout(obs0.float(), h0.float(), acts.float()).obs, stock.float(),
+                               atol=1e-2, rtol=1e-4)
+
+
 def test_rollout_rejects_bad_shapes():
     m = _model()
     with pytest.raises(ValueError, match="actions must be"):
