@@ -240,12 +240,16 @@ class RolloutWeights(NamedTuple):
     """Backbone activation code (``_ACT_CODES``)."""
 
 
+_SIGMOID_BWD = torch.ops.aten.sigmoid_backward.default
+_SILU_BWD = torch.ops.aten.silu_backward.default
+
+
 def _act_grad(g: Tensor, pre: Tensor, out: Tensor, code: int) -> Tensor:
     """Gradient through a backbone activation, from its input ``pre`` and output ``out``."""
     if code == 0:
-        return torch.ops.aten.sigmoid_backward(g, out)
+        return _SIGMOID_BWD(g, out)
     if code == 1:
-        return torch.ops.aten.silu_backward(g, pre)
+        return _SILU_BWD(g, pre)
     if code == 2:
         return torch.ops.aten.threshold_backward(g, out, 0)
     return torch.ops.aten.gelu_backward(g, pre)
@@ -332,30 +336,33 @@ class _FusedRollout(torch.autograd.Function):
         e[1:] += g_obs.transpose(0, 1)
         e = e.unbind(0)
         gc_ext = (g_tm[..., :hs].contiguous() * 2.0).unbind(0)  # d/dc' = 2 d/dc
-        mask = (x[1:, :, :n] > rw.lower).unbind(0)
+        mask = (x[1:, :, :n] > rw.lower).to(x.dtype).unbind(0)
+        # Per-step gradient buffers, and views of them made once (slicing per step costs more).
+        g_corr = x.new_empty(t_len, b, n)
+        g3 = x.new_empty(t_len, b, 3 * hs)
+        gx = x.new_empty(t_len, b, 2 * n + hs)
+        g_corr_t, g3_t, gx_t = g_corr.unbind(0), g3.unbind(0), gx.unbind(0)
+        g1_t, g2_t, gg_t = (g3[..., i * hs:(i + 1) * hs].unbind(0) for i in range(3))
+        gxo_t, gxq_t, gxc_t = gx[..., :n].unbind(0), gx[..., n:2 * n].unbind(0), gx[..., 2 * n:].unbind(0)
         g_pre = [None] * t_len
-        g_corr = [None] * t_len
         go = e[t_len]       # gradient on obs_{t+1}
-        gc = None           # gradient on c'_{t+1} from step t + 1's input
-        g_prev = None       # gradient on obs_t from step t + 1's difference input
         gx0 = None
         for t in range(t_len - 1, -1, -1):
-            g_nxt = go * mask[t]
-            g_corr[t] = g_nxt
+            g_nxt = torch.mul(go, mask[t], out=g_corr_t[t])
             gp = g_nxt.mm(rw.w_last.t())
             pres = ctx.phys[t]
             for i in range(len(rw.phys) - 1, 0, -1):
-                gp = torch.ops.aten.silu_backward(gp, pres[i]).mm(rw.phys[i][0].t())
-            base = gc_ext[t] if gc is None else gc_ext[t] + gc
-            gcp = torch.addmm(base, torch.ops.aten.silu_backward(gp, pres[0]), rw.phys[0][0].t())
-            go = e[t] + g_nxt if g_prev is None else e[t] + g_nxt + g_prev
+                gp = _SILU_BWD(gp, pres[i]).mm(rw.phys[i][0].t())
+            # From the physics head, the external gradient on c_{t+1}, and step t + 1's input.
+            base = gc_ext[t] if t == t_len - 1 else gc_ext[t] + gxc_t[t + 1]
+            gcp = torch.addmm(base, _SILU_BWD(gp, pres[0]), rw.phys[0][0].t())
+            go = e[t] + g_nxt if t == t_len - 1 else e[t] + g_nxt + gxq_t[t + 1]
             layers, d = ctx.cell[t]
-            s3, gate = ctx.gates[0][t], ctx.gates[1][t]
-            g3 = torch.empty_like(s3)
-            torch.mul(gcp, gate, out=g3[:, hs:2 * hs])
-            torch.sub(gcp, g3[:, hs:2 * hs], out=g3[:, :hs])
-            torch.mul(gcp, d, out=g3[:, 2 * hs:])
-            gz = torch.ops.aten.sigmoid_backward(g3, s3).mm(rw.w3t.t())
+            # c' = s1 + gate (s2 - s1): gradients on [s1, s2, gate], then through their sigmoid.
+            torch.mul(gcp, ctx.gates[1][t], out=g2_t[t])
+            torch.sub(gcp, g2_t[t], out=g1_t[t])
+            torch.mul(gcp, d, out=gg_t[t])
+            gz = _SIGMOID_BWD(g3_t[t], ctx.gates[0][t]).mm(rw.w3t.t())
             for i in range(len(layers) - 1, 0, -1):
                 gz = _act_grad(gz, *layers[i], rw.act).mm(rw.deeper[i - 1][0].t())
             gpre = _act_grad(gz, *layers[0], rw.act)
@@ -363,11 +370,10 @@ class _FusedRollout(torch.autograd.Function):
             if t == 0:
                 gx0 = gpre.mm(rw.w0.t()) if need_state else None
                 break
-            gx = gpre.mm(rw.w_back)
-            go = go + gx[:, :n]
-            g_prev, gc = gx[:, n:2 * n], gx[:, 2 * n:]
+            torch.mm(gpre, rw.w_back, out=gx_t[t])
+            go = go + gxo_t[t]
         g_obs0 = g_h0 = g_a = None
-        gc_a = torch.stack(g_corr, 0)[..., ac:]
+        gc_a = g_corr[..., ac:]
         if need_state:  # step 0's features [norm0, valid0 (norm0 - last0) scale, c0] back to obs0 and h0
             valid0, dn0 = ctx.step0
             g_diff = gx0[:, n:2 * n] * rw.diff_scale
