@@ -414,10 +414,12 @@ class LangevinOptimizer(Optimizer):
             j, g = ev.value_and_grad(y)
             # Every finite cost counts for the best plan, even where the gradient is broken.
             ok = torch.isfinite(j) & torch.isfinite(y).flatten(1).all(dim=1)
-            if ok.any():
+            bad = ~(ok & torch.isfinite(g).flatten(1).all(dim=1))
+            if not bool(bad.any()):  # the usual case: no masking (same result, fewer ops)
+                best.update(y, j)
+            elif ok.any():
                 best.update(y[ok], j[ok])
             # Repair non-finite costs or gradients: back to the previous iterate, or a fresh sample.
-            bad = ~torch.isfinite(j) | ~torch.isfinite(g).flatten(1).all(dim=1) | ~torch.isfinite(y).flatten(1).all(dim=1)
             if bad.any():
                 n_bad += int(bad.sum())
                 if y_prev is not None:
@@ -441,10 +443,16 @@ class LangevinOptimizer(Optimizer):
                 v = torch.where(w3, torch.zeros_like(v), v)
                 eta = torch.where(worse, eta * c.step_shrink, eta * c.step_grow).clamp(c.min_step, c.max_step)
             finite = torch.isfinite(j)
-            if finite.any():
+            if bool(finite.all()):  # the usual case: no masking (same result, fewer ops)
+                best.update(y, j)
+                mean_cost = float(j.mean())
+            elif finite.any():
                 best.update(y[finite], j[finite])
+                mean_cost = float(j[finite].mean())
+            else:
+                mean_cost = float("inf")
             # Dynamic halting on the energy: best and mean cost both stopped moving.
-            stats = (best.cost, float(j[finite].mean()) if finite.any() else float("inf"))
+            stats = (best.cost, mean_cost)
             if prev_stats is not None and c.halt_tol > 0:
                 rel = [abs(a - b) / (abs(b) + 1e-12) for a, b in zip(stats, prev_stats, strict=True)]
                 quiet = quiet + 1 if max(rel) < c.halt_tol else 0
