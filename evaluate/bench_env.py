@@ -66,6 +66,8 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}, numpy {np.__version__}")
+    # Other jobs on a shared machine move every figure here; the load says how much.
+    print("load average (1, 5, 15 min) at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     best = lambda f: max(f() for _ in range(args.repeats))  # noqa: E731
     # Interleave the two envs and take the median of the paired ratios: on a shared VM the
     # speed of the machine drifts between measurements more than the envs differ.
@@ -81,6 +83,7 @@ def main() -> None:
     for n in args.n:
         rate = best(lambda n=n: batched_steps_per_s(n, args.steps))
         print(f"| batched physics, N = {n}, furnace-steps/s | {rate:,.0f} |")
+    print("load average (1, 5, 15 min) at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

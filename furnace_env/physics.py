@@ -455,11 +455,11 @@ def _step_rows(a, b, state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost
                 cost_terms_out[a:b], cost[a:b], tripped[a:b])
 
 
-#: Batches at least this large are split across threads.
-PARALLEL_THRESHOLD = 1024
-#: Rows per work item of a split batch (about 50 us of kernel time: the Python overhead of a
+#: Rows per work item of a split batch (about 60 us of kernel time: the Python overhead of a
 #: work item, a few microseconds, stays small, and there are enough items to balance threads).
-CHUNK_ROWS = 256
+CHUNK_ROWS = 1024
+#: Batches at least this large are split across threads.
+PARALLEL_THRESHOLD = 2 * CHUNK_ROWS
 _N_THREADS = max(1, min(8, os.cpu_count() or 1))
 _POOL: ThreadPoolExecutor | None = None
 
