@@ -50,6 +50,14 @@ class ObjectiveConfig:
     where a learned model's CO error is largest and an optimiser would otherwise exploit it."""
     o2_backoff: float = 0.0
     """Constraint tightening of the O2 minimum, percentage points added to the env's ``o2_min``."""
+    bias_filter: float = 0.0
+    """Offset-free MPC (output-disturbance estimate, as in DMC): weight ``alpha`` of an exponential
+    filter of the model's one-step prediction errors on the real plant, ``b <- (1 - alpha) b + alpha e``,
+    added to every predicted step of the horizon: additive for temperature and O2, multiplicative
+    (in ``log(CO + co_floor)``) for CO. 0 switches it off. It corrects the model where the plant
+    is now (a leak, a fuel it has not seen) without retraining."""
+    co_floor: float = 10.0
+    """CO offset of the multiplicative CO correction, ppm (keeps the log finite near zero CO)."""
 
     def __post_init__(self) -> None:
         for name in ("beta", "smooth"):
@@ -66,6 +74,10 @@ class ObjectiveConfig:
             raise ValueError(f"ObjectiveConfig.co_backoff={self.co_backoff!r} must lie in [0, 1)")
         if not (np.isfinite(self.o2_backoff) and self.o2_backoff >= 0):
             raise ValueError(f"ObjectiveConfig.o2_backoff={self.o2_backoff!r} must be finite and >= 0")
+        if not (np.isfinite(self.bias_filter) and 0.0 <= self.bias_filter <= 1.0):
+            raise ValueError(f"ObjectiveConfig.bias_filter={self.bias_filter!r} must lie in [0, 1]")
+        if not (np.isfinite(self.co_floor) and self.co_floor > 0):
+            raise ValueError(f"ObjectiveConfig.co_floor={self.co_floor!r} must be finite and > 0")
         if self.energy_reduce not in ("sequence", "mean"):
             raise ValueError(f"ObjectiveConfig.energy_reduce={self.energy_reduce!r}; allowed: 'sequence', 'mean'")
 
@@ -99,6 +111,8 @@ class WorldModelPlanningModel:
         self._h: torch.Tensor | None = None
         self._last_obs: torch.Tensor | None = None
         self._last_action: torch.Tensor | None = None
+        # Output-disturbance estimate (temperature K, O2 points, log CO ratio); see ``bias_filter``.
+        self.bias = torch.zeros(3, dtype=self._dtype, device=self.device)
 
     def _tensor(self, x) -> torch.Tensor:
         return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=self._dtype, device=self.device).reshape(1, -1)
@@ -111,7 +125,21 @@ class WorldModelPlanningModel:
             self._h = self.model.initial_state(1).to(self.device, self._dtype)
         elif self._last_action is not None:
             self._h = self.model.step(self._last_obs, self._last_action, self._h)
+            if self.cfg.bias_filter > 0:
+                pred = self.model.predict_next(self._last_obs, self._h, self._last_action)
+                err = torch.stack([o[0, 0] - pred[0, 0], o[0, 2] - pred[0, 2],
+                                   torch.log((o[0, 3].clamp_min(0) + self.cfg.co_floor)
+                                             / (pred[0, 3].clamp_min(0) + self.cfg.co_floor))])
+                self.bias = self.bias + self.cfg.bias_filter * (err - self.bias)
         self._last_obs = o
+
+    def correct(self, obs: torch.Tensor) -> torch.Tensor:
+        """Predicted observations ``[..., 8]`` corrected by the output-disturbance estimate."""
+        if self.cfg.bias_filter == 0:
+            return obs
+        b, f = self.bias, self.cfg.co_floor
+        co = (obs[..., 3] + f) * torch.exp(b[2]) - f
+        return torch.stack([obs[..., 0] + b[0], obs[..., 1], obs[..., 2] + b[1], co, *obs.unbind(-1)[4:]], -1)
 
     def applied(self, action: np.ndarray) -> None:
         """Record the action actually sent to the plant (consumed by the next :meth:`observe`)."""
@@ -157,15 +185,16 @@ class WorldModelPlanningModel:
         a_prev = o0[:, 6:8]
         cfg, w, model, fast = self.cfg, self.plan_weights, self.model, self.fast
 
-        to_actions = self.to_actions
+        to_actions, correct = self.to_actions, self.correct
 
         def objective(u: torch.Tensor) -> torch.Tensor:
             n = u.shape[0]
             actions = to_actions(u)
             out = model.rollout(o0.expand(n, -1), h0.expand(n, -1), actions, fast=fast)
-            cost = obs_cost(out.obs, w).sum(dim=1)
+            pred = correct(out.obs)
+            cost = obs_cost(pred, w).sum(dim=1)
             if cfg.terminal_steps > 0:
-                err = (out.obs[:, -1, 0] - out.obs[:, -1, 1]).abs()
+                err = (pred[:, -1, 0] - pred[:, -1, 1]).abs()
                 cost = cost + cfg.terminal_steps * w.w_track * err / w.track_scale
             if cfg.beta > 0:
                 energy = (model.sequence_energy(out.hidden) if cfg.energy_reduce == "sequence"

@@ -93,6 +93,34 @@ def test_co_backoff_charges_predicted_co_below_the_env_limit(model):
     assert env.unwrapped.weights.co_limit == w.co_limit
 
 
+def test_bias_filter_estimates_and_applies_the_output_disturbance(model):
+    env = gym.make("Furnace-v0")
+    obs0, _ = env.reset(seed=0)
+    a = np.array([0.1, 0.2])
+    obs1, *_ = env.step(a.astype(np.float32))
+    pm = WorldModelPlanningModel(model, ObjectiveConfig(bias_filter=0.5, co_floor=10.0))
+    pm.observe(obs0)
+    assert torch.count_nonzero(pm.bias) == 0
+    pm.applied(a)
+    pm.observe(obs1)
+    with torch.no_grad():
+        h = model.step(pm._tensor(obs0), pm._tensor(a), model.initial_state(1))
+        pred = model.predict_next(pm._tensor(obs0), h, pm._tensor(a))[0].double().numpy()
+    err = [obs1[0] - pred[0], obs1[2] - pred[2], np.log((max(obs1[3], 0) + 10) / (max(pred[3], 0) + 10))]
+    np.testing.assert_allclose(pm.bias.double().numpy(), 0.5 * np.array(err), rtol=1e-4, atol=1e-4)
+    # The correction: additive on temperature and O2, multiplicative on CO + floor; others untouched.
+    x = torch.tensor([[900.0, 950.0, 3.0, 40.0, 100.0, 1800.0, 0.1, 0.2]])
+    y = pm.correct(x)[0].double().numpy()
+    b = pm.bias.double().numpy()
+    np.testing.assert_allclose(y[[0, 2]], [900.0 + b[0], 3.0 + b[1]], rtol=1e-5)
+    np.testing.assert_allclose(y[3], 50.0 * np.exp(b[2]) - 10.0, rtol=1e-4)
+    np.testing.assert_array_equal(y[[1, 4, 5, 6, 7]], x[0, [1, 4, 5, 6, 7]].numpy())
+    # Off by default, and reset clears the estimate.
+    assert WorldModelPlanningModel(model).correct(x) is x
+    pm.reset()
+    assert torch.count_nonzero(pm.bias) == 0
+
+
 def test_search_coordinates_round_trip(model):
     pm = WorldModelPlanningModel(model)
     a = np.array([[0.2, 0.1], [-0.5, -0.6], [0.8, 0.9]])
@@ -110,7 +138,8 @@ def test_planning_before_observing_is_an_error(model):
 
 @pytest.mark.parametrize("bad", [{"beta": -1.0}, {"smooth": float("nan")}, {"coords": "polar"},
                                  {"terminal_steps": -2.0}, {"energy_reduce": "max"},
-                                 {"co_backoff": 1.0}, {"o2_backoff": -0.5}])
+                                 {"co_backoff": 1.0}, {"o2_backoff": -0.5}, {"bias_filter": 1.5},
+                                 {"co_floor": 0.0}])
 def test_objective_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         ObjectiveConfig(**bad)
