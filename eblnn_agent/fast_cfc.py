@@ -197,8 +197,6 @@ class RolloutWeights(NamedTuple):
     """Frozen weights and constants of a closed-loop rollout, arranged for :func:`rollout_fused`.
 
     Built by ``EBLNN._rollout_weights`` (and cached there while the weights do not change).
-    Inside the loop the CfC state is carried as ``c' = (c + 1) / 2 = s1 + gate (s2 - s1)``; the
-    ``2 c' - 1`` is folded into the weights that read it, which saves two ops per step.
     Shapes: ``n`` observation channels, ``H`` CfC units, ``U`` backbone units, ``P`` physics width.
     """
 
@@ -209,19 +207,21 @@ class RolloutWeights(NamedTuple):
     w_act: Tensor
     """``[A, U]``: the action columns of the first backbone layer."""
     b_act: Tensor
-    """``[U]``: the first layer's bias for steps ``t >= 1`` (normalisation and the ``c'`` shift folded in)."""
+    """``[U]``: the first layer's bias for steps ``t >= 1`` (the normalisation folded in)."""
     w_x: Tensor
-    """``[2n + H, U]``: first backbone layer on ``[obs_t, obs_t - obs_{t-1}, c'_t]`` for steps ``t >= 1``."""
+    """``[2n + H, U]``: first backbone layer on ``[obs_t, obs_t - obs_{t-1}, c_t]`` for steps ``t >= 1``."""
     w_back: Tensor
-    """``[U, 2n + H]``: the same layer for the backward pass, as gradients to ``[obs_t, obs_{t-1}, c'_t]``."""
+    """``[U, 2n + H]``: the same layer for the backward pass, as gradients to ``[obs_t, obs_{t-1}, c_t]``."""
     deeper: list[tuple[Tensor, Tensor]]
     """Further backbone layers ``(W^T [in, out], b)``."""
     w3t: Tensor
     """Stacked heads ``[U, 3H]`` (see :func:`fuse_cell`)."""
     b3: Tensor
     """Stacked head biases ``[3H]``."""
+    w3_back: Tensor
+    """``[3H, U]``: the heads for the backward pass, times the 2 of ``c = 2 s1 - 1 + 2 gate (s2 - s1)``."""
     phys: list[tuple[Tensor, Tensor]]
-    """Physics-head hidden layers ``(W^T, b)``, SiLU after each (at least one); the first reads ``c'``."""
+    """Physics-head hidden layers ``(W^T, b)``, SiLU after each (at least one)."""
     w_last: Tensor
     """``[P, n]``: the physics head's last layer, de-normalised, rows of held channels zeroed."""
     b_last: Tensor
@@ -283,7 +283,7 @@ class _FusedRollout(torch.autograd.Function):
         corr[1:, :, ac:] -= a_tm[:-1]
         corr[0, :, ac:] -= obs0[:, ac:]
         corr_t = corr.unbind(0)
-        # x[t] = [obs_t, obs_t - obs_{t-1}, c'_t]; x[t + 1, :, 2n:] is the CfC state after step t.
+        # x[t] = [obs_t, obs_t - obs_{t-1}, c_t]; x[t + 1, :, 2n:] is the CfC state after step t.
         x = obs0.new_empty(t_len + 1, b, 2 * n + hs)
         xo, xq, xc = x[..., :n].unbind(0), x[..., n:2 * n].unbind(0), x[..., 2 * n:].unbind(0)
         xs = x.unbind(0)
@@ -291,6 +291,7 @@ class _FusedRollout(torch.autograd.Function):
         # Gates [s1, s2, gate] of every step, and views of them made once (a split per step costs more).
         s3 = obs0.new_empty(t_len, b, 3 * hs)
         s3_t, s1_t, s2_t, gate_t = (v.unbind(0) for v in (s3, s3[..., :hs], s3[..., hs:2 * hs], s3[..., 2 * hs:]))
+        neg_one, two = obs0.new_full((1,), -1.0), obs0.new_full((1,), 2.0)
         saved_cell, saved_phys = [None] * t_len, [None] * t_len
         for t in range(t_len):
             pre = torch.addmm(pre_t[0] + rw.b0, x0, rw.w0) if t == 0 else torch.addmm(pre_t[t], xs[t], rw.w_x)
@@ -301,8 +302,9 @@ class _FusedRollout(torch.autograd.Function):
                 z = _act_code(pre, rw.act)
                 layers.append((pre, z))
             torch.addmm(rw.b3, z, rw.w3t, out=s3_t[t]).sigmoid_()
+            # tanh(a) = 2 sigmoid(2a) - 1:  c = f1 + gate (f2 - f1) = 2 s1 - 1 + 2 gate (s2 - s1).
             d = s2_t[t] - s1_t[t]
-            torch.addcmul(s1_t[t], gate_t[t], d, out=xc[t + 1])
+            torch.addcmul(torch.addcmul(neg_one, s1_t[t], two), gate_t[t], d, value=2.0, out=xc[t + 1])
             saved_cell[t] = (layers, d)
             p = xc[t + 1]
             pres = []
@@ -318,7 +320,7 @@ class _FusedRollout(torch.autograd.Function):
         ctx.step0 = (valid0, dn0)
         # Hidden states [c, norm(obs_t), 1] (the observation each state consumed), batch-major.
         hid = obs0.new_empty(b, t_len, hs + n + 1)
-        torch.mul(x[1:, :, 2 * n:].transpose(0, 1), 2.0, out=hid[..., :hs]).sub_(1.0)
+        hid[..., :hs] = x[1:, :, 2 * n:].transpose(0, 1)
         torch.sub(x[:-1, :, :n].transpose(0, 1), rw.obs_mean, out=hid[..., hs:hs + n]).div_(rw.obs_std)
         hid[..., -1] = 1.0
         return x[1:, :, :n].transpose(0, 1).contiguous(), hid
@@ -335,7 +337,7 @@ class _FusedRollout(torch.autograd.Function):
         torch.div(g_tm[..., hs:hs + n], rw.obs_std, out=e[:-1])
         e[1:] += g_obs.transpose(0, 1)
         e = e.unbind(0)
-        gc_ext = (g_tm[..., :hs].contiguous() * 2.0).unbind(0)  # d/dc' = 2 d/dc
+        gc_ext = g_tm[..., :hs].contiguous().unbind(0)
         mask = (x[1:, :, :n] > rw.lower).to(x.dtype).unbind(0)
         # Per-step gradient buffers, and views of them made once (slicing per step costs more).
         g_corr = x.new_empty(t_len, b, n)
@@ -355,14 +357,14 @@ class _FusedRollout(torch.autograd.Function):
                 gp = _SILU_BWD(gp, pres[i]).mm(rw.phys[i][0].t())
             # From the physics head, the external gradient on c_{t+1}, and step t + 1's input.
             base = gc_ext[t] if t == t_len - 1 else gc_ext[t] + gxc_t[t + 1]
-            gcp = torch.addmm(base, _SILU_BWD(gp, pres[0]), rw.phys[0][0].t())
+            gc_t = torch.addmm(base, _SILU_BWD(gp, pres[0]), rw.phys[0][0].t())
             go = e[t] + g_nxt if t == t_len - 1 else e[t] + g_nxt + gxq_t[t + 1]
             layers, d = ctx.cell[t]
-            # c' = s1 + gate (s2 - s1): gradients on [s1, s2, gate], then through their sigmoid.
-            torch.mul(gcp, ctx.gates[1][t], out=g2_t[t])
-            torch.sub(gcp, g2_t[t], out=g1_t[t])
-            torch.mul(gcp, d, out=gg_t[t])
-            gz = _SIGMOID_BWD(g3_t[t], ctx.gates[0][t]).mm(rw.w3t.t())
+            # Gradients on [s1, s2, gate] (halved: w3_back holds the 2), then through their sigmoid.
+            torch.mul(gc_t, ctx.gates[1][t], out=g2_t[t])
+            torch.sub(gc_t, g2_t[t], out=g1_t[t])
+            torch.mul(gc_t, d, out=gg_t[t])
+            gz = _SIGMOID_BWD(g3_t[t], ctx.gates[0][t]).mm(rw.w3_back)
             for i in range(len(layers) - 1, 0, -1):
                 gz = _act_grad(gz, *layers[i], rw.act).mm(rw.deeper[i - 1][0].t())
             gpre = _act_grad(gz, *layers[0], rw.act)

@@ -63,6 +63,17 @@ class RolloutOut(NamedTuple):
     """Fine energy of each hidden state ``[B, T]``."""
 
 
+def _linear_layout(w: Tensor) -> Tensor:
+    """``w [in, out]`` stored as ``nn.Linear`` stores it (``[out, in]``, used transposed).
+
+    MKL's small-matrix kernel for a row-major ``[in, out]`` operand adds each product straight
+    onto the bias, which loses float32 digits when the bias is large (an observation of ~1000 K
+    plus its small predicted change: 10x the error of the stock path); with the ``nn.Linear``
+    layout it sums the products first, as the stock forward does.
+    """
+    return w.t().contiguous().t()
+
+
 def _mlp(sizes: list[int], act: type[nn.Module], sn: bool = False) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
@@ -294,21 +305,21 @@ class EBLNN(nn.Module):
         # (the difference is formed explicitly: folding it into two weight blocks would cancel
         # large numbers, e.g. air flows of thousands of kg/h, in float32).
         w_o, w_q, w_c = (w_norm / self.obs_std).t(), (w_diff / self.delta_std).t(), fw.w_h.t()
-        b_rest = fw.b_in - (w_norm / self.obs_std) @ self.obs_mean - fw.w_h.sum(1)  # - W_h 1: c = 2 c' - 1
+        b_rest = fw.b_in - (w_norm / self.obs_std) @ self.obs_mean
         # Physics head: de-normalisation folded into its last layer, the setpoint's and the
         # commands' rows zeroed (the setpoint is held; the commands copy the actions).
         keep = torch.ones(n, dtype=self.obs_mean.dtype, device=self.obs_mean.device)
         keep[[SETPOINT_CHANNEL, *ACTION_CHANNELS]] = 0.0
         lower = torch.full((n,), -torch.inf, dtype=keep.dtype, device=keep.device)
         lower[list(NONNEG_CHANNELS)] = 0.0
-        phys = [(2.0 * lins[0].weight.t(), lins[0].bias - lins[0].weight.sum(1))]
-        phys += [(m.weight.t().contiguous(), m.bias) for m in lins[1:-1]]
+        phys = [(m.weight.t().contiguous(), m.bias) for m in lins[:-1]]
         return RolloutWeights(
             w0=torch.cat([w_norm, w_diff, fw.w_h], 1).t().contiguous(), b0=fw.b_in - b_rest, w_act=w_act.t().contiguous(),
-            b_act=b_rest, w_x=torch.cat([w_o, w_q, 2.0 * w_c], 0).contiguous(),
-            w_back=torch.cat([w_o + w_q, -w_q, 2.0 * w_c], 0).t().contiguous(),
+            b_act=b_rest, w_x=_linear_layout(torch.cat([w_o, w_q, w_c], 0)),
+            w_back=torch.cat([w_o + w_q, -w_q, w_c], 0).t().contiguous(),
             deeper=[(w.t().contiguous(), b) for w, b in fw.deeper], w3t=fw.w3.t().contiguous(), b3=fw.b3,
-            phys=[(w.contiguous(), b) for w, b in phys], w_last=(lins[-1].weight * (self.delta_std * keep)[:, None]).t().contiguous(),
+            w3_back=2.0 * fw.w3,
+            phys=[(w.contiguous(), b) for w, b in phys], w_last=_linear_layout((lins[-1].weight * (self.delta_std * keep)[:, None]).t()),
             b_last=(lins[-1].bias * self.delta_std + self.delta_mean) * keep, lower=lower, obs_mean=self.obs_mean.clone(),
             obs_std=self.obs_std.clone(), diff_scale=self.obs_std / self.delta_std, act_channel=ACTION_CHANNELS[0],
             act=_ACT_CODES[fw.act])
