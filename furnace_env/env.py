@@ -241,7 +241,8 @@ class FurnaceEnv(gym.Env):
         # Sensor noise is drawn NOISE_BLOCK steps at a time (one numpy call instead of one per
         # step); ``_noise_pos`` is the next unused row. The generator's state before the draw is
         # kept, so that a reset can hand the unused rows back (see ``_return_noise``) and every
-        # seed draws exactly the numbers it drew with one call per step.
+        # seed draws exactly the numbers it drew with one call per step. (Only code that draws
+        # from ``env.np_random`` itself in mid-episode sees a different stream: the one after the block.)
         self._noise = np.zeros((NOISE_BLOCK, N_OBS))
         self._noise_pos = NOISE_BLOCK
         self._noise_rng: np.random.Generator | None = None
@@ -285,6 +286,7 @@ class FurnaceEnv(gym.Env):
         if type(action) is not np.ndarray or action.dtype not in _FAST_DTYPES or action.shape != (2,):
             action = validate_action(action)
         if self._noisy and (self._noise_pos == NOISE_BLOCK or self._noise_rng is not self._np_random):
+            validate_action(action)  # a bad action must raise before the generator moves
             self._refill()
         sim = self._sim
         out = np.empty((2, N_OBS), dtype=np.float32)

@@ -216,3 +216,33 @@ def test_a_deliberate_trip_never_pays():
             break
     assert terminated and info["trip"]
     assert total < pi_return
+
+
+@pytest.mark.parametrize("steps_before", [0, 64])
+def test_bad_action_when_noise_block_is_due_keeps_rng(steps_before):
+    """The env draws sensor noise 64 steps at a time: a bad action at a refill must not draw."""
+    env = furnace_env.FurnaceEnv()
+    env.reset(seed=0)
+    for _ in range(steps_before):
+        env.step(np.zeros(2, dtype=np.float32))
+    before = env.np_random.bit_generator.state
+    with pytest.raises(ValueError, match="non-finite"):
+        env.step(np.array([np.nan, 0.0], dtype=np.float32))
+    assert env.np_random.bit_generator.state == before
+
+
+def test_noise_stream_same_as_one_draw_per_step():
+    """Blocks of noise are handed back at reset: the generator ends where per-step draws leave it."""
+    env = furnace_env.FurnaceEnv(scenario=dict(name="short", n_steps=70))
+    env.reset(seed=5)
+    rng = np.random.default_rng(0)
+    for _ in range(70):
+        env.step(rng.uniform(-0.5, 0.3, size=2).astype(np.float32))
+    obs_a = env.reset()[0]
+    ref = np.random.Generator(np.random.PCG64(5))
+    get_scenario(dict(name="short", n_steps=70)).sample_schedule(ref, env.params.dt)
+    ref.standard_normal(8 * 71)  # reset observation, then one row per step
+    get_scenario(dict(name="short", n_steps=70)).sample_schedule(ref, env.params.dt)
+    ref.standard_normal(8)
+    assert ref.bit_generator.state == env.np_random.bit_generator.state
+    assert np.isfinite(obs_a).all()
