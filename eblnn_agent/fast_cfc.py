@@ -27,6 +27,7 @@ from typing import NamedTuple
 import torch
 from ncps.torch import CfCCell
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = ["FusedCfCWeights", "fuse_cell", "check_cell_supported", "cfc_sequence", "fused_step",
            "cell_from_preactivation", "rollout_loop",
@@ -326,6 +327,7 @@ class _FusedRollout(torch.autograd.Function):
         return x[1:, :, :n].transpose(0, 1).contiguous(), hid
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g_obs: Tensor, g_hid: Tensor):  # noqa: D102
         rw, x = ctx.rw, ctx.x
         t_len, b = x.shape[0] - 1, x.shape[1]
