@@ -1,6 +1,6 @@
 """Benchmark Furnace-v0: single-env steps/s against Pendulum-v1, and batched physics throughput.
 
-    python evaluate/bench_env.py                 # about 30 s
+    python evaluate/bench_env.py                 # about 5 s
     python evaluate/bench_env.py --n 4096 --steps 2000
 
 Goals (issue #2): single-env ratio Furnace-v0 / Pendulum-v1 >= 1.0, measured in the same run
@@ -19,7 +19,7 @@ import numpy as np
 
 import furnace_env  # noqa: F401  (registers Furnace-v0)
 from furnace_env.cost import CostWeights
-from furnace_env.physics import FurnaceParams, FurnaceSim
+from furnace_env.physics import DIST_NAMES, INFO_NAMES, FurnaceParams, FurnaceSim, step_kernel
 
 
 def single_env_steps_per_s(env_id: str, steps: int, seed: int = 0, **kw) -> float:
@@ -56,13 +56,38 @@ def batched_steps_per_s(n: int, steps: int, seed: int = 0) -> float:
     return n * steps / (time.perf_counter() - t0)
 
 
-def main() -> None:
+def kernel_cpu_ns(n: int, steps: int, seed: int = 0) -> float:
+    """CPU time of the serial kernel per furnace-step (one thread; counts only this thread's time,
+    so other jobs on the machine barely move it, unlike the wall-clock figures)."""
+    params, weights = FurnaceParams(), CostWeights()
+    sim = FurnaceSim(n, params, weights)
+    rng = np.random.default_rng(seed)
+    dist = np.tile(np.array([[950.0, 7.4e5, 1.0, 0.02]]), (n, 1))
+    cmd = np.zeros((n, 2))
+    sim.reset_rows(np.arange(n), dist, np.full(n, 1.15), cmd)
+    cmds = cmd[None] + rng.normal(scale=0.02, size=(8, n, 2))
+    n_info = len(INFO_NAMES) + len(DIST_NAMES)
+    info, terms = sim.report[:, :n_info], sim.report[:, n_info:]
+
+    def run(k: int) -> None:
+        step_kernel(sim.state, sim.o2_buf, sim.co_buf, sim.k, cmds[k % 8], dist, sim.p, sim.w, sim.obs, info,
+                    terms, sim.cost, sim.tripped)
+        sim.k += params.n_substeps
+
+    run(0)  # warm-up (JIT)
+    t0 = time.thread_time()
+    for k in range(steps):
+        run(k)
+    return (time.thread_time() - t0) / (n * steps) * 1e9
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--single_steps", type=int, default=20_000, help="steps per single-env measurement")
     parser.add_argument("--n", type=int, nargs="+", default=[1, 64, 512, 4096], help="batch sizes")
     parser.add_argument("--steps", type=int, default=500, help="control steps per batched measurement")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many repeats")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}, numpy {np.__version__}")
@@ -83,6 +108,8 @@ def main() -> None:
     for n in args.n:
         rate = best(lambda n=n: batched_steps_per_s(n, args.steps))
         print(f"| batched physics, N = {n}, furnace-steps/s | {rate:,.0f} |")
+    ns = min(kernel_cpu_ns(max(args.n), args.steps) for _ in range(args.repeats))
+    print(f"| serial kernel, N = {max(args.n)}, CPU ns per furnace-step (one thread, best of {args.repeats}) | {ns:.0f} |")
     print("load average (1, 5, 15 min) at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 

@@ -246,3 +246,15 @@ def test_noise_stream_same_as_one_draw_per_step():
     ref.standard_normal(8)
     assert ref.bit_generator.state == env.np_random.bit_generator.state
     assert np.isfinite(obs_a).all()
+
+
+def test_bench_env_runs_on_a_tiny_budget(capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluate"))
+    import bench_env
+
+    bench_env.main(["--single_steps", "150", "--n", "3", "--steps", "2", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "ratio Furnace-v0 / Pendulum-v1" in out and "CPU ns per furnace-step" in out
