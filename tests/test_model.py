@@ -119,6 +119,21 @@ def test_frozen_fused_rollout_backward_matches_autograd_through_stock(act, layer
         torch.testing.assert_close(x, y, atol=1e-9, rtol=1e-9)
 
 
+@pytest.mark.parametrize("b,t", [(1, 1), (4, 1), (1, 3)])
+def test_frozen_fused_rollout_edge_sizes(b, t):
+    m = _frozen64()
+    obs0 = _obs(b).double()
+    h0 = m.step(obs0 - 2.0, torch.zeros(b, 2, dtype=torch.float64), m.initial_state(b))
+    acts = (torch.rand(b, t, 2, generator=torch.Generator().manual_seed(5)) * 2 - 1).double()
+    res = []
+    for fast in (True, False):
+        a, o = acts.clone().requires_grad_(True), obs0.clone().requires_grad_(True)
+        out = m.rollout(o, h0, a, fast=fast)
+        res.append((out.obs, out.hidden, *torch.autograd.grad(out.obs.sum() + out.hidden.pow(2).sum(), (a, o))))
+    for x, y in zip(*res, strict=True):
+        torch.testing.assert_close(x, y, atol=1e-9, rtol=1e-9)
+
+
 def test_frozen_fused_rollout_passes_gradcheck():
     m = _frozen64(physics_hidden_dims=[8, 8])
     obs0 = _obs(2).double()
