@@ -19,7 +19,7 @@ import numpy as np
 
 import furnace_env  # noqa: F401  (registers Furnace-v0)
 from furnace_env.cost import CostWeights
-from furnace_env.physics import DIST_NAMES, INFO_NAMES, FurnaceParams, FurnaceSim, step_kernel
+from furnace_env.physics import FurnaceParams, FurnaceSim, step_kernel
 
 
 def single_env_steps_per_s(env_id: str, steps: int, seed: int = 0, **kw) -> float:
@@ -66,12 +66,10 @@ def kernel_cpu_ns(n: int, steps: int, seed: int = 0) -> float:
     cmd = np.zeros((n, 2))
     sim.reset_rows(np.arange(n), dist, np.full(n, 1.15), cmd)
     cmds = cmd[None] + rng.normal(scale=0.02, size=(8, n, 2))
-    n_info = len(INFO_NAMES) + len(DIST_NAMES)
-    info, terms = sim.report[:, :n_info], sim.report[:, n_info:]
 
     def run(k: int) -> None:
-        step_kernel(sim.state, sim.o2_buf, sim.co_buf, sim.k, cmds[k % 8], dist, sim.p, sim.w, sim.obs, info,
-                    terms, sim.cost, sim.tripped)
+        step_kernel(sim.state, sim.o2_buf, sim.co_buf, sim.k, cmds[k % 8], dist, sim.p, sim.w, sim.obs, sim.report,
+                    sim.cost, sim.tripped)
         sim.k += params.n_substeps
 
     run(0)  # warm-up (JIT)

@@ -12,8 +12,6 @@ from gymnasium import spaces
 
 from furnace_env.cost import TRIP_PENALTY, CostWeights, trip_cost
 from furnace_env.physics import (
-    DIST_NAMES,
-    INFO_NAMES,
     N_OBS,
     REPORT_NAMES,
     FurnaceParams,
@@ -98,8 +96,6 @@ def measure(obs_clean: np.ndarray, rng: np.random.Generator | None, low: np.ndar
 
 #: Steps of sensor noise the single env draws from its ``np_random`` at once (see ``FurnaceEnv._refill``).
 NOISE_BLOCK = 64
-# Columns of ``FurnaceSim.report`` before the cost terms.
-_N_INFO = len(INFO_NAMES) + len(DIST_NAMES)
 
 
 @numba.njit(cache=True)
@@ -119,8 +115,7 @@ def _env_step_nb(action, cmd, sched, k, state, o2_buf, co_buf, k_sub, p, w, obs,
         return -1, 0.0
     cmd[0, 0] = min(max(f, -1.0), 1.0)
     cmd[0, 1] = min(max(a, -1.0), 1.0)
-    step_kernel(state, o2_buf, co_buf, k_sub, cmd, sched[k : k + 1], p, w, obs, report[:, :_N_INFO],
-                report[:, _N_INFO:], cost, tripped)
+    step_kernel(state, o2_buf, co_buf, k_sub, cmd, sched[k : k + 1], p, w, obs, report, cost, tripped)
     # The observation shows the setpoint of the step to come.
     obs[0, 1] = sched[min(k + 1, sched.shape[0] - 1), 0]
     for j in range(obs.shape[1]):

@@ -82,6 +82,9 @@ INFO_NAMES = (
 TERM_NAMES = ("cost_track", "cost_fuel", "cost_co", "cost_o2")
 #: Columns of ``FurnaceSim.report``: everything the env puts in ``info`` as numbers.
 REPORT_NAMES = (*INFO_NAMES, *DIST_NAMES, *TERM_NAMES)
+_N_DIST = len(DIST_NAMES)
+_R_DIST = len(INFO_NAMES)
+_R_TERMS = _R_DIST + _N_DIST
 
 # State columns.
 _T, _TC, _FUEL, _AIR, _O2M, _COM, _RICH = range(7)
@@ -267,14 +270,14 @@ _N_SCRATCH = 17
 BLOCK = 64
 
 
-def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_terms_out, cost, tripped):
+def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, report, cost, tripped):
     """Advance every furnace by one control step (compiled by numba below).
 
     state [N, 7], o2_buf [N, L_o2], co_buf [N, L_co], k0: global sub-step counter at entry,
     cmd [N, 2] in [-1, 1], dist [N, 4] = (setpoint, load, fuel quality, leak), p: params,
-    w: cost weights. Writes obs [N, 8] (noise-free measurements), info [N, 8 + 4] (the
-    hidden quantities, then the disturbances in force), the cost terms [N, 4] and their
-    sum cost [N], tripped [N] (0 = no trip, 1 = over-temperature, 2 = flame safeguard).
+    w: cost weights. Writes obs [N, 8] (noise-free measurements), report [N, 16] (columns
+    REPORT_NAMES: the hidden quantities, the disturbances in force, the cost terms), the
+    cost [N] and tripped [N] (0 = no trip, 1 = over-temperature, 2 = flame safeguard).
 
     Furnaces go in blocks of :data:`BLOCK`: a block's state is copied into a scratch array
     with one row per quantity, each sub-step is one loop over the block without branches
@@ -419,22 +422,22 @@ def _step_batch_py(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_t
             obs[i, 5] = air * 3600.0
             obs[i, 6] = cmd[i, 0]
             obs[i, 7] = cmd[i, 1]
-            info[i, 0] = temp
-            info[i, 1] = fuel
-            info[i, 2] = air
-            info[i, 3] = lm[b]
-            info[i, 4] = o2t[b]
-            info[i, 5] = cot[b]
-            info[i, 6] = ht[b]
+            report[i, 0] = temp
+            report[i, 1] = fuel
+            report[i, 2] = air
+            report[i, 3] = lm[b]
+            report[i, 4] = o2t[b]
+            report[i, 5] = cot[b]
+            report[i, 6] = ht[b]
             # Stack loss is only reported, so it is evaluated once, for the final sub-step.
-            info[i, 7] = (fuel + air + lk[b]) * cp * (temp - t_amb)
+            report[i, 7] = (fuel + air + lk[b]) * cp * (temp - t_amb)
             # The disturbances in force during this step ride along (the env reports them).
-            for j in range(info.shape[1] - 8):
-                info[i, 8 + j] = dist[i, j]
+            for j in range(_N_DIST):
+                report[i, _R_DIST + j] = dist[i, j]
             terms = _cost_terms_nb(tc, sp, o2m, com, fuel_kg_h, w_track, track_scale, w_fuel, fuel_ref,
                                    w_co, co_limit, w_o2, o2_min)
             for j in range(4):
-                cost_terms_out[i, j] = terms[j]
+                report[i, _R_TERMS + j] = terms[j]
             cost[i] = terms[0] + terms[1] + terms[2] + terms[3]
             tripped[i] = int(trp[b])
 
@@ -445,10 +448,10 @@ step_kernel = numba.njit(cache=True, nogil=True, error_model="numpy")(_step_batc
 step_kernel.__doc__ = """The compiled serial kernel (see :func:`_step_batch_py`), also callable from numba code:
 the single env fuses validation, physics and measurement around it into one call per step."""
 @numba.njit(cache=True, nogil=True)
-def _step_rows(a, b, state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_terms_out, cost, tripped):
+def _step_rows(a, b, state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, report, cost, tripped):
     """:func:`step_kernel` on rows ``a:b`` (sliced here: a dozen slices in Python cost microseconds)."""
-    step_kernel(state[a:b], o2_buf[a:b], co_buf[a:b], k0, cmd[a:b], dist[a:b], p, w, obs[a:b], info[a:b],
-                cost_terms_out[a:b], cost[a:b], tripped[a:b])
+    step_kernel(state[a:b], o2_buf[a:b], co_buf[a:b], k0, cmd[a:b], dist[a:b], p, w, obs[a:b], report[a:b],
+                cost[a:b], tripped[a:b])
 
 
 #: Rows per work item of a split batch (about 35 us of kernel time: the Python overhead of a
@@ -468,7 +471,7 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def step_batch(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_terms_out, cost, tripped) -> None:
+def step_batch(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, report, cost, tripped) -> None:
     """Advance ``N`` furnaces by one control step in place (see :func:`_step_batch_py`).
 
     Every array is indexed by furnace along axis 0, so a block of rows is an independent
@@ -478,7 +481,7 @@ def step_batch(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_terms
     """
     n = state.shape[0]
     if n < PARALLEL_THRESHOLD or _N_THREADS == 1:
-        step_kernel(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_terms_out, cost, tripped)
+        step_kernel(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, report, cost, tripped)
         return
     n_chunks = -(-n // CHUNK_ROWS)
     # ``next`` on an itertools counter is atomic under the GIL: each block goes to one thread.
@@ -487,7 +490,7 @@ def step_batch(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, info, cost_terms
     def work() -> None:
         while (c := next(counter)) < n_chunks:
             _step_rows(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS), state, o2_buf, co_buf, k0, cmd, dist, p,
-                       w, obs, info, cost_terms_out, cost, tripped)
+                       w, obs, report, cost, tripped)
 
     pool = _pool()
     futures = [pool.submit(work) for _ in range(_N_THREADS - 1)]
@@ -578,7 +581,6 @@ class FurnaceSim:
         """Advance all furnaces by one control step; results in ``obs``, ``info``, ``cost``, ``tripped``."""
         # Small batches call the kernel directly: a single env steps at tens of kHz.
         run = step_kernel if self.n < PARALLEL_THRESHOLD else step_batch
-        n_info = len(INFO_NAMES) + len(DIST_NAMES)
-        run(self.state, self.o2_buf, self.co_buf, self.k, cmd, dist, self.p, self.w,
-            self.obs, self.report[:, :n_info], self.report[:, n_info:], self.cost, self.tripped)
+        run(self.state, self.o2_buf, self.co_buf, self.k, cmd, dist, self.p, self.w, self.obs, self.report,
+            self.cost, self.tripped)
         self.k += self.params.n_substeps
