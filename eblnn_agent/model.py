@@ -242,7 +242,10 @@ class EBLNN(nn.Module):
 
         ``h_{t+1} = cell(obs_t, a_t, h_t)``, ``obs_{t+1} = predict_next(obs_t, h_{t+1}, a_t)``;
         the setpoint is held at ``obs0``'s. Differentiable w.r.t. ``actions`` (and ``obs0``,
-        ``h0``). ``fast`` uses the fused cell (same maths as the stock ncps forward, fewer ops).
+        ``h0``). ``fast`` uses the fused cell (same maths as the stock ncps forward, fewer ops);
+        when no weight needs a gradient (planning: frozen parameters, or under ``no_grad``) the
+        whole loop is one autograd node with a hand-written backward
+        (:func:`~eblnn_agent.fast_cfc.rollout_fused`).
         """
         if actions.dim() != 3 or actions.shape[-1] != self.act_dim:
             raise ValueError(f"actions must be [B, T, {self.act_dim}], got {tuple(actions.shape)}")
@@ -285,7 +288,7 @@ class EBLNN(nn.Module):
         """
         tensors = [*self.cfc.parameters(), *self.physics.parameters(), self.obs_mean, self.obs_std,
                    self.delta_mean, self.delta_std]
-        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
         cache = self.__dict__.get("_rw_cache")
         if cache is not None and cache[0] == key:
             return cache[1]
