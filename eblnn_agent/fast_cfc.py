@@ -294,27 +294,30 @@ class _FusedRollout(torch.autograd.Function):
         s3_t, s1_t, s2_t, gate_t = (v.unbind(0) for v in (s3, s3[..., :hs], s3[..., hs:2 * hs], s3[..., 2 * hs:]))
         neg_one, two = obs0.new_full((1,), -1.0), obs0.new_full((1,), 2.0)
         saved_cell, saved_phys = [None] * t_len, [None] * t_len
+        # Weights as locals: the loop is dispatch-bound.
+        w_x, b3, w3t, w_last, lower, act = rw.w_x, rw.b3, rw.w3t, rw.w_last, rw.lower, rw.act
+        deeper, phys, silu = rw.deeper, rw.phys, torch.nn.functional.silu
         for t in range(t_len):
-            pre = torch.addmm(pre_t[0] + rw.b0, x0, rw.w0) if t == 0 else torch.addmm(pre_t[t], xs[t], rw.w_x)
-            z = _act_code(pre, rw.act)
+            pre = torch.addmm(pre_t[0] + rw.b0, x0, rw.w0) if t == 0 else torch.addmm(pre_t[t], xs[t], w_x)
+            z = _act_code(pre, act)
             layers = [(pre, z)]
-            for w, bb in rw.deeper:
+            for w, bb in deeper:
                 pre = torch.addmm(bb, z, w)
-                z = _act_code(pre, rw.act)
+                z = _act_code(pre, act)
                 layers.append((pre, z))
-            torch.addmm(rw.b3, z, rw.w3t, out=s3_t[t]).sigmoid_()
+            torch.addmm(b3, z, w3t, out=s3_t[t]).sigmoid_()
             # tanh(a) = 2 sigmoid(2a) - 1:  c = f1 + gate (f2 - f1) = 2 s1 - 1 + 2 gate (s2 - s1).
             d = s2_t[t] - s1_t[t]
             torch.addcmul(torch.addcmul(neg_one, s1_t[t], two), gate_t[t], d, value=2.0, out=xc[t + 1])
             saved_cell[t] = (layers, d)
             p = xc[t + 1]
             pres = []
-            for w, bb in rw.phys:
+            for w, bb in phys:
                 pre = torch.addmm(bb, p, w)
                 pres.append(pre)
-                p = torch.nn.functional.silu(pre)
+                p = silu(pre)
             saved_phys[t] = pres
-            torch.maximum(torch.addmm(xo[t] + corr_t[t], p, rw.w_last), rw.lower, out=xo[t + 1])
+            torch.maximum(torch.addmm(xo[t] + corr_t[t], p, w_last), lower, out=xo[t + 1])
             if t + 1 < t_len:
                 torch.sub(xo[t + 1], xo[t], out=xq[t + 1])
         ctx.rw, ctx.x, ctx.cell, ctx.phys, ctx.gates = rw, x, saved_cell, saved_phys, (s3_t, gate_t)
@@ -349,32 +352,38 @@ class _FusedRollout(torch.autograd.Function):
         g1_t, g2_t, gg_t = (g3[..., i * hs:(i + 1) * hs].unbind(0) for i in range(3))
         gxo_t, gxq_t, gxc_t = gx[..., :n].unbind(0), gx[..., n:2 * n].unbind(0), gx[..., 2 * n:].unbind(0)
         g_pre = [None] * t_len
+        # Transposed weights and saved tensors as locals: the loop is dispatch-bound.
+        w_last_b, w3_b, w_back, act = rw.w_last.t(), rw.w3_back, rw.w_back, rw.act
+        phys_b = [w.t() for w, _ in rw.phys]
+        deeper_b = [w.t() for w, _ in rw.deeper]
+        saved_phys, saved_cell = ctx.phys, ctx.cell
+        s3_t, gate_t = ctx.gates
         go = e[t_len]       # gradient on obs_{t+1}
         gx0 = None
         for t in range(t_len - 1, -1, -1):
             g_nxt = torch.mul(go, mask[t], out=g_corr_t[t])
-            gp = g_nxt.mm(rw.w_last.t())
-            pres = ctx.phys[t]
-            for i in range(len(rw.phys) - 1, 0, -1):
-                gp = _SILU_BWD(gp, pres[i]).mm(rw.phys[i][0].t())
+            gp = g_nxt.mm(w_last_b)
+            pres = saved_phys[t]
+            for i in range(len(phys_b) - 1, 0, -1):
+                gp = _SILU_BWD(gp, pres[i]).mm(phys_b[i])
             # From the physics head, the external gradient on c_{t+1}, and step t + 1's input.
             base = gc_ext[t] if t == t_len - 1 else gc_ext[t] + gxc_t[t + 1]
-            gc_t = torch.addmm(base, _SILU_BWD(gp, pres[0]), rw.phys[0][0].t())
+            gc_t = torch.addmm(base, _SILU_BWD(gp, pres[0]), phys_b[0])
             go = e[t] + g_nxt if t == t_len - 1 else e[t] + g_nxt + gxq_t[t + 1]
-            layers, d = ctx.cell[t]
+            layers, d = saved_cell[t]
             # Gradients on [s1, s2, gate] (halved: w3_back holds the 2), then through their sigmoid.
-            torch.mul(gc_t, ctx.gates[1][t], out=g2_t[t])
+            torch.mul(gc_t, gate_t[t], out=g2_t[t])
             torch.sub(gc_t, g2_t[t], out=g1_t[t])
             torch.mul(gc_t, d, out=gg_t[t])
-            gz = _SIGMOID_BWD(g3_t[t], ctx.gates[0][t]).mm(rw.w3_back)
+            gz = _SIGMOID_BWD(g3_t[t], s3_t[t]).mm(w3_b)
             for i in range(len(layers) - 1, 0, -1):
-                gz = _act_grad(gz, *layers[i], rw.act).mm(rw.deeper[i - 1][0].t())
-            gpre = _act_grad(gz, *layers[0], rw.act)
+                gz = _act_grad(gz, *layers[i], act).mm(deeper_b[i - 1])
+            gpre = _act_grad(gz, *layers[0], act)
             g_pre[t] = gpre
             if t == 0:
                 gx0 = gpre.mm(rw.w0.t()) if need_state else None
                 break
-            torch.mm(gpre, rw.w_back, out=gx_t[t])
+            torch.mm(gpre, w_back, out=gx_t[t])
             go = go + gxo_t[t]
         g_obs0 = g_h0 = g_a = None
         gc_a = g_corr[..., ac:]
