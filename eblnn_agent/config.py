@@ -68,6 +68,10 @@ class ModelConfig:
     default: it stops the head from resolving the one-step effect of an action on h (AUROC ~0.8)."""
     multiscale: bool = True
     """Add a coarse energy head on the time-pooled hidden sequence to the per-step fine energy."""
+    co_log_scale: float = 10.0
+    """The model sees and predicts CO as ``s * log1p(CO / s)`` with this ``s`` in ppm (0: linear CO);
+    see :mod:`eblnn_agent.transforms`. On a linear scale the model under-predicted CO at the knee
+    by about half, and the planner exploited it."""
 
     def validate(self) -> None:
         s = "model"
@@ -77,6 +81,8 @@ class ModelConfig:
         allowed = ("lecun_tanh", "silu", "tanh", "gelu", "relu")
         _check(self.backbone_activation in allowed, s, "backbone_activation", self.backbone_activation,
                f"allowed values: {allowed}")
+        _check(isinstance(self.co_log_scale, int | float) and math.isfinite(self.co_log_scale)
+               and self.co_log_scale >= 0, s, "co_log_scale", self.co_log_scale, "must be finite and >= 0")
         for name in ("physics_hidden_dims", "ebm_hidden_dims"):
             v = getattr(self, name)
             _check(isinstance(v, list | tuple) and all(isinstance(x, int) and x >= 1 for x in v),

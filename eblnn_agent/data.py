@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from eblnn_agent.transforms import obs_to_model
 from furnace_env.physics import FurnaceParams
 from furnace_env.scenarios import get_scenario
 from furnace_env.vector import FurnaceVectorEnv
@@ -270,11 +271,15 @@ def _valid_mask(data: TransitionData) -> np.ndarray:
     return np.arange(data.actions.shape[1])[None, :] < data.lengths[:, None]
 
 
-def compute_norm_stats(train: TransitionData, min_std: float = 1e-3) -> NormStats:
-    """Mean/std of observations and one-step deltas over the valid transitions of the training split."""
+def compute_norm_stats(train: TransitionData, min_std: float = 1e-3, co_log_scale: float = 0.0) -> NormStats:
+    """Mean/std of observations and one-step deltas over the valid transitions of the training split.
+
+    In the model's observation space (``co_log_scale``: see :mod:`eblnn_agent.transforms`).
+    """
     m = _valid_mask(train)
-    o = train.obs[:, :-1][m].astype(np.float64)
-    d = (train.obs[:, 1:] - train.obs[:, :-1])[m].astype(np.float64)
+    z = obs_to_model(train.obs.astype(np.float64), co_log_scale)
+    o = z[:, :-1][m]
+    d = (z[:, 1:] - z[:, :-1])[m]
     return NormStats(o.mean(0), np.maximum(o.std(0), min_std), d.mean(0), np.maximum(d.std(0), min_std))
 
 

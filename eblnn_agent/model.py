@@ -1,6 +1,7 @@
 """The EB-LNN world model: a CfC body, a physics head and an energy head on the hidden state.
 
-State convention (everything in physical units at the interface; normalisation inside):
+State convention (everything in physical units at the interface; inside, CO on a log scale
+(:mod:`eblnn_agent.transforms`) and normalisation):
 
 * ``h_t`` is the recurrent state *after* consuming ``(obs_{t-1}, a_{t-1})``; ``h_0`` is
   :meth:`EBLNN.initial_state`, the state before any observation. It holds the CfC state
@@ -38,6 +39,7 @@ from eblnn_agent.fast_cfc import (
     rollout_fused,
     rollout_loop,
 )
+from eblnn_agent.transforms import obs_from_model, obs_to_model
 
 __all__ = ["EBLNN", "EnergyHead", "RolloutOut", "OBS_DIM", "ACT_DIM", "PHYSICS_CHANNELS",
            "NONNEG_CHANNELS", "SETPOINT_CHANNEL", "ACTION_CHANNELS"]
@@ -132,6 +134,8 @@ class EBLNN(nn.Module):
         self.register_buffer("obs_std", torch.ones(obs_dim))
         self.register_buffer("delta_mean", torch.zeros(obs_dim))
         self.register_buffer("delta_std", torch.ones(obs_dim))
+        # Saved with the weights, so a checkpoint trained in another CO space fails to load.
+        self.register_buffer("co_log_scale", torch.tensor(float(cfg.co_log_scale)))
         mask = torch.zeros(obs_dim, dtype=torch.bool)
         mask[list(NONNEG_CHANNELS)] = True
         self.register_buffer("_nonneg", mask, persistent=False)
@@ -148,7 +152,16 @@ class EBLNN(nn.Module):
                 raise ValueError(f"{name} must be > 0, got {v!r}")
             getattr(self, name).copy_(t)
 
+    def to_model_space(self, obs: Tensor) -> Tensor:
+        """Physical observations -> the model's space (CO on a log scale; see :mod:`eblnn_agent.transforms`)."""
+        return obs_to_model(obs, self.cfg.co_log_scale)
+
+    def from_model_space(self, z: Tensor) -> Tensor:
+        """Inverse of :meth:`to_model_space`."""
+        return obs_from_model(z, self.cfg.co_log_scale)
+
     def _norm(self, obs: Tensor) -> Tensor:
+        """Normalise observations already in the model's space."""
         return (obs - self.obs_mean) / self.obs_std
 
     def _features(self, norm: Tensor, last: Tensor, valid: Tensor, action: Tensor) -> Tensor:
@@ -156,8 +169,8 @@ class EBLNN(nn.Module):
         return torch.cat([norm, diff, action], dim=-1)
 
     def normalized_delta(self, obs: Tensor, next_obs: Tensor) -> Tensor:
-        """Target of the physics head: ``(next - obs - delta_mean) / delta_std``."""
-        return (next_obs - obs - self.delta_mean) / self.delta_std
+        """Target of the physics head: ``(next - obs - delta_mean) / delta_std`` in the model's space."""
+        return (self.to_model_space(next_obs) - self.to_model_space(obs) - self.delta_mean) / self.delta_std
 
     def cfc_state(self, h: Tensor) -> Tensor:
         """The CfC part ``[..., hidden_size]`` of recurrent states ``[..., state_size]`` (what the heads read)."""
@@ -175,7 +188,7 @@ class EBLNN(nn.Module):
     def step(self, obs: Tensor, action: Tensor, h: Tensor) -> Tensor:
         """Filter one real step: ``h_{t+1} = cell(obs_t, a_t, h_t)`` (``obs [B, 8]``, ``action [B, 2]``)."""
         c, last, valid = self._split(h)
-        norm = self._norm(obs)
+        norm = self._norm(self.to_model_space(obs))
         _, c_next = self.cfc.rnn_cell(self._features(norm, last, valid, action), c, 1.0)
         return torch.cat([c_next, norm, torch.ones_like(valid)], dim=-1)
 
@@ -187,7 +200,7 @@ class EBLNN(nn.Module):
         """
         h0 = self.initial_state(obs.shape[0]) if h0 is None else h0
         c0, last0, valid0 = self._split(h0)
-        norm = self._norm(obs)
+        norm = self._norm(self.to_model_space(obs))
         last = torch.cat([last0[:, None], norm[:, :-1]], dim=1)
         valid = torch.cat([valid0[:, None], torch.ones_like(norm[:, 1:, :1])], dim=1)
         x = self._features(norm, last, valid, actions)
@@ -213,7 +226,7 @@ class EBLNN(nn.Module):
         setpoint is held (future setpoints are unknown); channels 6, 7 (previous commands)
         are set to ``action`` exactly when it is given (else the head's prediction).
         """
-        return self._compose(obs, self.predict_delta(h), action, None)
+        return self.from_model_space(self._compose(self.to_model_space(obs), self.predict_delta(h), action, None))
 
     def energy(self, h: Tensor) -> Tensor:
         """Fine energy ``[...]`` of states ``[..., state_size]`` or CfC states ``[..., hidden_size]``.
@@ -253,7 +266,9 @@ class EBLNN(nn.Module):
         if obs0.shape != (b, self.obs_dim) or h0.shape != (b, self.state_size):
             raise ValueError(f"obs0 {tuple(obs0.shape)} / h0 {tuple(h0.shape)} do not match a batch of {b}: "
                              f"expected ({b}, {self.obs_dim}) and ({b}, {self.state_size})")
-        return self._rollout_fast(obs0, h0, actions) if fast else self._rollout_stock(obs0, h0, actions)
+        z0 = self.to_model_space(obs0)
+        out = self._rollout_fast(z0, h0, actions) if fast else self._rollout_stock(z0, h0, actions)
+        return out._replace(obs=self.from_model_space(out.obs))
 
     def _rollout_stock(self, obs0: Tensor, h0: Tensor, actions: Tensor) -> RolloutOut:
         obs, h = obs0, h0

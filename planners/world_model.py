@@ -197,8 +197,10 @@ class WorldModelPlanningModel:
                 err = (pred[:, -1, 0] - pred[:, -1, 1]).abs()
                 cost = cost + cfg.terminal_steps * w.w_track * err / w.track_scale
             if cfg.beta > 0:
-                energy = (model.sequence_energy(out.hidden) if cfg.energy_reduce == "sequence"
-                          else out.energy.mean(dim=1))
+                # out.energy is the fine energy of each step: reused, not recomputed.
+                energy = out.energy.mean(dim=1)
+                if cfg.energy_reduce == "sequence":  # = model.sequence_energy(out.hidden)
+                    energy = energy + model.coarse_energy(out.hidden.mean(dim=1))
                 cost = cost + cfg.beta * energy
             if cfg.smooth > 0:
                 prev = torch.cat([a_prev.expand(n, 1, -1), actions[:, :-1]], dim=1)

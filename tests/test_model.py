@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -157,9 +158,12 @@ def test_frozen_fused_rollout_is_as_accurate_as_stock_in_float32():
     obs0 = _obs(64).double()
     h0 = m.step(obs0, torch.zeros(64, 2, dtype=torch.float64), m.initial_state(64))
     acts = (torch.rand(64, 10, 2, generator=g) * 2 - 1).double()
-    ref = m.rollout(obs0, h0, acts, fast=False).obs
+    # Compared in the model's space: both paths share the CO transform after the loop, whose
+    # exp would amplify the loop's float32 rounding of a wild (x10) model's CO by itself.
+    ref = m.to_model_space(m.rollout(obs0, h0, acts, fast=False).obs)
     m32 = copy.deepcopy(m).float()
-    err = {fast: float((m32.rollout(obs0.float(), h0.float(), acts.float(), fast=fast).obs.double() - ref).abs().max())
+    err = {fast: float((m.to_model_space(m32.rollout(obs0.float(), h0.float(), acts.float(), fast=fast).obs.double())
+                        - ref).abs().max())
            for fast in (True, False)}
     assert err[True] <= 3.0 * err[False] + 1e-6, err
 
@@ -298,7 +302,7 @@ def _tiny_trainer(tmp_path, **overrides):
     cfg = WorldModelRunConfig().with_overrides(**{**base, **overrides})
     torch.manual_seed(0)
     m = EBLNN(cfg.model)
-    m.set_norm_stats(*compute_norm_stats(split.train))
+    m.set_norm_stats(*compute_norm_stats(split.train, co_log_scale=m.cfg.co_log_scale))
     return Trainer(m, cfg, split, MetricLogger(quiet=True), torch.device("cpu"), 1, tmp_path), split
 
 
@@ -330,3 +334,57 @@ def test_trainer_clips_body_and_energy_gradients_separately(tmp_path):
     for params in (tr._body_params, tr._energy_params):
         total = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
         assert total <= 1e-3 * 1.001
+
+
+def test_co_transform_round_trips_and_is_linear_below_its_scale():
+    from eblnn_agent.transforms import obs_from_model, obs_to_model
+
+    obs = np.tile(np.arange(8, dtype=np.float64), (5, 1)) * 10.0
+    obs[:, 3] = [0.0, 1.0, 100.0, 5000.0, 1e4]
+    z = obs_to_model(obs, 10.0)
+    np.testing.assert_array_equal(np.delete(z, 3, axis=1), np.delete(obs, 3, axis=1))
+    np.testing.assert_allclose(z[:, 3], 10.0 * np.log1p(obs[:, 3] / 10.0))
+    assert z[1, 3] == pytest.approx(1.0, rel=0.06)  # ~linear well below 10 ppm
+    np.testing.assert_allclose(obs_from_model(z, 10.0), obs, rtol=1e-12, atol=1e-9)
+    zt = obs_to_model(torch.as_tensor(obs), 10.0)
+    torch.testing.assert_close(zt, torch.as_tensor(z))
+    torch.testing.assert_close(obs_from_model(zt, 10.0), torch.as_tensor(obs))
+    assert obs_to_model(obs, 0.0) is obs and obs_from_model(z, 0.0) is z
+    # Wild imagined states stay finite.
+    assert np.isfinite(obs_from_model(np.full((1, 8), 1e6), 10.0)).all()
+
+
+def test_model_interface_stays_in_ppm_with_log_co():
+    """Predictions come back in ppm, and the physics target is the delta in the model's space."""
+    torch.manual_seed(0)
+    m = EBLNN(ModelConfig(hidden_size=8, backbone_units=8, physics_hidden_dims=[8], ebm_hidden_dims=[8],
+                          co_log_scale=10.0))
+    obs = torch.tensor([[900.0, 900.0, 3.0, 400.0, 100.0, 1800.0, 0.0, 0.0]])
+    nxt = obs.clone()
+    nxt[0, 3] = 40.0
+    d = m.normalized_delta(obs, nxt)
+    assert d[0, 3].item() == pytest.approx(10.0 * (np.log1p(4.0) - np.log1p(40.0)))
+    with torch.no_grad():
+        h = m.step(obs, torch.zeros(1, 2), m.initial_state(1))
+        zero = m.predict_next(obs, h, torch.zeros(1, 2))
+        m.physics[-1].weight.zero_()
+        m.physics[-1].bias.zero_()
+        same = m.predict_next(obs, h, torch.zeros(1, 2))
+    assert zero.shape == (1, 8)
+    # A zero delta in the model's space is no change in ppm.
+    torch.testing.assert_close(same[0, :6], obs[0, :6])
+    out = m.rollout(obs, m.initial_state(1), torch.zeros(1, 3, 2))
+    torch.testing.assert_close(out.obs[0, :, 3], torch.full((3,), 400.0), rtol=1e-5, atol=1e-3)
+
+
+def test_checkpoint_from_before_the_co_transform_fails_clearly(tmp_path):
+
+    cfg = WorldModelRunConfig()
+    m = EBLNN(cfg.model)
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, m, cfg)
+    payload = torch.load(path, weights_only=False)
+    del payload["model_state"]["co_log_scale"]
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="re-train"):
+        load_checkpoint(path, device="cpu")

@@ -68,7 +68,7 @@ def test_same_seed_same_checkpoint(tmp_path):
         split = split_episodes(data, 0.1, 0.1, 0)
         torch.manual_seed(0)
         m = EBLNN(cfg.model)
-        m.set_norm_stats(*compute_norm_stats(split.train))
+        m.set_norm_stats(*compute_norm_stats(split.train, co_log_scale=m.cfg.co_log_scale))
         Trainer(m, cfg, split, MetricLogger(quiet=True), torch.device("cpu"), 1, tmp_path / f"o{k}").fit()
         states.append(load_checkpoint(tmp_path / f"o{k}" / "best.pt")[0].state_dict())
     for key in states[0]:

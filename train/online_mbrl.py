@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(cfg.seed)
     model = EBLNN(wm.model)
     model.set_norm_stats(*compute_norm_stats(split_episodes(data, wm.data.val_fraction, wm.data.test_fraction,
-                                                            cfg.seed).train))
+                                                            cfg.seed).train, co_log_scale=wm.model.co_log_scale))
     history = []
     for it in range(cfg.iterations + 1):
         if it > 0:

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     split = split_episodes(data, dc.val_fraction, dc.test_fraction, tc.seed)
     torch.manual_seed(tc.seed)  # initialisation of the network weights (the only global draw)
     model = EBLNN(cfg.model)
-    model.set_norm_stats(*compute_norm_stats(split.train))
+    model.set_norm_stats(*compute_norm_stats(split.train, co_log_scale=cfg.model.co_log_scale))
     logger = make_logger(tc.wandb, tc.wandb_project, cfg.to_dict(), dir=str(out))
     logger.log({"data/env_steps": data.env_steps, "data/episodes": data.n_episodes,
                 "data/train_episodes": split.train.n_episodes, "data/seconds": t_data}, step=0)
