@@ -44,13 +44,14 @@ class ObjectiveConfig:
     """Search coordinates: "ratio" (fuel command, burner excess air in ``excess_air``) or "raw" (env actions)."""
     excess_air: tuple[float, float] = (-0.05, 1.0)
     """Excess-air range ``lambda - 1`` mapped onto [-1, 1] in "ratio" coordinates (nominal fuel quality)."""
-    co_backoff: float = 0.0
+    co_backoff: float = 0.85
     """Constraint tightening: the plan is charged for predicted CO above ``(1 - co_backoff)`` times the
     env's CO limit (0: the env's own limit). A back-off keeps the plan a margin away from the CO knee,
-    where a learned model's CO error is largest and an optimiser would otherwise exploit it."""
+    where a learned model's CO error is largest and an optimiser would otherwise exploit it. Tuned
+    with ``evaluate/tune_planner.py`` (16 training-mix episodes; BENCHMARKS.md, Planners)."""
     o2_backoff: float = 0.0
     """Constraint tightening of the O2 minimum, percentage points added to the env's ``o2_min``."""
-    bias_filter: float = 0.0
+    bias_filter: float = 0.8
     """Offset-free MPC (output-disturbance estimate, as in DMC): weight ``alpha`` of an exponential
     filter of the model's one-step prediction errors on the real plant, ``b <- (1 - alpha) b + alpha e``,
     added to every predicted step of the horizon: additive for temperature and O2, multiplicative

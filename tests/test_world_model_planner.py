@@ -115,8 +115,8 @@ def test_bias_filter_estimates_and_applies_the_output_disturbance(model):
     np.testing.assert_allclose(y[[0, 2]], [900.0 + b[0], 3.0 + b[1]], rtol=1e-5)
     np.testing.assert_allclose(y[3], 50.0 * np.exp(b[2]) - 10.0, rtol=1e-4)
     np.testing.assert_array_equal(y[[1, 4, 5, 6, 7]], x[0, [1, 4, 5, 6, 7]].numpy())
-    # Off by default, and reset clears the estimate.
-    assert WorldModelPlanningModel(model).correct(x) is x
+    # Off at 0, and reset clears the estimate.
+    assert WorldModelPlanningModel(model, ObjectiveConfig(bias_filter=0.0)).correct(x) is x
     pm.reset()
     assert torch.count_nonzero(pm.bias) == 0
 
