@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,10 @@ def test_online_loop_tiny(tmp_path):
     assert data.env_steps == steps[1] and data.n_episodes == 4 and data.behaviour[-1] == 2
     report = json.loads((out / "report.json").read_text())
     assert [h["env_steps"] for h in report["history"]] == steps
+    # Logged steps never go back between iterations (W&B drops rows whose step decreases).
+    logged = [int(line[1:line.index("]")]) for line in res.stdout.splitlines() if re.match(r"\[\d+\] ", line)]
+    print(logged)
+    assert len(logged) > 2 and logged == sorted(logged), logged
 
 
 def test_bad_flag_is_named(tmp_path):

@@ -143,6 +143,19 @@ def concat(a: TransitionData, b: TransitionData) -> TransitionData:
                           np.concatenate([a.lengths, b.lengths]), np.concatenate([a.behaviour, b.behaviour]), prov)
 
 
+class StepOffsetLogger:
+    """A view of a logger whose steps start at ``offset`` (one trainer per iteration, one run)."""
+
+    def __init__(self, logger, offset: int) -> None:
+        self._logger, self.offset = logger, offset
+
+    def log(self, metrics: dict, step: int | None = None) -> None:
+        self._logger.log(metrics, step=None if step is None else step + self.offset)
+
+    def __getattr__(self, name: str):
+        return getattr(self._logger, name)
+
+
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_args(argv)
     out = Path(cfg.out_dir)
@@ -161,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     model.set_norm_stats(*compute_norm_stats(split_episodes(data, wm.data.val_fraction, wm.data.test_fraction,
                                                             cfg.seed).train, co_log_scale=wm.model.co_log_scale))
     history = []
+    offset = 0  # global step: each iteration's trainer counts from 0, W&B needs increasing steps
     for it in range(cfg.iterations + 1):
         if it > 0:
             prev = out / f"iter_{it - 1}" / "best.pt"
@@ -168,12 +182,14 @@ def main(argv: list[str] | None = None) -> dict:
                                                 COLLECT_SEED0 + 1000 * it, rng, data.actions.shape[1])
             data = concat(data, new)
             logger.log({"online/iteration": it, "online/collect_return_mean": float(np.mean(returns)),
-                        "online/env_steps": data.env_steps})
+                        "online/env_steps": data.env_steps}, step=offset)
             model, _, _ = load_checkpoint(prev, device=device)  # fine-tune from the best of the last round
             wm = wm.with_overrides(epochs=cfg.epochs_per_iter)
         split = split_episodes(data, wm.data.val_fraction, wm.data.test_fraction, cfg.seed + it)
-        trainer = Trainer(model, wm, split, logger, device, env_steps=data.env_steps, out_dir=out / f"iter_{it}")
+        trainer = Trainer(model, wm, split, StepOffsetLogger(logger, offset), device, env_steps=data.env_steps,
+                          out_dir=out / f"iter_{it}")
         res = trainer.fit()
+        offset += trainer.step + 1
         history.append({"iteration": it, "env_steps": data.env_steps, "best_val_loss": res.best_val_loss,
                         "seconds": time.perf_counter() - t0})
         print(f"iteration {it}: {data.env_steps} real env steps, val/loss {res.best_val_loss:.4g}, "
