@@ -275,7 +275,7 @@ def plot_scores(summary: list[dict], path: Path) -> None:
     use_score = all(np.isfinite(r["score"]) for r in summary)
     key = "score" if use_score else "return"
     val = {(r["controller"], r["scenario"]): r[key] for r in summary}
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(scs)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(scs)) + 2, 4))
     width = 0.8 / len(ctrls)
     for i, c in enumerate(ctrls):
         x = np.arange(len(scs)) + (i - (len(ctrls) - 1) / 2) * width
@@ -283,8 +283,13 @@ def plot_scores(summary: list[dict], path: Path) -> None:
         ax.bar(x, [val.get((c, s), np.nan) for s in scs], width, label=c, color=color)
     ax.set_xticks(np.arange(len(scs)), scs)
     ax.set_ylabel("normalised score (PI = 0, oracle = 1)" if use_score else "episode return")
+    if use_score:
+        # Symmetric log beyond |score| = 1: a weak baseline at -70 would otherwise flatten the
+        # region between PI (0) and the oracle (1) that the comparison is about.
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
     ax.axhline(0.0, color="k", lw=0.8)
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never on them
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
