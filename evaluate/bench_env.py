@@ -40,8 +40,8 @@ def single_env_steps_per_s(env_id: str, steps: int, seed: int = 0, **kw) -> floa
     return steps / (time.perf_counter() - t0)
 
 
-def batched_steps_per_s(n: int, steps: int, seed: int = 0) -> float:
-    """Furnace-steps per second of the batched kernel (N furnaces, one call per control step)."""
+def _batched_sim(n: int, seed: int) -> tuple[FurnaceSim, np.ndarray, np.ndarray]:
+    """N furnaces at a nominal operating point, their disturbances and 8 slightly varied commands."""
     params, weights = FurnaceParams(), CostWeights()
     sim = FurnaceSim(n, params, weights)
     rng = np.random.default_rng(seed)
@@ -49,6 +49,12 @@ def batched_steps_per_s(n: int, steps: int, seed: int = 0) -> float:
     cmd = np.zeros((n, 2))
     sim.reset_rows(np.arange(n), dist, np.full(n, 1.15), cmd)
     cmds = cmd[None] + rng.normal(scale=0.02, size=(8, n, 2))
+    return sim, dist, cmds
+
+
+def batched_steps_per_s(n: int, steps: int, seed: int = 0) -> float:
+    """Furnace-steps per second of the batched kernel (N furnaces, one call per control step)."""
+    sim, dist, cmds = _batched_sim(n, seed)
     sim.step(cmds[0], dist)  # warm-up (JIT)
     t0 = time.perf_counter()
     for k in range(steps):
@@ -59,18 +65,12 @@ def batched_steps_per_s(n: int, steps: int, seed: int = 0) -> float:
 def kernel_cpu_ns(n: int, steps: int, seed: int = 0) -> float:
     """CPU time of the serial kernel per furnace-step (one thread; counts only this thread's time,
     so other jobs on the machine barely move it, unlike the wall-clock figures)."""
-    params, weights = FurnaceParams(), CostWeights()
-    sim = FurnaceSim(n, params, weights)
-    rng = np.random.default_rng(seed)
-    dist = np.tile(np.array([[950.0, 7.4e5, 1.0, 0.02]]), (n, 1))
-    cmd = np.zeros((n, 2))
-    sim.reset_rows(np.arange(n), dist, np.full(n, 1.15), cmd)
-    cmds = cmd[None] + rng.normal(scale=0.02, size=(8, n, 2))
+    sim, dist, cmds = _batched_sim(n, seed)
 
     def run(k: int) -> None:
         step_kernel(sim.state, sim.o2_buf, sim.co_buf, sim.k, cmds[k % 8], dist, sim.p, sim.w, sim.obs, sim.report,
                     sim.cost, sim.tripped)
-        sim.k += params.n_substeps
+        sim.k += sim.params.n_substeps
 
     run(0)  # warm-up (JIT)
     t0 = time.thread_time()
