@@ -82,5 +82,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "auto") -> tu
         raise CheckpointError(
             f"checkpoint {str(path)!r} does not match the EB-LNN architecture of this code ({err}); re-train"
         ) from err
+    if float(model.co_log_scale) != cfg.model.co_log_scale:  # the buffer must agree with the config
+        raise CheckpointError(f"checkpoint {str(path)!r}: weights trained with co_log_scale "
+                              f"{float(model.co_log_scale)} but its config says {cfg.model.co_log_scale}; re-train")
     model.to(dev).eval()
     return model, cfg, dict(payload.get("meta", {}))

@@ -271,10 +271,11 @@ def _valid_mask(data: TransitionData) -> np.ndarray:
     return np.arange(data.actions.shape[1])[None, :] < data.lengths[:, None]
 
 
-def compute_norm_stats(train: TransitionData, min_std: float = 1e-3, co_log_scale: float = 0.0) -> NormStats:
+def compute_norm_stats(train: TransitionData, min_std: float = 1e-3, *, co_log_scale: float) -> NormStats:
     """Mean/std of observations and one-step deltas over the valid transitions of the training split.
 
-    In the model's observation space (``co_log_scale``: see :mod:`eblnn_agent.transforms`).
+    In the model's observation space: pass the model's ``ModelConfig.co_log_scale`` (required, so that
+    no caller can silently compute linear-CO statistics for a log-CO model; see :mod:`eblnn_agent.transforms`).
     """
     m = _valid_mask(train)
     z = obs_to_model(train.obs.astype(np.float64), co_log_scale)

@@ -388,3 +388,15 @@ def test_checkpoint_from_before_the_co_transform_fails_clearly(tmp_path):
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="re-train"):
         load_checkpoint(path, device="cpu")
+
+
+def test_checkpoint_whose_co_space_disagrees_with_its_config_fails(tmp_path):
+    cfg = WorldModelRunConfig()
+    m = EBLNN(cfg.model)
+    path = tmp_path / "mixed.pt"
+    save_checkpoint(path, m, cfg)
+    payload = torch.load(path, weights_only=False)
+    payload["model_state"]["co_log_scale"] = torch.tensor(0.0)
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="co_log_scale"):
+        load_checkpoint(path, device="cpu")
