@@ -276,7 +276,8 @@ class LangevinConfig:
     n_candidates: int = 64
     """Candidate sequences descended in parallel (one batch)."""
     iterations: int = 20
-    """Maximum gradient steps (dynamic halting may stop earlier)."""
+    """Maximum population evaluations (dynamic halting may stop earlier): every evaluation but the
+    last takes a gradient and moves the candidates; the last one only ranks them."""
     step_size: float = 0.1
     """Initial step ``eta`` of ``a <- a - eta/2 * P grad + sqrt(eta) * sigma_t * eps``; with the
     RMSProp preconditioner ``P`` the drift moves each action by about ``eta / 2`` per step."""
@@ -373,7 +374,8 @@ class LangevinOptimizer(Optimizer):
 
     def nominal_evals(self) -> float:
         c = self.config
-        return c.n_candidates * (c.cem_init_iters + c.iterations * (1.0 + c.backward_cost))
+        # Every iteration but the last takes a gradient (the last population is only ranked).
+        return c.n_candidates * (c.cem_init_iters + c.iterations * (1.0 + c.backward_cost) - c.backward_cost)
 
     def optimize(self, objective: Objective, init: Tensor, generator: torch.Generator,
                  lower: Bound = -1.0, upper: Bound = 1.0) -> OptimResult:
@@ -411,7 +413,12 @@ class LangevinOptimizer(Optimizer):
         it = 0
         j = torch.full((n,), float("inf"), dtype=y.dtype, device=y.device)
         for it in range(c.iterations):
-            j, g = ev.value_and_grad(y)
+            if it == c.iterations - 1:
+                # The last population is only ranked, never moved: its gradient would go unused.
+                j = ev(y)
+                g = torch.zeros_like(y)
+            else:
+                j, g = ev.value_and_grad(y)
             # Every finite cost counts for the best plan, even where the gradient is broken.
             ok = torch.isfinite(j) & torch.isfinite(y).flatten(1).all(dim=1)
             bad = ~(ok & torch.isfinite(g).flatten(1).all(dim=1))

@@ -166,6 +166,19 @@ def test_langevin_options_and_halting():
     assert res.n_evals == 8 * 3 * res.iterations
 
 
+def test_langevin_last_population_is_ranked_without_a_gradient():
+    calls = []
+
+    def objective(x):
+        calls.append(x.requires_grad)
+        return (x - 0.3).pow(2).sum(dim=(1, 2))
+
+    opt = LangevinOptimizer(n_candidates=8, iterations=4, halt_tol=0.0)
+    res = opt.optimize(objective, torch.zeros(1, H, A), torch.Generator().manual_seed(0))
+    assert calls == [True, True, True, False] and res.iterations == 4
+    assert res.n_evals == 8 * (3 * 3 + 1) == opt.nominal_evals()
+
+
 def test_langevin_needs_gradients():
     opt = LangevinOptimizer(n_candidates=4, iterations=2)
     with pytest.raises(ValueError, match="differentiable"):
