@@ -73,8 +73,16 @@ class ModelConfig:
     see :mod:`eblnn_agent.transforms`. On a linear scale the model under-predicted CO at the knee
     by about half, and the planner exploited it."""
 
+    setpoint_input: bool = True
+    """Feed the setpoint channel to the cell. The furnace does not know its setpoint, and a model
+    that reads it can learn from controller-driven data a dependence the plant does not have (the
+    default model's 20-step temperature prediction moves about 0.1 K per K of setpoint under a held
+    action); false removes it. Measured with ``evaluate/tune_planner.py`` (16 training-mix
+    episodes): no gain in closed loop (BENCHMARKS.md, world model), so it stays on."""
+
     def validate(self) -> None:
         s = "model"
+        _check(isinstance(self.setpoint_input, bool), s, "setpoint_input", self.setpoint_input, "must be true or false")
         for name in ("hidden_size", "backbone_units", "backbone_layers"):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 1, s, name, v, "must be an integer >= 1")
@@ -219,18 +227,25 @@ class TrainConfig:
     """Show a tqdm progress bar over the training batches."""
     fast_cell: bool = True
     """Train through the fused CfC cell (same maths as the stock ncps forward, fewer ops)."""
+    rollout_weight: float = 0.0
+    """Weight of the open-loop (multi-step) physics loss: from a random step of each window the
+    model runs ``rollout_steps`` steps on its own predictions with the real actions, as the
+    planner does, and pays the squared error of every predicted observation (normalised, the
+    model's space). 0: one-step teacher forcing only."""
+    rollout_steps: int = 16
+    """Length of the open-loop segment of ``rollout_weight`` (capped at the window length - 1)."""
     threads: int = 1
     """Torch CPU threads (0: torch's default). One is fastest for these small matrices and does not
     oversubscribe a shared machine (two threads on a busy 2-core box ran 10x slower)."""
 
     def validate(self) -> None:
         s = "train"
-        for name in ("epochs", "batch_size", "patience", "max_windows_per_epoch", "log_every"):
+        for name in ("epochs", "batch_size", "patience", "max_windows_per_epoch", "log_every", "rollout_steps"):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 1, s, name, v, "must be an integer >= 1")
         _check(isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0, s, "lr",
                self.lr, "must be a finite number > 0")
-        for name in ("weight_decay", "grad_clip"):
+        for name in ("weight_decay", "grad_clip", "rollout_weight"):
             v = getattr(self, name)
             _check(isinstance(v, int | float) and math.isfinite(v) and v >= 0, s, name, v,
                    "must be a finite number >= 0")

@@ -10,9 +10,9 @@ from torch import Tensor
 
 from eblnn_agent.data import TransitionData, Windows
 from eblnn_agent.losses import energy_auroc
-from eblnn_agent.model import EBLNN
+from eblnn_agent.model import EBLNN, SETPOINT_CHANNEL
 
-__all__ = ["bang_bang_actions", "transition_energies", "rollout_energies", "ood_aurocs", "one_step_predictions",
+__all__ = ["bang_bang_actions", "transition_energies", "rollout_energies", "ood_aurocs", "setpoint_sensitivity", "one_step_predictions",
            "OneStep", "open_loop_errors"]
 
 
@@ -49,6 +49,27 @@ def rollout_energies(model: EBLNN, w: Windows, burn_in: int, ood_actions: Tensor
     real = model.rollout(o0, h, act[:, burn_in:])
     ood = model.rollout(o0, h, ood_actions[full])
     return model.sequence_energy(real.hidden), model.sequence_energy(ood.hidden)
+
+
+@torch.no_grad()
+def setpoint_sensitivity(model: EBLNN, w: Windows, burn_in: int = 8, shift: float = 40.0) -> float:
+    """How much the imagined temperature depends on the setpoint, K per K.
+
+    After ``burn_in`` real steps each full window is rolled out open loop with its real actions,
+    once as it is and once with the setpoint of the starting observation moved by ``+-shift``;
+    returns the mean over windows of ``|T(+shift) - T(-shift)| / (2 shift)`` at the last step.
+    The furnace does not know its setpoint, so a physical model scores 0; a model that learned
+    from controller-driven data that the temperature follows the setpoint does not.
+    """
+    full = w.mask.all(dim=1)
+    obs, act = w.obs[full], w.actions[full]
+    h = model.filter(obs[:, :burn_in], act[:, :burn_in])[:, -1]
+    temps = []
+    for d in (-shift, shift):
+        o0 = obs[:, burn_in].clone()
+        o0[:, SETPOINT_CHANNEL] += d
+        temps.append(model.rollout(o0, h, act[:, burn_in:]).obs[:, -1, 0])
+    return float(((temps[1] - temps[0]).abs() / (2.0 * shift)).mean())
 
 
 def ood_aurocs(model: EBLNN, w: Windows, generator: torch.Generator, burn_in: int = 8) -> dict[str, float]:

@@ -136,6 +136,12 @@ class EBLNN(nn.Module):
         self.register_buffer("delta_std", torch.ones(obs_dim))
         # Saved with the weights, so a checkpoint trained in another CO space fails to load.
         self.register_buffer("co_log_scale", torch.tensor(float(cfg.co_log_scale)))
+        # Which observation channels the cell reads (from the config, the single owner of the
+        # choice): all, or all but the setpoint (``cfg.setpoint_input``).
+        inputs = torch.ones(obs_dim)
+        if not cfg.setpoint_input:
+            inputs[SETPOINT_CHANNEL] = 0.0
+        self.register_buffer("input_mask", inputs, persistent=False)
         mask = torch.zeros(obs_dim, dtype=torch.bool)
         mask[list(NONNEG_CHANNELS)] = True
         self.register_buffer("_nonneg", mask, persistent=False)
@@ -165,8 +171,14 @@ class EBLNN(nn.Module):
         return (obs - self.obs_mean) / self.obs_std
 
     def _features(self, norm: Tensor, last: Tensor, valid: Tensor, action: Tensor) -> Tensor:
-        diff = valid * (norm - last) * (self.obs_std / self.delta_std)
-        return torch.cat([norm, diff, action], dim=-1)
+        diff = valid * (norm - last) * (self.obs_std / self.delta_std * self.input_mask)
+        return torch.cat([norm * self.input_mask, diff, action], dim=-1)
+
+    def _input_weights(self, w_in: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The fused input matrix split into its observation, difference and action blocks, the
+        channels the cell does not read zeroed (the fused paths' form of :meth:`_features`'s mask)."""
+        n = self.obs_dim
+        return w_in[:, :n] * self.input_mask, w_in[:, n:2 * n] * self.input_mask, w_in[:, 2 * n:]
 
     def normalized_delta(self, obs: Tensor, next_obs: Tensor) -> Tensor:
         """Target of the physics head: ``(next - obs - delta_mean) / delta_std`` in the model's space."""
@@ -302,7 +314,7 @@ class EBLNN(nn.Module):
         fused loop does not apply (a physics head without hidden layers).
         """
         tensors = [*self.cfc.parameters(), *self.physics.parameters(), self.obs_mean, self.obs_std,
-                   self.delta_mean, self.delta_std]
+                   self.delta_mean, self.delta_std, self.input_mask]
         key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
         cache = self.__dict__.get("_rw_cache")
         if cache is not None and cache[0] == key:
@@ -318,7 +330,7 @@ class EBLNN(nn.Module):
         if len(lins) < 2 or ACTION_CHANNELS != tuple(range(n - self.act_dim, n)):
             return None
         fw = fuse_cell(self.cfc.rnn_cell, self.input_size)
-        w_norm, w_diff, w_act = fw.w_in[:, :n], fw.w_in[:, n:2 * n], fw.w_in[:, 2 * n:]
+        w_norm, w_diff, w_act = self._input_weights(fw.w_in)
         # Steps t >= 1 read raw observations: the normalisation folds into the weights and bias
         # (the difference is formed explicitly: folding it into two weight blocks would cancel
         # large numbers, e.g. air flows of thousands of kg/h, in float32).
@@ -346,7 +358,7 @@ class EBLNN(nn.Module):
         # The fused maths through autograd: used when the weights need gradients.
         n = self.obs_dim
         fw = fuse_cell(self.cfc.rnn_cell, self.input_size)
-        w_norm, w_diff, w_act = fw.w_in[:, :n], fw.w_in[:, n:2 * n], fw.w_in[:, 2 * n:]
+        w_norm, w_diff, w_act = self._input_weights(fw.w_in)
         # Step 0 reads the previous observation from h0; later steps from the rollout itself, so
         # the input layer folds into pre = [obs_t, obs_t - obs_{t-1}, c_t] @ W + (action part + bias).
         c0, last0, valid0 = self._split(h0)

@@ -130,6 +130,28 @@ class Trainer:
         out["loss"] = loss
         return out
 
+    def _open_loop_loss(self, w: Windows, hidden: Tensor, train: bool) -> Tensor:
+        """Squared error of ``rollout_steps``-step open-loop predictions, one random start per window.
+
+        Each rollout starts from a real observation ``obs_s`` and the filtered state ``h_s`` that
+        precedes it (so gradients also reach the filter), and runs the window's real actions on
+        its own predictions, as a plan does. Errors in the model's normalised space.
+        """
+        m = self.model
+        b, w_len = w.actions.shape[:2]
+        k = min(self.cfg.train.rollout_steps, w_len - 1)
+        if k < 1:
+            return hidden.new_zeros(())
+        g = self.gen if train else torch.Generator(device=hidden.device).manual_seed(1357)
+        s = torch.randint(1, w_len - k + 1, (b,), generator=g, device=hidden.device)
+        rows = torch.arange(b, device=hidden.device)
+        idx = s[:, None] + torch.arange(k, device=hidden.device)
+        out = m.rollout(w.obs[rows, s], hidden[rows, s - 1], w.actions[rows[:, None], idx],
+                        fast=self.cfg.train.fast_cell)
+        pred = m._norm(m.to_model_space(out.obs))[..., _PHYS]
+        target = m._norm(m.to_model_space(w.obs[rows[:, None], idx + 1]))[..., _PHYS]
+        return masked_mse(pred, target, w.mask[rows[:, None], idx])
+
     def losses(self, w: Windows, train: bool = True) -> tuple[Tensor, dict[str, float]]:
         """Joint loss of a batch of windows and its parts (namespace-free keys)."""
         m, ec = self.model, self.cfg.energy
@@ -168,6 +190,11 @@ class Trainer:
             logs["coarse_cd_gap"] = float(coarse["cd"].gap)
             logs["langevin_nonfinite"] += coarse["langevin"].nonfinite
         loss = phys + ec.alpha * cd_total
+        tc = self.cfg.train
+        if tc.rollout_weight > 0:
+            open_loop = self._open_loop_loss(w, hidden, train)
+            loss = loss + tc.rollout_weight * open_loop
+            logs["open_loop"] = float(open_loop.detach())
         logs["cd"] = float(cd_total.detach())
         logs["loss"] = float(loss.detach())
         return loss, logs

@@ -34,6 +34,7 @@ from eblnn_agent.metrics import (
     one_step_predictions,
     open_loop_errors,
     rollout_energies,
+    setpoint_sensitivity,
     transition_energies,
 )
 from eblnn_agent.transforms import CO_CHANNEL  # noqa: E402
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> dict:
               "e_real_mean": float(e_r.mean()), "e_ood_mean": float(e_o.mean()),
               "n_real": int(e_r.numel()), "n_ood": int(e_o.numel()), "n_rollouts": int(s_r.numel())}
 
+    # Dependence of the imagined temperature on the setpoint (the plant has none).
+    sp_sens = setpoint_sensitivity(model, w, burn)
+
     report_path = Path(args.checkpoint).parent / "report.json"
     train_report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     hist = train_report.get("history", [])
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
         "checkpoint": str(args.checkpoint), "env_steps": meta.get("env_steps"),
         "test_episodes": test.n_episodes, "test_transitions": test.env_steps,
         "one_step": one_step, "one_step_co_by_band_ppm": co_bands, "open_loop": open_loop, "energy": energy,
+        "setpoint_sensitivity_k_per_k": sp_sens,
         "bars": {
             "one_step_ratio_le_0.1": {n: one_step[n]["ratio"] <= 0.1 for n in DYNAMIC},
             "energy_auroc_ge_0.9": energy["transition_auroc"] >= 0.9,
@@ -137,6 +142,8 @@ def _print(r: dict) -> None:
         f"{b} ppm (n={v['n']}): RMSE {v['rmse']:.1f}" for b, v in r["one_step_co_by_band_ppm"].items() if v["n"]))
     e = r["energy"]
     print(f"energy AUROC: transitions {e['transition_auroc']:.3f}, rollouts {e['rollout_auroc']:.3f}")
+    print(f"setpoint sensitivity of the imagined temperature: {r['setpoint_sensitivity_k_per_k']:.3f} K per K "
+          "(the furnace: 0)")
     print(f"bars: {json.dumps(r['bars'])}")
 
 

@@ -308,7 +308,7 @@ def _tiny_trainer(tmp_path, **overrides):
 
 @pytest.mark.parametrize("opt", [
     {}, {"hard_negatives": False}, {"action_negative_weight": 0.0}, {"multiscale": False},
-    {"spectral_norm": True}, {"detach_hidden": False},
+    {"spectral_norm": True}, {"detach_hidden": False}, {"rollout_weight": 1.0},
 ])
 def test_trainer_options_switch_their_loss_terms(tmp_path, opt):
     import numpy as np
@@ -320,8 +320,43 @@ def test_trainer_options_switch_their_loss_terms(tmp_path, opt):
     assert ("hard_neg" in logs) == opt.get("hard_negatives", True)
     assert ("action_neg" in logs) == (opt.get("action_negative_weight", 1.0) > 0)
     assert ("coarse_cd_gap" in logs) == opt.get("multiscale", True)
+    assert ("open_loop" in logs) == (opt.get("rollout_weight", 0.0) > 0)
     assert all(np.isfinite(v) for v in logs.values()) and logs["langevin_nonfinite"] == 0
     assert len(tr.buffer) == 16  # fantasies written back
+
+
+def test_open_loop_loss_is_the_error_of_the_models_own_rollout(tmp_path):
+    import numpy as np
+
+    from eblnn_agent.data import sample_windows
+    from eblnn_agent.losses import masked_mse
+
+    tr, split = _tiny_trainer(tmp_path, rollout_weight=1.0, rollout_steps=3)
+    m, w = tr.model, sample_windows(split.train, 4, 8, np.random.default_rng(1))
+    hidden = m.filter(w.obs[:, :-1], w.actions)
+    loss = tr._open_loop_loss(w, hidden, train=False)
+    # By hand: the same starts (the validation generator), rollouts on the stock path.
+    s = torch.randint(1, 8 - 3 + 1, (4,), generator=torch.Generator().manual_seed(1357))
+    errs = []
+    for i in range(4):
+        j = int(s[i])
+        with torch.no_grad():
+            out = m.rollout(w.obs[i:i + 1, j], hidden[i:i + 1, j - 1], w.actions[i:i + 1, j:j + 3], fast=False)
+        z = m._norm(m.to_model_space(out.obs)) - m._norm(m.to_model_space(w.obs[i:i + 1, j + 1:j + 4]))
+        z = z[..., [0, 2, 3, 4, 5, 6, 7]]  # channel 1 (the setpoint) is held, not predicted
+        errs.append(masked_mse(z, torch.zeros_like(z), w.mask[i:i + 1, j:j + 3]))
+    # Every window here is fully valid, so the mean over windows is the mean over all steps.
+    assert w.mask.all()
+    torch.testing.assert_close(loss, torch.stack(errs).mean(), rtol=1e-4, atol=1e-6)
+    # It trains the whole model (the filter through h_s, the cell and the physics head).
+    loss.backward()
+    assert m.cfc.rnn_cell.ff1.weight.grad.abs().sum() > 0 and m.physics[0].weight.grad.abs().sum() > 0
+    # Windows too short for a segment contribute nothing; bad settings are rejected.
+    assert float(tr._open_loop_loss(w._replace(obs=w.obs[:, :2], actions=w.actions[:, :1], mask=w.mask[:, :1]),
+                                    hidden[:, :1], train=False)) == 0.0
+    for bad in ({"rollout_weight": -1.0}, {"rollout_steps": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            WorldModelRunConfig().with_overrides(**bad).validate()
 
 
 def test_trainer_clips_body_and_energy_gradients_separately(tmp_path):
@@ -400,3 +435,50 @@ def test_checkpoint_whose_co_space_disagrees_with_its_config_fails(tmp_path):
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="co_log_scale"):
         load_checkpoint(path, device="cpu")
+
+
+@pytest.mark.parametrize("setpoint_input", [False, True])
+def test_setpoint_input_switch_on_every_path(setpoint_input):
+    """Without setpoint input the setpoint changes no prediction (filter, step, stock, fused and
+    frozen-fused rollouts alike); with it, it does."""
+    m = _model(setpoint_input=setpoint_input)
+    obs, acts = _obs(3, 6), torch.rand(3, 6, 2, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    moved = obs.clone()
+    moved[..., 1] += 60.0
+
+    def outputs(o):
+        h = m.filter(o[:, :4], acts[:, :4])
+        step = m.step(o[:, 4], acts[:, 4], h[:, -1])
+        outs = [m.cfc_state(h), m.cfc_state(step)]
+        for fast in (False, True):
+            outs.append(m.rollout(o[:, 4], h[:, -1], acts[:, 4:], fast=fast).obs[..., [0, 2, 3]])
+        with torch.no_grad():  # the frozen-weight fused node
+            outs.append(m.rollout(o[:, 4], h[:, -1], acts[:, 4:]).obs[..., [0, 2, 3]])
+        return outs
+
+    for a, b in zip(outputs(obs), outputs(moved), strict=True):
+        if setpoint_input:
+            assert (a - b).abs().max() > 1e-4
+        else:
+            torch.testing.assert_close(a, b)
+
+
+def test_setpoint_input_follows_the_checkpoints_config(tmp_path):
+    cfg = WorldModelRunConfig().with_overrides(setpoint_input=False)
+    save_checkpoint(tmp_path / "x.pt", EBLNN(cfg.model), cfg)
+    m, loaded, _ = load_checkpoint(tmp_path / "x.pt")
+    assert loaded.model.setpoint_input is False and m.input_mask.tolist() == [1, 0, 1, 1, 1, 1, 1, 1]
+    assert "input_mask" not in m.state_dict()  # derived from the config, not a second copy
+    assert EBLNN(ModelConfig()).input_mask.all()  # the default reads every channel
+    with pytest.raises(Exception, match="setpoint_input"):
+        ModelConfig(setpoint_input="yes").validate()
+
+
+def test_setpoint_sensitivity_metric():
+    from eblnn_agent.data import Windows
+    from eblnn_agent.metrics import setpoint_sensitivity
+
+    obs, acts = _obs(4, 13), torch.rand(4, 12, 2, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    w = Windows(obs, acts, torch.ones(4, 12, dtype=torch.bool))
+    assert setpoint_sensitivity(_model(setpoint_input=False), w, burn_in=4) == 0.0
+    assert setpoint_sensitivity(_model(setpoint_input=True), w, burn_in=4) > 1e-4
