@@ -59,6 +59,16 @@ class ObjectiveConfig:
     is now (a leak, a fuel it has not seen) without retraining."""
     co_floor: float = 10.0
     """CO offset of the multiplicative CO correction, ppm (keeps the log finite near zero CO)."""
+    track_integral: float = 0.0
+    """Integral action by target shifting: each control step the plan's temperature target moves
+    by this gain times the measured tracking error ``setpoint - T`` (K per K per step), so a model
+    whose steady-state gain is off (it expects a rise that never comes, and the plan under-fires)
+    is pushed to the setpoint. Integrates only while ``|setpoint - T| <= track_integral_band``
+    (not through transients); reset when the setpoint moves. 0 switches it off."""
+    track_integral_max: float = 20.0
+    """Largest target shift of ``track_integral``, K (anti-windup)."""
+    track_integral_band: float = 15.0
+    """Tracking errors beyond this, K, are transients and are not integrated."""
 
     def __post_init__(self) -> None:
         for name in ("beta", "smooth"):
@@ -79,6 +89,10 @@ class ObjectiveConfig:
             raise ValueError(f"ObjectiveConfig.bias_filter={self.bias_filter!r} must lie in [0, 1]")
         if not (np.isfinite(self.co_floor) and self.co_floor > 0):
             raise ValueError(f"ObjectiveConfig.co_floor={self.co_floor!r} must be finite and > 0")
+        for name in ("track_integral", "track_integral_max", "track_integral_band"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v >= 0):
+                raise ValueError(f"ObjectiveConfig.{name}={v!r} must be finite and >= 0")
         if self.energy_reduce not in ("sequence", "mean"):
             raise ValueError(f"ObjectiveConfig.energy_reduce={self.energy_reduce!r}; allowed: 'sequence', 'mean'")
 
@@ -114,6 +128,8 @@ class WorldModelPlanningModel:
         self._last_action: torch.Tensor | None = None
         # Output-disturbance estimate (temperature K, O2 points, log CO ratio); see ``bias_filter``.
         self.bias = torch.zeros(3, dtype=self._dtype, device=self.device)
+        # Target shift of the integral action (K), see ``track_integral``.
+        self.target_shift = 0.0
 
     def _tensor(self, x) -> torch.Tensor:
         return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=self._dtype, device=self.device).reshape(1, -1)
@@ -132,15 +148,28 @@ class WorldModelPlanningModel:
                                    torch.log((o[0, 3].clamp_min(0) + self.cfg.co_floor)
                                              / (pred[0, 3].clamp_min(0) + self.cfg.co_floor))])
                 self.bias = self.bias + self.cfg.bias_filter * (err - self.bias)
+        if self.cfg.track_integral > 0:
+            self._integrate(o)
         self._last_obs = o
 
+    def _integrate(self, o: torch.Tensor) -> None:
+        c = self.cfg
+        if self._last_obs is not None and float(o[0, 1]) != float(self._last_obs[0, 1]):
+            self.target_shift = 0.0  # a new setpoint: the old offset says nothing about it
+        err = float(o[0, 1] - o[0, 0])
+        if abs(err) <= c.track_integral_band:
+            self.target_shift = float(np.clip(self.target_shift + c.track_integral * err,
+                                              -c.track_integral_max, c.track_integral_max))
+
     def correct(self, obs: torch.Tensor) -> torch.Tensor:
-        """Predicted observations ``[..., 8]`` corrected by the output-disturbance estimate."""
-        if self.cfg.bias_filter == 0:
+        """Predicted observations ``[..., 8]`` corrected by the output-disturbance estimate, with the
+        temperature target (the setpoint channel) moved by the integral action's shift."""
+        if self.cfg.bias_filter == 0 and self.target_shift == 0.0:
             return obs
         b, f = self.bias, self.cfg.co_floor
         co = (obs[..., 3] + f) * torch.exp(b[2]) - f
-        return torch.stack([obs[..., 0] + b[0], obs[..., 1], obs[..., 2] + b[1], co, *obs.unbind(-1)[4:]], -1)
+        return torch.stack([obs[..., 0] + b[0], obs[..., 1] + self.target_shift, obs[..., 2] + b[1], co,
+                            *obs.unbind(-1)[4:]], -1)
 
     def applied(self, action: np.ndarray) -> None:
         """Record the action actually sent to the plant (consumed by the next :meth:`observe`)."""

@@ -121,6 +121,35 @@ def test_bias_filter_estimates_and_applies_the_output_disturbance(model):
     assert torch.count_nonzero(pm.bias) == 0
 
 
+def test_integral_action_shifts_the_target_and_resets(model):
+    pm = WorldModelPlanningModel(model, ObjectiveConfig(track_integral=0.1, track_integral_max=1.5,
+                                                        track_integral_band=15.0))
+    obs = np.array([890.0, 900.0, 3.0, 40.0, 100.0, 1800.0, 0.1, 0.2])
+    pm.observe(obs)  # 10 K below the setpoint: the target moves up by 0.1 * 10
+    assert pm.target_shift == pytest.approx(1.0)
+    pm.applied(np.array([0.1, 0.2]))
+    pm.observe(obs)
+    assert pm.target_shift == pytest.approx(1.5)  # clipped at track_integral_max
+    x = torch.tensor([[890.0, 900.0, 3.0, 40.0, 100.0, 1800.0, 0.1, 0.2]])
+    assert pm.correct(x)[0, 1].item() == pytest.approx(901.5)  # the planner's target, not the env's
+    far = obs.copy()
+    far[0] = 850.0  # a transient (50 K off) is not integrated
+    pm.applied(np.array([0.1, 0.2]))
+    pm.observe(far)
+    assert pm.target_shift == pytest.approx(1.5)
+    moved = obs.copy()
+    moved[1] = 880.0  # a new setpoint resets the shift (and 880 - 890 = -10 K starts it again)
+    pm.applied(np.array([0.1, 0.2]))
+    pm.observe(moved)
+    assert pm.target_shift == pytest.approx(-1.0)
+    pm.reset()
+    assert pm.target_shift == 0.0
+    # Off by default.
+    pm0 = WorldModelPlanningModel(model)
+    pm0.observe(obs)
+    assert pm0.target_shift == 0.0
+
+
 def test_search_coordinates_round_trip(model):
     pm = WorldModelPlanningModel(model)
     a = np.array([[0.2, 0.1], [-0.5, -0.6], [0.8, 0.9]])
@@ -138,7 +167,7 @@ def test_planning_before_observing_is_an_error(model):
 
 @pytest.mark.parametrize("bad", [{"beta": -1.0}, {"smooth": float("nan")}, {"coords": "polar"},
                                  {"terminal_steps": -2.0}, {"energy_reduce": "max"},
-                                 {"co_backoff": 1.0}, {"o2_backoff": -0.5}, {"bias_filter": 1.5},
+                                 {"co_backoff": 1.0}, {"o2_backoff": -0.5}, {"bias_filter": 1.5}, {"track_integral": -0.1}, {"track_integral_max": float("nan")},
                                  {"co_floor": 0.0}])
 def test_objective_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
