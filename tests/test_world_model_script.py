@@ -109,6 +109,11 @@ def test_config_yaml_then_cli_overrides_and_docs(tmp_path):
         assert set(field_docs(klass)) == {f for f in klass.__dataclass_fields__}
     shipped = WorldModelRunConfig.from_yaml(ROOT / "configs" / "world_model.yaml")
     assert shipped == WorldModelRunConfig().validate()
+    # ... and lists every field (a missing one would silently take the default).
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "configs" / "world_model.yaml").read_text())
+    assert {k: set(v) for k, v in raw.items()} == {k: set(c.__dataclass_fields__) for k, c in _SECTIONS.items()}
 
 
 def test_collection_is_deterministic_and_split_by_episode(tmp_path):
