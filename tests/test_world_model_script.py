@@ -54,6 +54,16 @@ def test_tiny_training_run_end_to_end_and_resume(tmp_path):
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert "reloaded" in r2.stdout and "train/resumed_epoch=2" in r2.stdout
     assert json.loads((out / "report.json").read_text())["epochs_run"] == 3
+    # evaluate/world_model_quality.py on the tiny checkpoint: every section of its report.
+    q = subprocess.run([sys.executable, str(ROOT / "evaluate" / "world_model_quality.py"), "--checkpoint",
+                        str(out / "best.pt"), "--out_dir", str(tmp_path / "q"), "--horizon", "4", "--no_plots"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert q.returncode == 0, q.stderr[-2000:]
+    quality = json.loads((tmp_path / "q" / "quality.json").read_text())
+    assert len(quality["open_loop"]["temperature"]["rmse_by_step"]) == 4
+    assert all(v["ratio"] >= 0 for k, v in quality["one_step"].items() if k in ("temperature", "o2", "co"))
+    assert 0.0 <= quality["setpoint_sensitivity_k_per_k"] < 10.0
+    assert 0.0 <= quality["energy"]["transition_auroc"] <= 1.0 and "setpoint sensitivity" in q.stdout
 
 
 def test_same_seed_same_checkpoint(tmp_path):
