@@ -4,9 +4,13 @@
     python evaluate/tune_planner.py --grid beta=0,0.01,0.03 smooth=0.5 horizon=12 --episodes 4
     python evaluate/tune_planner.py --grid co_backoff=0,0.5 excess_air=-0.05:1.0,0.08:1.0
 
+    python evaluate/tune_planner.py --scenario eval --steps 0 --episodes 2 --grid beta=0,0.1
+
 Every grid point runs the planner (``planners.factories.make_eblnn_planner``) and the reference
-PI controller on the same training-mix episodes (seeds 900 100+, disjoint from PI tuning and from
-evaluation) and prints the mean return of each, the planner's margin over PI, trips and latency.
+PI controller on the same episodes (tuning seeds 900 100+, disjoint from PI tuning and from
+evaluation; the training mix by default, or named scenarios, ``eval`` for the five evaluation
+scenarios) and prints the mean return of each, the planner's margin over PI (the mean of the
+per-scenario margins, and each scenario's), violations, fuel, trips and latency.
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--grid", nargs="*", default=["beta=0,0.01,0.03,0.1"],
                         help="name=v1,v2 ... (make_eblnn_planner / optimiser / objective options)")
     parser.add_argument("--episodes", type=int, default=4, help="training-mix episodes per grid point")
-    parser.add_argument("--steps", type=int, default=120, help="steps per episode")
-    parser.add_argument("--scenario", default="train_mix")
+    parser.add_argument("--steps", type=int, default=120, help="steps per episode (0: the scenario's own length)")
+    parser.add_argument("--scenario", nargs="+", default=["train_mix"],
+                        help="scenario names, or 'eval' for the five evaluation scenarios")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     grid = {}
@@ -54,29 +59,43 @@ def main(argv: list[str] | None = None) -> list[dict]:
         grid[name] = [_value(v) for v in vals.split(",")]
     from dataclasses import replace
 
-    from furnace_env.scenarios import get_scenario
+    from furnace_env.scenarios import EVAL_SCENARIOS, get_scenario
 
-    scenario = replace(get_scenario(args.scenario), n_steps=args.steps)
+    if args.steps < 0:
+        parser.error(f"--steps {args.steps}: expected >= 0 (0: each scenario's own length)")
+    names = list(EVAL_SCENARIOS) if args.scenario == ["eval"] else args.scenario
+    scenarios = [get_scenario(n) for n in names]
+    if args.steps:
+        scenarios = [replace(sc, n_steps=args.steps) for sc in scenarios]
     seeds = [TUNE_SEED0 + i for i in range(args.episodes)]
     points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
     specs = [ControllerSpec("pi", "planners.pi:make_pi")]
     specs += [ControllerSpec(f"p{i}", "planners.factories:make_eblnn_planner",
                              {"checkpoint": args.checkpoint, **pt}) for i, pt in enumerate(points)]
-    recs = evaluate_controllers(specs, [scenario], seeds, workers=args.workers)
-    by = {}
+    recs = evaluate_controllers(specs, scenarios, seeds, workers=args.workers)
+    by: dict[tuple[str, str], list[dict]] = {}
     for r in recs:
-        by.setdefault(r.controller, []).append(r.metrics)
-    pi_ret = np.mean([m["return"] for m in by["pi"]])
-    pi_viol = np.mean([m["violation_share"] for m in by["pi"]])
-    print(f"PI mean return {pi_ret:.1f} (violations {pi_viol:.3f}) over {len(seeds)} episodes of {args.steps} steps ({args.scenario})")
+        by.setdefault((r.controller, r.scenario), []).append(r.metrics)
+
+    def pooled(ctrl: str, key: str) -> list[float]:
+        return [m[key] for sc in names for m in by[(ctrl, sc)]]
+
+    pi_ret = {sc: float(np.mean([m["return"] for m in by[("pi", sc)]])) for sc in names}
+    steps = "own length" if not args.steps else f"{args.steps} steps"
+    print(f"PI mean return {np.mean(pooled('pi', 'return')):.1f} (violations {np.mean(pooled('pi', 'violation_share')):.3f}) "
+          f"over {len(seeds)} episodes ({steps}) of {', '.join(names)}"
+          + ("" if len(names) == 1 else ": " + ", ".join(f"{sc} {v:.1f}" for sc, v in pi_ret.items())))
     rows = []
     for i, pt in enumerate(points):
-        ms = by[f"p{i}"]
-        row = {**pt, "return": float(np.mean([m["return"] for m in ms])),
-               "margin_vs_pi": float(np.mean([m["return"] for m in ms]) - pi_ret),
-               "violations": float(np.mean([m["violation_share"] for m in ms])),
-               "fuel_vs_pi": float(sum(m["fuel_kg"] for m in ms) / sum(m["fuel_kg"] for m in by["pi"]) - 1.0),
-               "trips": int(sum(m["trips"] for m in ms)), "latency_ms": float(np.mean([m["latency_ms"] for m in ms]))}
+        c = f"p{i}"
+        margins = {sc: float(np.mean([m["return"] for m in by[(c, sc)]]) - pi_ret[sc]) for sc in names}
+        row = {**pt, "return": float(np.mean(pooled(c, "return"))),
+               "margin_vs_pi": float(np.mean(list(margins.values()))),
+               "violations": float(np.mean(pooled(c, "violation_share"))),
+               "fuel_vs_pi": float(sum(pooled(c, "fuel_kg")) / sum(pooled("pi", "fuel_kg")) - 1.0),
+               "trips": int(sum(pooled(c, "trips"))), "latency_ms": float(np.mean(pooled(c, "latency_ms")))}
+        if len(names) > 1:
+            row.update({f"margin_{sc}": v for sc, v in margins.items()})
         rows.append(row)
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     return rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -42,3 +43,25 @@ def test_bench_eblnn_planner_runs_and_plans_agree(tmp_path):
     res = bench_eblnn_planner.main(["--checkpoint", str(ckpt), "--steps", "3", "--repeats", "1"])
     assert res["max_action_diff"] < 1e-3
     assert res["fast_mean_ms"] > 0 and res["stock_median_ms"] > 0
+
+
+def test_tune_planner_grid_over_scenarios(tmp_path, capsys):
+    import tune_planner
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden_size=8, backbone_units=8, physics_hidden_dims=[8], ebm_hidden_dims=[8, 4])
+    ckpt = save_checkpoint(tmp_path / "m.pt", EBLNN(cfg), WorldModelRunConfig(model=cfg))
+    rows = tune_planner.main(["--checkpoint", str(ckpt), "--grid", "beta=0,0.1", "n_candidates=4",
+                              "iterations=2", "--episodes", "1", "--steps", "3", "--scenario", "eval",
+                              "--workers", "1"])
+    assert [r["beta"] for r in rows] == [0, 0.1] and all(r["n_candidates"] == 4 for r in rows)
+    names = ("nominal", "load_swing", "fuel_quality", "air_leak", "low_fire")
+    for r in rows:
+        margins = [r[f"margin_{n}"] for n in names]
+        assert r["margin_vs_pi"] == pytest.approx(sum(margins) / 5) and r["trips"] == 0
+    assert "PI mean return" in capsys.readouterr().out
+    (one,) = tune_planner.main(["--checkpoint", str(ckpt), "--grid", "iterations=2", "--episodes", "1",
+                                "--steps", "3", "--workers", "1"])
+    assert "margin_train_mix" not in one and np.isfinite(one["return"])
+    with pytest.raises(SystemExit):
+        tune_planner.main(["--checkpoint", str(ckpt), "--steps", "-1"])
