@@ -98,7 +98,7 @@ def test_bias_filter_estimates_and_applies_the_output_disturbance(model):
     obs0, _ = env.reset(seed=0)
     a = np.array([0.1, 0.2])
     obs1, *_ = env.step(a.astype(np.float32))
-    pm = WorldModelPlanningModel(model, ObjectiveConfig(bias_filter=0.5, co_floor=10.0))
+    pm = WorldModelPlanningModel(model, ObjectiveConfig(bias_filter=0.5, co_floor=10.0, track_integral=0.0))
     pm.observe(obs0)
     assert torch.count_nonzero(pm.bias) == 0
     pm.applied(a)
@@ -116,7 +116,7 @@ def test_bias_filter_estimates_and_applies_the_output_disturbance(model):
     np.testing.assert_allclose(y[3], 50.0 * np.exp(b[2]) - 10.0, rtol=1e-4)
     np.testing.assert_array_equal(y[[1, 4, 5, 6, 7]], x[0, [1, 4, 5, 6, 7]].numpy())
     # Off at 0, and reset clears the estimate.
-    assert WorldModelPlanningModel(model, ObjectiveConfig(bias_filter=0.0)).correct(x) is x
+    assert WorldModelPlanningModel(model, ObjectiveConfig(bias_filter=0.0, track_integral=0.0)).correct(x) is x
     pm.reset()
     assert torch.count_nonzero(pm.bias) == 0
 
@@ -144,8 +144,8 @@ def test_integral_action_shifts_the_target_and_resets(model):
     assert pm.target_shift == pytest.approx(-1.0)
     pm.reset()
     assert pm.target_shift == 0.0
-    # Off by default.
-    pm0 = WorldModelPlanningModel(model)
+    # 0 switches it off.
+    pm0 = WorldModelPlanningModel(model, ObjectiveConfig(track_integral=0.0))
     pm0.observe(obs)
     assert pm0.target_shift == 0.0
 
