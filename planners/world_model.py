@@ -15,6 +15,7 @@ removes it (an ablation).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,6 +121,11 @@ class WorldModelPlanningModel:
             self.weights, co_limit=self.weights.co_limit * (1.0 - self.cfg.co_backoff),
             o2_min=self.weights.o2_min + self.cfg.o2_backoff)
         self.fast = bool(fast)
+        if self.fast and any(p.requires_grad for p in model.parameters()):
+            warnings.warn("planning with weights that require gradients: the frozen-weight fused rollout "
+                          "(one autograd node) is not used and plans cost about twice as much; call "
+                          "model.requires_grad_(False) first (planners.factories.make_eblnn_planner does)",
+                          stacklevel=2)
         self.device = next(model.parameters()).device
         self._dtype = next(model.parameters()).dtype
         self.reset()

@@ -150,6 +150,19 @@ def test_integral_action_shifts_the_target_and_resets(model):
     assert pm0.target_shift == 0.0
 
 
+def test_unfrozen_model_gets_a_warning_not_a_silent_slow_path(model):
+    import copy
+    import warnings
+
+    live = copy.deepcopy(model).requires_grad_(True)
+    with pytest.warns(UserWarning, match="requires_grad_"):
+        WorldModelPlanningModel(live)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        WorldModelPlanningModel(model)  # frozen: no warning
+        WorldModelPlanningModel(live, fast=False)  # the stock path was asked for
+
+
 def test_search_coordinates_round_trip(model):
     pm = WorldModelPlanningModel(model)
     a = np.array([[0.2, 0.1], [-0.5, -0.6], [0.8, 0.9]])
