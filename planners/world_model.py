@@ -37,10 +37,13 @@ class ObjectiveConfig:
     """Weight of the action-smoothness term, per unit squared change of a command."""
     energy_reduce: str = "sequence"
     """How the energy enters: "sequence" (the model's multi-scale sequence energy) or "mean" (mean fine energy)."""
-    terminal_steps: float = 30.0
+    terminal_steps: float = 10.0
     """Cost-to-go beyond the horizon: the tracking cost of the last predicted temperature, counted
-    this many more steps (about the thermal time constant / dt). Without it a short horizon sees the
-    fuel saved now but not the temperature lost later, and the plan starves the furnace."""
+    this many more steps. Without it a short horizon sees the fuel saved now but not the
+    temperature lost later, and the plan starves the furnace; too much of it makes the plan chase
+    the model's least accurate prediction. Tuned with the integral action on (``tune_planner.py
+    --scenario eval --steps 0 --episodes 4``, margin over PI per episode): 0 / 5 / 10 / 15 / 20 / 30
+    -> -12.6 / +17.8 / +15.8 / +6.6 / -3.3 / -11.1 (BENCHMARKS.md)."""
     coords: str = "ratio"
     """Search coordinates: "ratio" (fuel command, burner excess air in ``excess_air``) or "raw" (env actions)."""
     excess_air: tuple[float, float] = (-0.05, 1.0)
