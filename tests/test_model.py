@@ -412,27 +412,25 @@ def test_model_interface_stays_in_ppm_with_log_co():
     torch.testing.assert_close(out.obs[0, :, 3], torch.full((3,), 400.0), rtol=1e-5, atol=1e-3)
 
 
-def test_checkpoint_from_before_the_co_transform_fails_clearly(tmp_path):
-
+def _tampered_checkpoint(tmp_path, edit):
+    """A default checkpoint whose saved model state ``edit`` has changed."""
     cfg = WorldModelRunConfig()
-    m = EBLNN(cfg.model)
-    path = tmp_path / "old.pt"
-    save_checkpoint(path, m, cfg)
+    path = tmp_path / "tampered.pt"
+    save_checkpoint(path, EBLNN(cfg.model), cfg)
     payload = torch.load(path, weights_only=False)
-    del payload["model_state"]["co_log_scale"]
+    edit(payload["model_state"])
     torch.save(payload, path)
+    return path
+
+
+def test_checkpoint_from_before_the_co_transform_fails_clearly(tmp_path):
+    path = _tampered_checkpoint(tmp_path, lambda state: state.pop("co_log_scale"))
     with pytest.raises(CheckpointError, match="re-train"):
         load_checkpoint(path, device="cpu")
 
 
 def test_checkpoint_whose_co_space_disagrees_with_its_config_fails(tmp_path):
-    cfg = WorldModelRunConfig()
-    m = EBLNN(cfg.model)
-    path = tmp_path / "mixed.pt"
-    save_checkpoint(path, m, cfg)
-    payload = torch.load(path, weights_only=False)
-    payload["model_state"]["co_log_scale"] = torch.tensor(0.0)
-    torch.save(payload, path)
+    path = _tampered_checkpoint(tmp_path, lambda state: state.update(co_log_scale=torch.tensor(0.0)))
     with pytest.raises(CheckpointError, match="co_log_scale"):
         load_checkpoint(path, device="cpu")
 
