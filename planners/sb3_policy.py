@@ -3,7 +3,8 @@
 The artefact is a model zip with its ``VecNormalize`` statistics beside it:
 ``DIR/model.zip`` + ``DIR/vecnormalize.pkl`` (the final model), or
 ``DIR/checkpoints/<algo>_<N>_steps.zip`` + ``DIR/checkpoints/<algo>_vecnormalize_<N>_steps.pkl``
-(a checkpoint). :func:`load_sb3_policy` returns an object with SB3's ``predict`` that
+(a checkpoint), and ``DIR/env.json`` (the action coordinates it was trained in; without it, the
+env's own). :func:`load_sb3_policy` returns an object with SB3's ``predict`` that
 normalises raw env observations with the frozen statistics, so it runs on a plain
 ``gym.make("Furnace-v0", scenario=...)`` env (e.g. in :func:`planners.evaluation.run_episode`).
 """
@@ -19,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SB3Policy", "SB3ArtefactError", "load_sb3_policy", "vecnormalize_path"]
+from furnace_env.ratio import ACTION_COORDS, DEFAULT_EXCESS_AIR, RatioActions
+
+__all__ = ["SB3Policy", "SB3ArtefactError", "env_json_path", "load_sb3_policy", "vecnormalize_path"]
 
 ALGOS = ("ppo", "sac")
 _CKPT_RE = re.compile(r"^(?P<prefix>.+)_(?P<steps>\d+)_steps\.zip$")
@@ -65,9 +68,12 @@ def _algo_of_zip(path: Path) -> str:
 class SB3Policy:
     """A trained SB3 model behind frozen observation normalisation, with SB3's ``predict``."""
 
-    def __init__(self, model: Any, obs_norm: Any, algo: str, env_steps: int, path: Path) -> None:
+    def __init__(self, model: Any, obs_norm: Any, algo: str, env_steps: int, path: Path,
+                 ratio: RatioActions | None = None) -> None:
         self.model = model
         self.obs_norm = obs_norm
+        self.ratio = ratio
+        """Set for a policy trained in ratio coordinates: its actions are mapped to the env's."""
         self.algo = algo
         self.name = algo
         self.env_steps = env_steps
@@ -81,9 +87,12 @@ class SB3Policy:
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
-        """Actions in [-1, 1] for one observation ``[8]`` or a batch ``[N, 8]`` (deterministic by default)."""
-        return self.model.predict(self.normalize(observation), state=state, episode_start=episode_start,
-                                  deterministic=deterministic)
+        """Env actions in [-1, 1] for one observation ``[8]`` or a batch ``[N, 8]`` (deterministic by default)."""
+        action, state = self.model.predict(self.normalize(observation), state=state, episode_start=episode_start,
+                                           deterministic=deterministic)
+        if self.ratio is not None:
+            action = self.ratio.to_env(np.asarray(action, dtype=np.float64)).astype(np.float32)
+        return action, state
 
     def __repr__(self) -> str:
         return f"SB3Policy({self.algo}, env_steps={self.env_steps}, path={str(self.path)!r})"
@@ -126,7 +135,34 @@ def load_sb3_policy(path: str | Path, device: str = "cpu") -> SB3Policy:
                                f"{_make_command(path, algo)}") from err
     if not obs_norm.norm_obs:
         obs_norm = None
-    return SB3Policy(model, obs_norm, algo, int(model.num_timesteps), path)
+    return SB3Policy(model, obs_norm, algo, int(model.num_timesteps), path, _action_map(path, algo))
+
+
+def env_json_path(model_path: str | Path) -> Path:
+    """Where ``env.json`` of a model zip lives: the artefact folder (a checkpoint's parent's parent)."""
+    path = Path(model_path)
+    folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return folder / "env.json"
+
+
+def _action_map(path: Path, algo: str) -> RatioActions | None:
+    """The ratio-coordinate map for a policy trained in them (``env.json``), else None.
+
+    An artefact without ``env.json`` predates the option and acts in the env's own coordinates."""
+    record_path = env_json_path(path)
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+        coords = record.get("action_coords", "raw")
+        if coords not in ACTION_COORDS:
+            raise ValueError(f"action_coords={coords!r}; allowed: {', '.join(ACTION_COORDS)}")
+        if coords == "raw":
+            return None
+        return RatioActions(excess_air=tuple(record.get("excess_air", DEFAULT_EXCESS_AIR)))
+    except Exception as err:  # noqa: BLE001
+        raise SB3ArtefactError(f"{str(record_path)!r} is unreadable ({type(err).__name__}: {err}); "
+                               f"make the artefact again with:\n    {_make_command(path, algo)}") from err
 
 
 def _main(argv: list[str] | None = None) -> None:

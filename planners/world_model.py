@@ -23,6 +23,7 @@ import torch
 
 from furnace_env.cost import CostWeights, obs_cost
 from furnace_env.physics import FurnaceParams
+from furnace_env.ratio import DEFAULT_EXCESS_AIR, RatioActions
 
 __all__ = ["ObjectiveConfig", "WorldModelPlanningModel"]
 
@@ -46,7 +47,7 @@ class ObjectiveConfig:
     -> -12.6 / +17.8 / +15.8 / +6.6 / -3.3 / -11.1 (BENCHMARKS.md)."""
     coords: str = "ratio"
     """Search coordinates: "ratio" (fuel command, burner excess air in ``excess_air``) or "raw" (env actions)."""
-    excess_air: tuple[float, float] = (-0.05, 1.0)
+    excess_air: tuple[float, float] = DEFAULT_EXCESS_AIR
     """Excess-air range ``lambda - 1`` mapped onto [-1, 1] in "ratio" coordinates (nominal fuel quality)."""
     co_backoff: float = 0.85
     """Constraint tightening: the plan is charged for predicted CO above ``(1 - co_backoff)`` times the
@@ -114,10 +115,8 @@ class WorldModelPlanningModel:
     def __init__(self, model, objective: ObjectiveConfig | None = None, weights: CostWeights | None = None,
                  fast: bool = True, params: FurnaceParams | None = None) -> None:
         self.model = model
-        p = params if params is not None else FurnaceParams()
-        # Stoichiometric air command per unit fuel command, in actuator fractions.
-        self._air_per_fuel = p.afr * p.fuel_max / p.air_max
         self.cfg = objective if objective is not None else ObjectiveConfig()
+        self._ratio = RatioActions(params, self.cfg.excess_air)
         self.weights = weights if weights is not None else CostWeights()
         # The planner's own copy of the cost, tightened by the back-offs (the env's reward is untouched).
         self.plan_weights = dataclasses.replace(
@@ -189,14 +188,7 @@ class WorldModelPlanningModel:
     # -- search coordinates ---------------------------------------------------------------
     def to_actions(self, u):
         """Search coordinates ``[..., 2]`` -> env actions (torch or numpy; differentiable in torch)."""
-        if self.cfg.coords == "raw":
-            return u
-        lo, hi = self.cfg.excess_air
-        lib = torch if isinstance(u, torch.Tensor) else np
-        fuel = lib.clip(u[..., 0], -1.0, 1.0)
-        lam = 1.0 + lo + (hi - lo) * 0.5 * (lib.clip(u[..., 1], -1.0, 1.0) + 1.0)
-        air = lam * self._air_per_fuel * 0.5 * (fuel + 1.0)
-        return lib.stack([fuel, lib.clip(2.0 * air - 1.0, -1.0, 1.0)], -1)
+        return u if self.cfg.coords == "raw" else self._ratio.to_env(u)
 
     def decode(self, u: np.ndarray) -> np.ndarray:
         """The plant action of a plan step (the MPC controller applies this)."""
@@ -205,12 +197,7 @@ class WorldModelPlanningModel:
     def encode(self, action: np.ndarray) -> np.ndarray:
         """Env actions -> search coordinates (inverse of :meth:`to_actions` inside its range)."""
         a = np.asarray(action, dtype=np.float64)
-        if self.cfg.coords == "raw":
-            return a.copy()
-        lo, hi = self.cfg.excess_air
-        fuel = np.maximum(0.5 * (a[..., 0] + 1.0), 1e-6)
-        lam = 0.5 * (a[..., 1] + 1.0) / (self._air_per_fuel * fuel)
-        return np.stack([a[..., 0], np.clip(2.0 * (lam - 1.0 - lo) / (hi - lo) - 1.0, -1.0, 1.0)], -1)
+        return a.copy() if self.cfg.coords == "raw" else self._ratio.from_env(a)
 
     def nominal_action(self) -> np.ndarray | None:
         """The commands now applied (the observation's previous-action channels), in search coordinates."""

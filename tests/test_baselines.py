@@ -128,7 +128,32 @@ def test_bad_algo_lists_the_allowed_values(tmp_path):
     assert "dqn" in res.stderr and "ppo" in res.stderr and "sac" in res.stderr
 
 
-@pytest.mark.parametrize("bad", [["--wandb", "maybe"], ["--steps", "0"], ["--batch_size", "100"]])
+def test_ratio_coordinates_are_recorded_and_applied_at_evaluation(tmp_path):
+    from stable_baselines3 import PPO
+
+    from furnace_env.ratio import RatioActions
+
+    out = tmp_path / "ppo"
+    res = _run("--algo", "ppo", *TINY["ppo"], "--action_coords", "ratio", "--checkpoints", "1",
+               "--no_progress", "--no_wandb", "--out", str(out), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((out / "env.json").read_text())["action_coords"] == "ratio"
+    model = PPO.load(out / "model.zip", device="cpu")
+    for path in (out / "model.zip", *out.glob("checkpoints/ppo_*_steps.zip")):
+        policy = load_sb3_policy(path)
+        assert policy.ratio is not None
+    obs, _ = gym.make("Furnace-v0", scenario="nominal").reset(seed=0)
+    u, _ = model.predict(policy.normalize(obs[None]), deterministic=True)
+    a, _ = load_sb3_policy(out).predict(obs)
+    np.testing.assert_allclose(a, RatioActions().to_env(u[0].astype(np.float64)), rtol=1e-6)
+    # A bad record is reported, naming the value.
+    (out / "env.json").write_text(json.dumps({"action_coords": "polar"}))
+    with pytest.raises(SB3ArtefactError, match="polar"):
+        load_sb3_policy(out)
+
+
+@pytest.mark.parametrize("bad", [["--wandb", "maybe"], ["--steps", "0"], ["--batch_size", "100"],
+                                 ["--action_coords", "polar"]])
 def test_bad_settings_fail_before_training(tmp_path, bad):
     res = _run("--algo", "ppo", *bad, "--out", str(tmp_path / "x"), cwd=tmp_path)
     assert res.returncode == 2

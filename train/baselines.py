@@ -11,7 +11,8 @@ the fields, so each default is written once, here. Observations go through ``Vec
 both algorithms (see :class:`PPOConfig.norm_obs`); its statistics are saved beside the model.
 
 Outputs in ``--out`` (default ``runs/artifacts/<algo>``, where ``evaluate/compare_planners.py``
-looks): ``model.zip``, ``vecnormalize.pkl``, ``meta.json`` (algorithm, real env steps consumed,
+looks): ``env.json`` (the env and action coordinates the policy acts in, written first),
+``model.zip``, ``vecnormalize.pkl``, ``meta.json`` (algorithm, real env steps consumed,
 seed, config, package versions, wall time), ``progress.csv`` (the console's metrics), and
 ``checkpoints/<algo>_<N>_steps.zip`` with ``<algo>_vecnormalize_<N>_steps.pkl`` (N = env steps).
 ``model.zip`` is written last and atomically: where it exists, the artefact is complete.
@@ -59,6 +60,10 @@ class RunConfig:
     """Output folder (empty: ``runs/artifacts/<algo>``, where the comparison script looks)."""
     scenario: str = "train_mix"
     """Training scenario: a preset name or a YAML/JSON scenario file."""
+    action_coords: str = "raw"
+    """The policy's action coordinates: "raw" (fuel-valve and air-damper commands, the env's own)
+    or "ratio" (fuel command and burner excess air, ``furnace_env.ratio``: the coordinates the
+    planners search in). Recorded in ``env.json`` beside the model, where the evaluation reads it."""
     device: str = "auto"
     """Torch device for the networks: auto, cpu or cuda (small MLPs: cpu is usually fastest)."""
     threads: int = 1
@@ -226,6 +231,10 @@ def validate(algo: str, run: RunConfig, cfg: PPOConfig | SACConfig) -> None:
     """Fail fast on values SB3 would reject late (or never)."""
     if algo not in ALGOS:
         raise ConfigError(f"algo={algo!r}; allowed: {', '.join(ALGOS)}")
+    from furnace_env.ratio import ACTION_COORDS
+
+    if run.action_coords not in ACTION_COORDS:
+        raise ConfigError(f"action_coords={run.action_coords!r}; allowed: {', '.join(ACTION_COORDS)}")
     if run.wandb not in WANDB_MODES:
         raise ConfigError(f"wandb={run.wandb!r}; allowed: {', '.join(WANDB_MODES)}")
     for name in ("steps", "n_envs", "batch_size"):
@@ -356,15 +365,20 @@ def make_sb3_logger(out: Path, wandb_run: Any):
 
 
 # -- environment and model ------------------------------------------------------------------------
-def make_env(scenario: str, n_envs: int, seed: int, norm_obs: bool, norm_reward: bool, gamma: float):
-    """``n_envs`` Furnace-v0 copies (seeds ``seed + i``) in a DummyVecEnv under VecNormalize."""
+def make_env(scenario: str, n_envs: int, seed: int, norm_obs: bool, norm_reward: bool, gamma: float,
+             action_coords: str = "raw"):
+    """``n_envs`` Furnace-v0 copies (seeds ``seed + i``) in a DummyVecEnv under VecNormalize,
+    each in ``action_coords`` (``RatioActionWrapper`` for "ratio")."""
     import gymnasium as gym
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
     import furnace_env  # noqa: F401  (registers Furnace-v0)
+    from furnace_env.ratio import RatioActionWrapper
 
-    venv = make_vec_env(lambda: gym.make("Furnace-v0", scenario=scenario), n_envs=n_envs, seed=seed)
+    wrapper = RatioActionWrapper if action_coords == "ratio" else None
+    venv = make_vec_env(lambda: gym.make("Furnace-v0", scenario=scenario), n_envs=n_envs, seed=seed,
+                        wrapper_class=wrapper)
     return VecNormalize(venv, norm_obs=norm_obs, norm_reward=norm_reward, gamma=gamma)
 
 
@@ -444,6 +458,16 @@ def package_versions() -> dict[str, str]:
             "stable_baselines3": stable_baselines3.__version__, "gymnasium": gymnasium.__version__}
 
 
+def env_record(run: RunConfig) -> dict:
+    """``env.json``: how the policy meets the env (``planners.sb3_policy`` applies it)."""
+    from furnace_env.ratio import DEFAULT_EXCESS_AIR
+
+    record: dict[str, Any] = {"env_id": "Furnace-v0", "scenario": run.scenario, "action_coords": run.action_coords}
+    if run.action_coords == "ratio":
+        record["excess_air"] = list(DEFAULT_EXCESS_AIR)
+    return record
+
+
 def save_artefact(out: Path, model, env, meta: dict) -> None:
     """``vecnormalize.pkl``, ``meta.json``, then ``model.zip``, each atomically."""
     _atomic_write(out / "vecnormalize.pkl", env.save)
@@ -464,7 +488,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"training {algo.upper()} on Furnace-v0 ({run.scenario}) for {cfg.steps} env steps, "
           f"{cfg.n_envs} env(s), seed {run.seed} -> {out}", flush=True)
 
-    env = make_env(run.scenario, cfg.n_envs, run.seed, cfg.norm_obs, cfg.norm_reward, cfg.gamma)
+    # Written first: the checkpoints need it as much as the final model.
+    _atomic_write(out / "env.json", lambda p: Path(p).write_text(json.dumps(env_record(run), indent=2)))
+    env = make_env(run.scenario, cfg.n_envs, run.seed, cfg.norm_obs, cfg.norm_reward, cfg.gamma,
+                   run.action_coords)
     model = make_model(algo, cfg, env, run.seed, run.device)
     wandb_run = open_wandb(wandb_mode(run.wandb), run.wandb_project, f"{algo}-s{run.seed}", config, out)
     model.set_logger(make_sb3_logger(out, wandb_run))
