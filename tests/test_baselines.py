@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import furnace_env  # noqa: F401
+from furnace_env.ratio import RatioActions
 from planners.evaluation import episode_metrics, run_episode
 from planners.sb3_policy import SB3ArtefactError, load_sb3_policy, vecnormalize_path
 
@@ -82,11 +83,14 @@ def test_loaded_policy_matches_the_model(artefact):
     env = gym.make("Furnace-v0", scenario="load_swing")
     obs, _ = env.reset(seed=0)
     mean_before = venv.obs_rms.mean.copy()
+    # Trained in ratio coordinates (the default), recorded in env.json: the policy maps them.
+    assert json.loads((out / "env.json").read_text())["action_coords"] == "ratio"
+    ratio = RatioActions()
     for _ in range(5):
-        a_ref, _ = model.predict(venv.normalize_obs(obs[None]), deterministic=True)
+        u_ref, _ = model.predict(venv.normalize_obs(obs[None]), deterministic=True)
         a, _ = policy.predict(obs, deterministic=True)
         assert a.shape == (2,)
-        np.testing.assert_allclose(a, a_ref[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a, ratio.to_env(u_ref[0].astype(np.float64)), rtol=1e-5, atol=1e-6)
         obs, *_ = env.step(a)
     np.testing.assert_array_equal(policy.obs_norm.obs_rms.mean, mean_before)  # statistics frozen
 
@@ -128,24 +132,20 @@ def test_bad_algo_lists_the_allowed_values(tmp_path):
     assert "dqn" in res.stderr and "ppo" in res.stderr and "sac" in res.stderr
 
 
-def test_ratio_coordinates_are_recorded_and_applied_at_evaluation(tmp_path):
+def test_raw_coordinates_are_recorded_and_used_as_is(tmp_path):
     from stable_baselines3 import PPO
 
-    from furnace_env.ratio import RatioActions
-
     out = tmp_path / "ppo"
-    res = _run("--algo", "ppo", *TINY["ppo"], "--action_coords", "ratio", "--checkpoints", "1",
+    res = _run("--algo", "ppo", *TINY["ppo"], "--action_coords", "raw", "--checkpoints", "1",
                "--no_progress", "--no_wandb", "--out", str(out), cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert json.loads((out / "env.json").read_text())["action_coords"] == "ratio"
-    model = PPO.load(out / "model.zip", device="cpu")
+    assert json.loads((out / "env.json").read_text())["action_coords"] == "raw"
     for path in (out / "model.zip", *out.glob("checkpoints/ppo_*_steps.zip")):
-        policy = load_sb3_policy(path)
-        assert policy.ratio is not None
+        assert load_sb3_policy(path).ratio is None
+    policy = load_sb3_policy(out)
     obs, _ = gym.make("Furnace-v0", scenario="nominal").reset(seed=0)
-    u, _ = model.predict(policy.normalize(obs[None]), deterministic=True)
-    a, _ = load_sb3_policy(out).predict(obs)
-    np.testing.assert_allclose(a, RatioActions().to_env(u[0].astype(np.float64)), rtol=1e-6)
+    a_ref, _ = PPO.load(out / "model.zip", device="cpu").predict(policy.normalize(obs[None]), deterministic=True)
+    np.testing.assert_allclose(policy.predict(obs)[0], a_ref[0], rtol=1e-6)
     # A bad record is reported, naming the value.
     (out / "env.json").write_text(json.dumps({"action_coords": "polar"}))
     with pytest.raises(SB3ArtefactError, match="polar"):
