@@ -3,8 +3,8 @@
 The artefact is a model zip with its ``VecNormalize`` statistics beside it:
 ``DIR/model.zip`` + ``DIR/vecnormalize.pkl`` (the final model), or
 ``DIR/checkpoints/<algo>_<N>_steps.zip`` + ``DIR/checkpoints/<algo>_vecnormalize_<N>_steps.pkl``
-(a checkpoint), and ``DIR/env.json`` (the action coordinates it was trained in; without it, the
-env's own). :func:`load_sb3_policy` returns an object with SB3's ``predict`` that
+(a checkpoint). A zip made by ``train/baselines.py`` records the action coordinates its policy
+acts in (``furnace_env_record`` in its ``data``; without it, the env's own). :func:`load_sb3_policy` returns an object with SB3's ``predict`` that
 normalises raw env observations with the frozen statistics, so it runs on a plain
 ``gym.make("Furnace-v0", scenario=...)`` env (e.g. in :func:`planners.evaluation.run_episode`).
 """
@@ -22,7 +22,7 @@ import numpy as np
 
 from furnace_env.ratio import ACTION_COORDS, DEFAULT_EXCESS_AIR, RatioActions
 
-__all__ = ["SB3Policy", "SB3ArtefactError", "env_json_path", "load_sb3_policy", "vecnormalize_path"]
+__all__ = ["SB3Policy", "SB3ArtefactError", "load_sb3_policy", "vecnormalize_path"]
 
 ALGOS = ("ppo", "sac")
 _CKPT_RE = re.compile(r"^(?P<prefix>.+)_(?P<steps>\d+)_steps\.zip$")
@@ -54,15 +54,32 @@ def vecnormalize_path(model_path: str | Path) -> Path:
     return path.with_name("vecnormalize.pkl")
 
 
-def _algo_of_zip(path: Path) -> str:
-    """The algorithm of an SB3 zip, from the hyperparameters its ``data`` record holds."""
+def _zip_data(path: Path) -> dict:
+    """The ``data`` record of an SB3 zip (hyperparameters and plain attributes, JSON)."""
     with zipfile.ZipFile(path) as zf:
-        data = json.loads(zf.read("data"))
+        return json.loads(zf.read("data"))
+
+
+def _algo_of_zip(data: dict) -> str:
+    """The algorithm of an SB3 zip, from the hyperparameters its ``data`` record holds."""
     if "gae_lambda" in data and "clip_range" in data:
         return "ppo"
     if "tau" in data and "ent_coef" in data:
         return "sac"
     raise ValueError("the zip holds neither a PPO nor a SAC model")
+
+
+def _action_map(data: dict) -> RatioActions | None:
+    """The ratio-coordinate map of a policy trained in them, else None (the env's own coordinates).
+
+    A zip without ``furnace_env_record`` predates the option and acts in the env's coordinates."""
+    record = data.get("furnace_env_record") or {}
+    coords = record.get("action_coords", "raw")
+    if coords not in ACTION_COORDS:
+        raise ValueError(f"action_coords={coords!r}; allowed: {', '.join(ACTION_COORDS)}")
+    if coords == "raw":
+        return None
+    return RatioActions(excess_air=tuple(record.get("excess_air", DEFAULT_EXCESS_AIR)))
 
 
 class SB3Policy:
@@ -112,7 +129,9 @@ def load_sb3_policy(path: str | Path, device: str = "cpu") -> SB3Policy:
         raise SB3ArtefactError(f"SB3 model {str(path)!r} does not exist; make it with:\n    "
                                f"{_make_command(path, guess)}")
     try:
-        algo = _algo_of_zip(path)
+        data = _zip_data(path)
+        algo = _algo_of_zip(data)
+        ratio = _action_map(data)
         from stable_baselines3 import PPO, SAC
 
         model = {"ppo": PPO, "sac": SAC}[algo].load(path, device=device)
@@ -135,34 +154,7 @@ def load_sb3_policy(path: str | Path, device: str = "cpu") -> SB3Policy:
                                f"{_make_command(path, algo)}") from err
     if not obs_norm.norm_obs:
         obs_norm = None
-    return SB3Policy(model, obs_norm, algo, int(model.num_timesteps), path, _action_map(path, algo))
-
-
-def env_json_path(model_path: str | Path) -> Path:
-    """Where ``env.json`` of a model zip lives: the artefact folder (a checkpoint's parent's parent)."""
-    path = Path(model_path)
-    folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return folder / "env.json"
-
-
-def _action_map(path: Path, algo: str) -> RatioActions | None:
-    """The ratio-coordinate map for a policy trained in them (``env.json``), else None.
-
-    An artefact without ``env.json`` predates the option and acts in the env's own coordinates."""
-    record_path = env_json_path(path)
-    if not record_path.is_file():
-        return None
-    try:
-        record = json.loads(record_path.read_text())
-        coords = record.get("action_coords", "raw")
-        if coords not in ACTION_COORDS:
-            raise ValueError(f"action_coords={coords!r}; allowed: {', '.join(ACTION_COORDS)}")
-        if coords == "raw":
-            return None
-        return RatioActions(excess_air=tuple(record.get("excess_air", DEFAULT_EXCESS_AIR)))
-    except Exception as err:  # noqa: BLE001
-        raise SB3ArtefactError(f"{str(record_path)!r} is unreadable ({type(err).__name__}: {err}); "
-                               f"make the artefact again with:\n    {_make_command(path, algo)}") from err
+    return SB3Policy(model, obs_norm, algo, int(model.num_timesteps), path, ratio)
 
 
 def _main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import gymnasium as gym
@@ -83,8 +84,8 @@ def test_loaded_policy_matches_the_model(artefact):
     env = gym.make("Furnace-v0", scenario="load_swing")
     obs, _ = env.reset(seed=0)
     mean_before = venv.obs_rms.mean.copy()
-    # Trained in ratio coordinates (the default), recorded in env.json: the policy maps them.
-    assert json.loads((out / "env.json").read_text())["action_coords"] == "ratio"
+    # Trained in ratio coordinates (the default), recorded in the zip: the policy maps them.
+    assert _zip_record(out / "model.zip")["action_coords"] == "ratio"
     ratio = RatioActions()
     for _ in range(5):
         u_ref, _ = model.predict(venv.normalize_obs(obs[None]), deterministic=True)
@@ -139,17 +140,38 @@ def test_raw_coordinates_are_recorded_and_used_as_is(tmp_path):
     res = _run("--algo", "ppo", *TINY["ppo"], "--action_coords", "raw", "--checkpoints", "1",
                "--no_progress", "--no_wandb", "--out", str(out), cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert json.loads((out / "env.json").read_text())["action_coords"] == "raw"
     for path in (out / "model.zip", *out.glob("checkpoints/ppo_*_steps.zip")):
+        assert _zip_record(path)["action_coords"] == "raw"
         assert load_sb3_policy(path).ratio is None
     policy = load_sb3_policy(out)
     obs, _ = gym.make("Furnace-v0", scenario="nominal").reset(seed=0)
     a_ref, _ = PPO.load(out / "model.zip", device="cpu").predict(policy.normalize(obs[None]), deterministic=True)
     np.testing.assert_allclose(policy.predict(obs)[0], a_ref[0], rtol=1e-6)
-    # A bad record is reported, naming the value.
-    (out / "env.json").write_text(json.dumps({"action_coords": "polar"}))
+    # A bad record is reported, naming the value; a zip without one (made before) acts raw.
+    _rewrite_record(out / "model.zip", {"action_coords": "polar"})
     with pytest.raises(SB3ArtefactError, match="polar"):
         load_sb3_policy(out)
+    _rewrite_record(out / "model.zip", None)
+    assert load_sb3_policy(out).ratio is None
+
+
+def _zip_record(path: Path) -> dict:
+    with zipfile.ZipFile(path) as zf:
+        return json.loads(zf.read("data"))["furnace_env_record"]
+
+
+def _rewrite_record(path: Path, record: dict | None) -> None:
+    """Replace (or, for None, drop) the coordinates record in an SB3 zip's ``data``."""
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    data = json.loads(members["data"])
+    data.pop("furnace_env_record", None)
+    if record is not None:
+        data["furnace_env_record"] = record
+    members["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, blob in members.items():
+            zf.writestr(name, blob)
 
 
 @pytest.mark.parametrize("bad", [["--wandb", "maybe"], ["--steps", "0"], ["--batch_size", "100"],

@@ -11,8 +11,8 @@ the fields, so each default is written once, here. Observations go through ``Vec
 both algorithms (see :class:`PPOConfig.norm_obs`); its statistics are saved beside the model.
 
 Outputs in ``--out`` (default ``runs/artifacts/<algo>``, where ``evaluate/compare_planners.py``
-looks): ``env.json`` (the env and action coordinates the policy acts in, written first),
-``model.zip``, ``vecnormalize.pkl``, ``meta.json`` (algorithm, real env steps consumed,
+looks): ``model.zip`` (with the action coordinates it acts in, ``furnace_env_record``, as
+every checkpoint zip has), ``vecnormalize.pkl``, ``meta.json`` (algorithm, real env steps consumed,
 seed, config, package versions, wall time), ``progress.csv`` (the console's metrics), and
 ``checkpoints/<algo>_<N>_steps.zip`` with ``<algo>_vecnormalize_<N>_steps.pkl`` (N = env steps).
 ``model.zip`` is written last and atomically: where it exists, the artefact is complete.
@@ -64,7 +64,7 @@ class RunConfig:
     """The policy's action coordinates: "ratio" (fuel command and burner excess air,
     ``furnace_env.ratio``: the coordinates the planners search in, so every controller gets the
     same ratio-control structure) or "raw" (fuel-valve and air-damper commands, the env's own).
-    Recorded in ``env.json`` beside the model, where the evaluation reads it. Ratio coordinates
+    Recorded in every model zip (:func:`env_record`), where the evaluation reads it. Ratio coordinates
     narrowed the baselines' gap to PI (BENCHMARKS.md: PPO 100 k -2,988 vs -3,537 raw; SAC 50 k
     -3,790 vs -4,168, seed 0, mean return over the named scenarios)."""
     device: str = "auto"
@@ -462,7 +462,7 @@ def package_versions() -> dict[str, str]:
 
 
 def env_record(run: RunConfig) -> dict:
-    """``env.json``: how the policy meets the env (``planners.sb3_policy`` applies it)."""
+    """How the policy meets the env, saved in its zips (``planners.sb3_policy`` applies it)."""
     from furnace_env.ratio import DEFAULT_EXCESS_AIR
 
     record: dict[str, Any] = {"env_id": "Furnace-v0", "scenario": run.scenario, "action_coords": run.action_coords}
@@ -491,11 +491,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"training {algo.upper()} on Furnace-v0 ({run.scenario}) for {cfg.steps} env steps, "
           f"{cfg.n_envs} env(s), seed {run.seed} -> {out}", flush=True)
 
-    # Written first: the checkpoints need it as much as the final model.
-    _atomic_write(out / "env.json", lambda p: Path(p).write_text(json.dumps(env_record(run), indent=2)))
     env = make_env(run.scenario, cfg.n_envs, run.seed, cfg.norm_obs, cfg.norm_reward, cfg.gamma,
                    run.action_coords)
     model = make_model(algo, cfg, env, run.seed, run.device)
+    # A plain attribute is saved in the zip's "data" record: every checkpoint and the final model
+    # carry their coordinates, so no side file can disagree with the weights.
+    model.furnace_env_record = env_record(run)
     wandb_run = open_wandb(wandb_mode(run.wandb), run.wandb_project, f"{algo}-s{run.seed}", config, out)
     model.set_logger(make_sb3_logger(out, wandb_run))
 
