@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from furnace_env.features import TrackingIntegral
+from furnace_env.physics import FurnaceParams
 from furnace_env.ratio import ACTION_COORDS, DEFAULT_EXCESS_AIR, RatioActions
 
 __all__ = ["SB3Policy", "SB3ArtefactError", "load_sb3_policy", "vecnormalize_path"]
@@ -69,6 +71,12 @@ def _algo_of_zip(data: dict) -> str:
     raise ValueError("the zip holds neither a PPO nor a SAC model")
 
 
+def _integral_feature(data: dict, dt: float) -> TrackingIntegral | None:
+    """The integral feature of a policy trained with it (``furnace_env_record``), else None."""
+    spec = (data.get("furnace_env_record") or {}).get("obs_integral")
+    return None if not spec else TrackingIntegral(dt, float(spec["limit"]))
+
+
 def _action_map(data: dict) -> RatioActions | None:
     """The ratio-coordinate map of a policy trained in them, else None (the env's own coordinates).
 
@@ -86,27 +94,50 @@ class SB3Policy:
     """A trained SB3 model behind frozen observation normalisation, with SB3's ``predict``."""
 
     def __init__(self, model: Any, obs_norm: Any, algo: str, env_steps: int, path: Path,
-                 ratio: RatioActions | None = None) -> None:
+                 ratio: RatioActions | None = None, integral: TrackingIntegral | None = None) -> None:
         self.model = model
         self.obs_norm = obs_norm
         self.ratio = ratio
         """Set for a policy trained in ratio coordinates: its actions are mapped to the env's."""
+        self.integral = integral
+        """Set for a policy trained with the integrated temperature error as an input."""
+        self._fresh = True
         self.algo = algo
         self.name = algo
         self.env_steps = env_steps
         """Real env steps the model consumed in training."""
         self.path = path
 
+    def reset(self) -> None:
+        """Start a new episode (the integral feature, if any, restarts at zero)."""
+        self._fresh = True
+
+    def features(self, observation: np.ndarray, episode_start: np.ndarray | None = None) -> np.ndarray:
+        """Env observation -> the policy's observation: with the integral feature, integrated
+        once per call as ``TrackingIntegralWrapper`` does once per env step (reset at an episode start)."""
+        if self.integral is None:
+            return observation
+        obs = np.asarray(observation, dtype=np.float32)
+        if obs.shape != (8,):
+            raise ValueError(f"observation of shape {obs.shape}: a policy with the integral feature "
+                             "keeps state for one furnace; pass one observation [8] per call")
+        if self._fresh or (episode_start is not None and np.any(episode_start)):
+            self.integral.reset()
+            self._fresh = False
+        else:
+            self.integral.update(obs)
+        return self.integral.augment(obs)
+
     def normalize(self, observation: np.ndarray) -> np.ndarray:
-        """Raw env observation(s) -> the network's input (statistics are never updated)."""
+        """Policy observation(s) -> the network's input (statistics are never updated)."""
         obs = np.asarray(observation, dtype=np.float32)
         return obs if self.obs_norm is None else self.obs_norm.normalize_obs(obs).astype(np.float32)
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
         """Env actions in [-1, 1] for one observation ``[8]`` or a batch ``[N, 8]`` (deterministic by default)."""
-        action, state = self.model.predict(self.normalize(observation), state=state, episode_start=episode_start,
-                                           deterministic=deterministic)
+        x = self.normalize(self.features(observation, episode_start))
+        action, state = self.model.predict(x, state=state, episode_start=episode_start, deterministic=deterministic)
         if self.ratio is not None:
             action = self.ratio.to_env(np.asarray(action, dtype=np.float64)).astype(np.float32)
         return action, state
@@ -132,6 +163,7 @@ def load_sb3_policy(path: str | Path, device: str = "cpu") -> SB3Policy:
         data = _zip_data(path)
         algo = _algo_of_zip(data)
         ratio = _action_map(data)
+        integral = _integral_feature(data, FurnaceParams().dt)
         from stable_baselines3 import PPO, SAC
 
         model = {"ppo": PPO, "sac": SAC}[algo].load(path, device=device)
@@ -154,7 +186,7 @@ def load_sb3_policy(path: str | Path, device: str = "cpu") -> SB3Policy:
                                f"{_make_command(path, algo)}") from err
     if not obs_norm.norm_obs:
         obs_norm = None
-    return SB3Policy(model, obs_norm, algo, int(model.num_timesteps), path, ratio)
+    return SB3Policy(model, obs_norm, algo, int(model.num_timesteps), path, ratio, integral)
 
 
 def _main(argv: list[str] | None = None) -> None:

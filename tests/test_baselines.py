@@ -155,6 +155,22 @@ def test_raw_coordinates_are_recorded_and_used_as_is(tmp_path):
     assert load_sb3_policy(out).ratio is None
 
 
+def test_integral_feature_is_recorded_and_integrated_at_evaluation(tmp_path):
+    out = tmp_path / "sac"
+    res = _run("--algo", "sac", *TINY["sac"], "--obs_integral", "--checkpoints", "1",
+               "--no_progress", "--no_wandb", "--out", str(out), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert _zip_record(out / "model.zip")["obs_integral"] == {"limit": 6000.0}
+    policy = load_sb3_policy(out)
+    assert policy.integral is not None and policy.ratio is not None
+    assert policy.model.observation_space.shape == (9,)
+    env = gym.make("Furnace-v0", scenario="nominal")
+    m1 = episode_metrics(run_episode(policy, env, seed=0))
+    m2 = episode_metrics(run_episode(load_sb3_policy(out), env, seed=0))
+    assert m1["return"] == m2["return"]  # the same policy state from a reused and a fresh policy
+    assert policy.integral.value != 0.0
+
+
 def _zip_record(path: Path) -> dict:
     with zipfile.ZipFile(path) as zf:
         return json.loads(zf.read("data"))["furnace_env_record"]

@@ -67,6 +67,10 @@ class RunConfig:
     Recorded in every model zip (:func:`env_record`), where the evaluation reads it. Ratio coordinates
     narrowed the baselines' gap to PI (BENCHMARKS.md: PPO 100 k -2,988 vs -3,537 raw; SAC 50 k
     -3,790 vs -4,168, seed 0, mean return over the named scenarios)."""
+    obs_integral: bool = False
+    """Append the integrated temperature error to the observation (``furnace_env.features``), so
+    that the memoryless policy can learn integral action, as a PI controller has. Recorded in
+    the model zips; the evaluation integrates the same way."""
     device: str = "auto"
     """Torch device for the networks: auto, cpu or cuda (small MLPs: cpu is usually fastest)."""
     threads: int = 1
@@ -369,17 +373,22 @@ def make_sb3_logger(out: Path, wandb_run: Any):
 
 # -- environment and model ------------------------------------------------------------------------
 def make_env(scenario: str, n_envs: int, seed: int, norm_obs: bool, norm_reward: bool, gamma: float,
-             action_coords: str = "raw"):
+             action_coords: str = "raw", obs_integral: bool = False):
     """``n_envs`` Furnace-v0 copies (seeds ``seed + i``) in a DummyVecEnv under VecNormalize,
-    each in ``action_coords`` (``RatioActionWrapper`` for "ratio")."""
+    each in ``action_coords`` (``RatioActionWrapper`` for "ratio") and, with ``obs_integral``,
+    observing the integrated temperature error (``TrackingIntegralWrapper``)."""
     import gymnasium as gym
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
     import furnace_env  # noqa: F401  (registers Furnace-v0)
+    from furnace_env.features import TrackingIntegralWrapper
     from furnace_env.ratio import RatioActionWrapper
 
-    wrapper = RatioActionWrapper if action_coords == "ratio" else None
+    def wrapper(env):
+        env = TrackingIntegralWrapper(env) if obs_integral else env
+        return RatioActionWrapper(env) if action_coords == "ratio" else env
+
     venv = make_vec_env(lambda: gym.make("Furnace-v0", scenario=scenario), n_envs=n_envs, seed=seed,
                         wrapper_class=wrapper)
     return VecNormalize(venv, norm_obs=norm_obs, norm_reward=norm_reward, gamma=gamma)
@@ -463,11 +472,14 @@ def package_versions() -> dict[str, str]:
 
 def env_record(run: RunConfig) -> dict:
     """How the policy meets the env, saved in its zips (``planners.sb3_policy`` applies it)."""
+    from furnace_env.features import INTEGRAL_LIMIT
     from furnace_env.ratio import DEFAULT_EXCESS_AIR
 
     record: dict[str, Any] = {"env_id": "Furnace-v0", "scenario": run.scenario, "action_coords": run.action_coords}
     if run.action_coords == "ratio":
         record["excess_air"] = list(DEFAULT_EXCESS_AIR)
+    if run.obs_integral:
+        record["obs_integral"] = {"limit": INTEGRAL_LIMIT}
     return record
 
 
@@ -492,7 +504,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{cfg.n_envs} env(s), seed {run.seed} -> {out}", flush=True)
 
     env = make_env(run.scenario, cfg.n_envs, run.seed, cfg.norm_obs, cfg.norm_reward, cfg.gamma,
-                   run.action_coords)
+                   run.action_coords, run.obs_integral)
     model = make_model(algo, cfg, env, run.seed, run.device)
     # A plain attribute is saved in the zip's "data" record: every checkpoint and the final model
     # carry their coordinates, so no side file can disagree with the weights.
