@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import furnace_env  # noqa: F401
+from furnace_env.features import TrackingIntegralWrapper
 from furnace_env.ratio import RatioActions
 from planners.evaluation import episode_metrics, run_episode
 from planners.sb3_policy import SB3ArtefactError, load_sb3_policy, vecnormalize_path
@@ -76,23 +77,31 @@ def test_loaded_policy_matches_the_model(artefact):
     algo, out = artefact
     policy = load_sb3_policy(out / "model.zip")
     assert policy.name == algo and policy.env_steps == json.loads((out / "meta.json").read_text())["env_steps"]
-    # Reference: SB3's own loading path (VecNormalize.load on a venv, training off).
-    venv = VecNormalize.load(str(out / "vecnormalize.pkl"),
-                             DummyVecEnv([lambda: gym.make("Furnace-v0", scenario="nominal")]))
+    # Trained in ratio coordinates (the default), recorded in the zip: the policy maps them; SAC's
+    # default also observes the integrated temperature error (a wrapper in training).
+    record = _zip_record(out / "model.zip")
+    assert record["action_coords"] == "ratio"
+    assert ("obs_integral" in record) == (algo == "sac")
+
+    def make_env():
+        env = gym.make("Furnace-v0", scenario="load_swing")
+        return TrackingIntegralWrapper(env) if "obs_integral" in record else env
+
+    # Reference: SB3's own loading path (VecNormalize.load on a venv, training off), stepping the
+    # training-time wrapper; the policy sees the plain env's observations.
+    venv = VecNormalize.load(str(out / "vecnormalize.pkl"), DummyVecEnv([make_env]))
     venv.training = False
     model = {"ppo": PPO, "sac": SAC}[algo].load(out / "model.zip", device="cpu")
-    env = gym.make("Furnace-v0", scenario="load_swing")
-    obs, _ = env.reset(seed=0)
+    env = make_env()
+    x, _ = env.reset(seed=0)
     mean_before = venv.obs_rms.mean.copy()
-    # Trained in ratio coordinates (the default), recorded in the zip: the policy maps them.
-    assert _zip_record(out / "model.zip")["action_coords"] == "ratio"
     ratio = RatioActions()
     for _ in range(5):
-        u_ref, _ = model.predict(venv.normalize_obs(obs[None]), deterministic=True)
-        a, _ = policy.predict(obs, deterministic=True)
+        u_ref, _ = model.predict(venv.normalize_obs(x[None]), deterministic=True)
+        a, _ = policy.predict(x[:8], deterministic=True)
         assert a.shape == (2,)
         np.testing.assert_allclose(a, ratio.to_env(u_ref[0].astype(np.float64)), rtol=1e-5, atol=1e-6)
-        obs, *_ = env.step(a)
+        x, *_ = env.step(a)
     np.testing.assert_array_equal(policy.obs_norm.obs_rms.mean, mean_before)  # statistics frozen
 
 
@@ -156,8 +165,8 @@ def test_raw_coordinates_are_recorded_and_used_as_is(tmp_path):
 
 
 def test_integral_feature_is_recorded_and_integrated_at_evaluation(tmp_path):
-    out = tmp_path / "sac"
-    res = _run("--algo", "sac", *TINY["sac"], "--obs_integral", "--checkpoints", "1",
+    out = tmp_path / "ppo"  # off by default for PPO: the flag turns it on
+    res = _run("--algo", "ppo", *TINY["ppo"], "--obs_integral", "--checkpoints", "1",
                "--no_progress", "--no_wandb", "--out", str(out), cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert _zip_record(out / "model.zip")["obs_integral"] == {"limit": 6000.0}
