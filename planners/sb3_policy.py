@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from furnace_env.features import TrackingIntegral
-from furnace_env.physics import FurnaceParams
 from furnace_env.ratio import ACTION_COORDS, DEFAULT_EXCESS_AIR, RatioActions
 
 __all__ = ["SB3Policy", "SB3ArtefactError", "load_sb3_policy", "vecnormalize_path"]
@@ -71,10 +70,10 @@ def _algo_of_zip(data: dict) -> str:
     raise ValueError("the zip holds neither a PPO nor a SAC model")
 
 
-def _integral_feature(data: dict, dt: float) -> TrackingIntegral | None:
+def _integral_feature(data: dict) -> TrackingIntegral | None:
     """The integral feature of a policy trained with it (``furnace_env_record``), else None."""
     spec = (data.get("furnace_env_record") or {}).get("obs_integral")
-    return None if not spec else TrackingIntegral(dt, float(spec["limit"]))
+    return None if not spec else TrackingIntegral(float(spec["dt"]), float(spec["limit"]))
 
 
 def _action_map(data: dict) -> RatioActions | None:
@@ -163,7 +162,7 @@ def load_sb3_policy(path: str | Path, device: str = "cpu") -> SB3Policy:
         data = _zip_data(path)
         algo = _algo_of_zip(data)
         ratio = _action_map(data)
-        integral = _integral_feature(data, FurnaceParams().dt)
+        integral = _integral_feature(data)
         from stable_baselines3 import PPO, SAC
 
         model = {"ppo": PPO, "sac": SAC}[algo].load(path, device=device)

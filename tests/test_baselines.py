@@ -169,7 +169,7 @@ def test_integral_feature_is_recorded_and_integrated_at_evaluation(tmp_path):
     res = _run("--algo", "ppo", *TINY["ppo"], "--obs_integral", "--checkpoints", "1",
                "--no_progress", "--no_wandb", "--out", str(out), cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert _zip_record(out / "model.zip")["obs_integral"] == {"limit": 6000.0}
+    assert _zip_record(out / "model.zip")["obs_integral"] == {"limit": 6000.0, "dt": 5.0}
     policy = load_sb3_policy(out)
     assert policy.integral is not None and policy.ratio is not None
     assert policy.model.observation_space.shape == (9,)

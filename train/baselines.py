@@ -378,7 +378,7 @@ def make_sb3_logger(out: Path, wandb_run: Any):
 
 # -- environment and model ------------------------------------------------------------------------
 def make_env(scenario: str, n_envs: int, seed: int, norm_obs: bool, norm_reward: bool, gamma: float,
-             action_coords: str = "raw", obs_integral: bool = False):
+             action_coords: str, obs_integral: bool):
     """``n_envs`` Furnace-v0 copies (seeds ``seed + i``) in a DummyVecEnv under VecNormalize,
     each in ``action_coords`` (``RatioActionWrapper`` for "ratio") and, with ``obs_integral``,
     observing the integrated temperature error (``TrackingIntegralWrapper``)."""
@@ -478,13 +478,14 @@ def package_versions() -> dict[str, str]:
 def env_record(run: RunConfig, cfg: PPOConfig | SACConfig) -> dict:
     """How the policy meets the env, saved in its zips (``planners.sb3_policy`` applies it)."""
     from furnace_env.features import INTEGRAL_LIMIT
+    from furnace_env.physics import FurnaceParams
     from furnace_env.ratio import DEFAULT_EXCESS_AIR
 
     record: dict[str, Any] = {"env_id": "Furnace-v0", "scenario": run.scenario, "action_coords": run.action_coords}
     if run.action_coords == "ratio":
         record["excess_air"] = list(DEFAULT_EXCESS_AIR)
     if cfg.obs_integral:
-        record["obs_integral"] = {"limit": INTEGRAL_LIMIT}
+        record["obs_integral"] = {"limit": INTEGRAL_LIMIT, "dt": FurnaceParams().dt}
     return record
 
 
