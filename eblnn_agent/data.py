@@ -294,9 +294,19 @@ def _gather(data: TransitionData, ep: np.ndarray, off: np.ndarray, window: int, 
 
 
 def sample_windows(data: TransitionData, n: int, window: int, rng: np.random.Generator,
-                   device: str | torch.device = "cpu") -> Windows:
-    """``n`` random windows (random episode, random start); short episodes give masked windows."""
-    ep = rng.integers(0, data.n_episodes, size=n)
+                   device: str | torch.device = "cpu", p: np.ndarray | None = None) -> Windows:
+    """``n`` random windows (random episode, random start); short episodes give masked windows.
+
+    ``p``: probabilities of the episodes (``[E]``, summing to 1); None draws them uniformly.
+    """
+    if p is None:
+        ep = rng.integers(0, data.n_episodes, size=n)
+    else:
+        p = np.asarray(p, dtype=np.float64)
+        if p.shape != (data.n_episodes,) or not np.all(np.isfinite(p)) or np.any(p < 0) or abs(p.sum() - 1) > 1e-9:
+            raise ValueError(f"episode probabilities must be {data.n_episodes} finite values >= 0 summing to 1, "
+                             f"got shape {p.shape} summing to {p.sum():.6g}")
+        ep = rng.choice(data.n_episodes, size=n, p=p)
     hi = np.maximum(data.lengths[ep] - window, 0) + 1
     off = (rng.random(n) * hi).astype(np.int64)
     return _gather(data, ep, off, window, device)

@@ -61,8 +61,11 @@ class Trainer:
     """Fits an :class:`EBLNN` on a :class:`DataSplit` (see module docstring)."""
 
     def __init__(self, model: EBLNN, cfg: WorldModelRunConfig, split: DataSplit, logger: MetricLogger,
-                 device: torch.device, env_steps: int, out_dir: str | Path | None = None) -> None:
+                 device: torch.device, env_steps: int, out_dir: str | Path | None = None,
+                 episode_weights: np.ndarray | None = None) -> None:
+        """``episode_weights``: probabilities of drawing each training episode for a window (None: uniform)."""
         self.model, self.cfg, self.split, self.logger = model.to(device), cfg, split, logger
+        self.episode_weights = episode_weights
         self.device, self.env_steps = device, int(env_steps)
         self.out_dir = Path(out_dir if out_dir is not None else cfg.train.out_dir)
         tc, ec = cfg.train, cfg.energy
@@ -243,7 +246,8 @@ class Trainer:
         while self.epoch < tc.epochs:
             acc: dict[str, list[float]] = {}
             for _ in range(self.steps_per_epoch):
-                w = sample_windows(self.split.train, tc.batch_size, dc.window, self.rng, self.device)
+                w = sample_windows(self.split.train, tc.batch_size, dc.window, self.rng, self.device,
+                                   self.episode_weights)
                 logs = self.train_step(w)
                 n_seq += tc.batch_size
                 for k, v in logs.items():

@@ -2,6 +2,7 @@
 
     python train/online_mbrl.py                                   # small defaults, a few minutes
     python train/online_mbrl.py --iterations 5 --episodes_per_iter 8 --init_env_steps 20000
+    python train/online_mbrl.py --init_checkpoint runs/artifacts/world_model/best.pt --planner_weight 10
 
 Iteration 0 trains the world model on a small exploratory dataset (the same collector as
 ``train/world_model.py``); each later iteration runs the EB-LNN Langevin MPC on the training
@@ -11,12 +12,21 @@ fine-tunes the model on everything collected so far. Every iteration writes
 far (``env_steps``): the points of the EB-LNN's sample-efficiency curve in
 ``evaluate/compare_planners.py``. Normalisation statistics are those of iteration 0 throughout,
 so fine-tuning keeps the network's input scaling.
+
+With ``--init_checkpoint`` the loop starts from an already trained world model and the dataset it
+was trained on (reloaded from its recorded path, or collected again from its recorded seed):
+iteration 0 is that model, and the planner's own episodes then correct it where the planner
+drives the plant (the data-aggregation argument of Ross & Bagnell, "Agnostic system
+identification for model-based reinforcement learning", ICML 2012). ``--planner_weight`` makes a
+planner episode that many times more likely than an exploratory one to be drawn for a training
+window, so that a few on-policy episodes are not drowned by a large offline dataset.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -27,13 +37,13 @@ import numpy as np
 import torch
 
 import furnace_env  # noqa: F401  (registers Furnace-v0)
-from eblnn_agent.checkpoint import load_checkpoint
+from eblnn_agent.checkpoint import CheckpointError, load_checkpoint
 from eblnn_agent.config import WorldModelRunConfig
 from eblnn_agent.data import TransitionData, compute_norm_stats, load_or_collect, split_episodes
 from eblnn_agent.logger import make_logger
 from eblnn_agent.model import EBLNN
 from eblnn_agent.trainer import Trainer
-from eblnn_agent.utils import resolve_device
+from eblnn_agent.utils import atomic_write, resolve_device
 from furnace_env.scenarios import get_scenario
 from planners.factories import make_eblnn_planner
 
@@ -75,6 +85,10 @@ class OnlineConfig:
     """W&B mode: auto (offline without an account), online, offline, disabled."""
     episode_steps: int = 0
     """Truncate planner episodes to this many steps (0: the scenario's 240); for smoke tests."""
+    init_checkpoint: str = ""
+    """Start from this trained world model and its dataset instead of training an initial one."""
+    planner_weight: float = 1.0
+    """Sampling weight of a planner episode relative to an exploratory one (1: uniform)."""
 
 
 def parse_args(argv: list[str] | None = None) -> OnlineConfig:
@@ -92,6 +106,11 @@ def parse_args(argv: list[str] | None = None) -> OnlineConfig:
             parser.error(f"--{name} {getattr(cfg, name)}: must be >= 1 (iterations >= 0)")
     if cfg.episodes_per_iter < 1:
         parser.error(f"--episodes_per_iter {cfg.episodes_per_iter}: must be >= 1")
+    if not (np.isfinite(cfg.planner_weight) and cfg.planner_weight > 0):
+        parser.error(f"--planner_weight {cfg.planner_weight}: must be a finite number > 0")
+    if cfg.init_checkpoint and cfg.world_model_config:
+        parser.error("--init_checkpoint and --world_model_config exclude each other: the checkpoint "
+                     "carries its own config")
     return cfg
 
 
@@ -156,23 +175,49 @@ class StepOffsetLogger:
         return getattr(self._logger, name)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_args(argv)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+def initial_model(cfg: OnlineConfig, out: Path, device: torch.device
+                  ) -> tuple[EBLNN, WorldModelRunConfig, TransitionData, bool]:
+    """The starting ``(model, config, data, trained)``: untrained (to fit at iteration 0) or ``--init_checkpoint``."""
+    if cfg.init_checkpoint:
+        model, wm, meta = load_checkpoint(cfg.init_checkpoint, device=device)
+        dc = wm.data
+        data = load_or_collect(dc.data_path, dc.n_env_steps, wm.train.seed, dc.scenario, dc.num_envs,
+                               dc.pi_fraction)
+        if meta.get("env_steps") != data.env_steps:
+            raise CheckpointError(f"--init_checkpoint {cfg.init_checkpoint!r} records {meta.get('env_steps')} "
+                                  f"env steps but its dataset {dc.data_path!r} holds {data.env_steps}")
+        (out / "iter_0").mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "iter_0" / "best.pt", lambda tmp: shutil.copyfile(cfg.init_checkpoint, tmp))
+        return model, wm.with_overrides(seed=cfg.seed, wandb="disabled"), data, True
     wm = WorldModelRunConfig.from_yaml(cfg.world_model_config) if cfg.world_model_config else WorldModelRunConfig()
     wm = wm.with_overrides(seed=cfg.seed, n_env_steps=cfg.init_env_steps, epochs=cfg.init_epochs,
                            data_path=str(out / "init_data.npz"), wandb="disabled")
-    logger = make_logger(cfg.wandb, wm.train.wandb_project, {"online": asdict(cfg), **wm.to_dict()}, dir=str(out))
-    rng = np.random.default_rng(cfg.seed)
-    t0 = time.perf_counter()
     data = load_or_collect(wm.data.data_path, wm.data.n_env_steps, cfg.seed, wm.data.scenario,
                            wm.data.num_envs, wm.data.pi_fraction)
     torch.manual_seed(cfg.seed)
     model = EBLNN(wm.model)
     model.set_norm_stats(*compute_norm_stats(split_episodes(data, wm.data.val_fraction, wm.data.test_fraction,
                                                             cfg.seed).train, co_log_scale=wm.model.co_log_scale))
+    return model, wm, data, False
+
+
+def episode_weights(data: TransitionData, planner_weight: float) -> np.ndarray | None:
+    """Window-sampling probabilities of ``data``'s episodes (planner episodes ``planner_weight`` times the rest)."""
+    if planner_weight == 1.0:
+        return None
+    w = np.where(data.behaviour == PLANNER_BEHAVIOUR, planner_weight, 1.0)
+    return w / w.sum()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_args(argv)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    t0 = time.perf_counter()
+    model, wm, data, pretrained = initial_model(cfg, out, device)
+    logger = make_logger(cfg.wandb, wm.train.wandb_project, {"online": asdict(cfg), **wm.to_dict()}, dir=str(out))
+    rng = np.random.default_rng(cfg.seed)
     history = []
     offset = 0  # global step: each iteration's trainer counts from 0, W&B needs increasing steps
     for it in range(cfg.iterations + 1):
@@ -185,9 +230,14 @@ def main(argv: list[str] | None = None) -> dict:
                         "online/env_steps": data.env_steps}, step=offset)
             model, _, _ = load_checkpoint(prev, device=device)  # fine-tune from the best of the last round
             wm = wm.with_overrides(epochs=cfg.epochs_per_iter)
+        if it == 0 and pretrained:
+            history.append({"iteration": 0, "env_steps": data.env_steps, "best_val_loss": None,
+                            "init_checkpoint": cfg.init_checkpoint, "seconds": time.perf_counter() - t0})
+            print(f"iteration 0: {cfg.init_checkpoint} ({data.env_steps} real env steps)", flush=True)
+            continue
         split = split_episodes(data, wm.data.val_fraction, wm.data.test_fraction, cfg.seed + it)
         trainer = Trainer(model, wm, split, StepOffsetLogger(logger, offset), device, env_steps=data.env_steps,
-                          out_dir=out / f"iter_{it}")
+                          out_dir=out / f"iter_{it}", episode_weights=episode_weights(split.train, cfg.planner_weight))
         res = trainer.fit()
         offset += trainer.step + 1
         history.append({"iteration": it, "env_steps": data.env_steps, "best_val_loss": res.best_val_loss,
@@ -202,4 +252,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    try:
+        sys.exit(0 if main() else 1)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
