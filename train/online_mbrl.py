@@ -86,7 +86,8 @@ class OnlineConfig:
     episode_steps: int = 0
     """Truncate planner episodes to this many steps (0: the scenario's 240); for smoke tests."""
     init_checkpoint: str = ""
-    """Start from this trained world model and its dataset instead of training an initial one."""
+    """Start from this trained world model and its dataset instead of training an initial one
+    (``init_env_steps``, ``init_epochs`` and ``world_model_config`` then do not apply)."""
     planner_weight: float = 1.0
     """Sampling weight of a planner episode relative to an exploratory one (1: uniform)."""
 
