@@ -29,7 +29,9 @@ import json
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
+from multiprocessing import get_context
 from pathlib import Path
 
 import gymnasium as gym
@@ -90,6 +92,8 @@ class OnlineConfig:
     (``init_env_steps``, ``init_epochs`` and ``world_model_config`` then do not apply)."""
     planner_weight: float = 1.0
     """Sampling weight of a planner episode relative to an exploratory one (1: uniform)."""
+    workers: int = 2
+    """Processes that collect the planner's episodes in parallel (1: in this process)."""
 
 
 def parse_args(argv: list[str] | None = None) -> OnlineConfig:
@@ -107,6 +111,8 @@ def parse_args(argv: list[str] | None = None) -> OnlineConfig:
             parser.error(f"--{name} {getattr(cfg, name)}: must be >= 1 (iterations >= 0)")
     if cfg.episodes_per_iter < 1:
         parser.error(f"--episodes_per_iter {cfg.episodes_per_iter}: must be >= 1")
+    if cfg.workers < 1:
+        parser.error(f"--workers {cfg.workers}: must be >= 1 (1: collect in this process)")
     if not (np.isfinite(cfg.planner_weight) and cfg.planner_weight > 0):
         parser.error(f"--planner_weight {cfg.planner_weight}: must be a finite number > 0")
     if cfg.init_checkpoint and cfg.world_model_config:
@@ -115,27 +121,28 @@ def parse_args(argv: list[str] | None = None) -> OnlineConfig:
     return cfg
 
 
-def collect_with_planner(checkpoint: Path, cfg: OnlineConfig, n_episodes: int, seed0: int,
-                         rng: np.random.Generator, horizon: int) -> tuple[TransitionData, list[float]]:
-    """``n_episodes`` of the MPC planner (plus AR(1) noise) on the training mix; and their returns.
+def _planner_episode(checkpoint: str, cfg: OnlineConfig, seed: int, horizon: int
+                     ) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """One episode of the MPC planner (plus AR(1) noise) on the training mix, from env seed ``seed``.
 
-    Arrays are ``horizon`` long (the dataset's episode length); shorter episodes are padded.
+    Returns ``(obs [horizon + 1, 8], actions [horizon, 2], length, return)``, padded to ``horizon``.
+    Its exploration noise has its own generator, seeded by ``(cfg.seed, seed)``: an episode is the
+    same whichever process runs it and whatever ran before it.
     """
     scenario = get_scenario("train_mix")
     if cfg.episode_steps:
         scenario = replace(scenario, n_steps=min(cfg.episode_steps, horizon))
     env = gym.make("Furnace-v0", scenario=scenario)
-    obs_all = np.zeros((n_episodes, horizon + 1, 8), dtype=np.float32)
-    act_all = np.zeros((n_episodes, horizon, 2), dtype=np.float32)
-    lengths = np.zeros(n_episodes, dtype=np.int64)
-    returns = []
+    obs_ep = np.zeros((horizon + 1, 8), dtype=np.float32)
+    act_ep = np.zeros((horizon, 2), dtype=np.float32)
+    rng = np.random.default_rng((cfg.seed, seed))
     a_noise = float(np.exp(-env.unwrapped.params.dt / cfg.explore_tau))
-    for e in range(n_episodes):
-        ctrl = make_eblnn_planner(env, checkpoint=str(checkpoint), optimizer=cfg.optimizer, seed=seed0 + e)
-        obs, _ = env.reset(seed=seed0 + e)
-        obs_all[e, 0] = obs
+    try:
+        ctrl = make_eblnn_planner(env, checkpoint=checkpoint, optimizer=cfg.optimizer, seed=seed)
+        obs, _ = env.reset(seed=seed)
+        obs_ep[0] = obs
         noise = np.zeros(2)
-        ret = 0.0
+        ret, length = 0.0, 0
         for k in range(scenario.n_steps):
             action, _ = ctrl.predict(obs)
             noise = a_noise * noise + np.sqrt(1 - a_noise**2) * cfg.explore_std * rng.standard_normal(2)
@@ -143,17 +150,41 @@ def collect_with_planner(checkpoint: Path, cfg: OnlineConfig, n_episodes: int, s
             if hasattr(ctrl.model, "applied"):
                 ctrl.model.applied(a)  # the filter must see what the plant got, noise included
             obs, r, term, trunc, _ = env.step(a)
-            ret += r
-            act_all[e, k], obs_all[e, k + 1] = a, obs
-            lengths[e] += 1
+            ret += float(r)
+            act_ep[k], obs_ep[k + 1] = a, obs
+            length += 1
             if term or trunc:
                 break
-        obs_all[e, lengths[e] + 1:] = obs_all[e, lengths[e]]
-        returns.append(ret)
-    env.close()
+    finally:
+        env.close()
+    obs_ep[length + 1:] = obs_ep[length]
+    return obs_ep, act_ep, length, ret
+
+
+def collect_with_planner(checkpoint: Path, cfg: OnlineConfig, n_episodes: int, seed0: int,
+                         horizon: int) -> tuple[TransitionData, list[float]]:
+    """``n_episodes`` of the MPC planner (plus AR(1) noise) on the training mix; and their returns.
+
+    Episodes run in ``cfg.workers`` processes (spawned, one torch thread each); the data are the
+    same for any number of workers. Arrays are ``horizon`` long (the dataset's episode length);
+    shorter episodes are padded.
+    """
+    seeds = [seed0 + e for e in range(n_episodes)]
+    workers = min(cfg.workers, n_episodes)
+    if workers <= 1:
+        eps = [_planner_episode(str(checkpoint), cfg, s, horizon) for s in seeds]
+    else:
+        # spawn, not fork: forking a process that has started torch's thread pools can deadlock.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            eps = list(pool.map(_planner_episode, [str(checkpoint)] * n_episodes, [cfg] * n_episodes, seeds,
+                                [horizon] * n_episodes))
+    obs_all, act_all, lengths, returns = zip(*eps, strict=True)
     prov = {"env_id": "Furnace-v0", "collector": "planner", "optimizer": cfg.optimizer, "seed0": seed0,
             "explore_std": cfg.explore_std}
-    return TransitionData(obs_all, act_all, lengths, np.full(n_episodes, PLANNER_BEHAVIOUR, np.int8), prov), returns
+    data = TransitionData(np.stack(obs_all), np.stack(act_all), np.array(lengths, dtype=np.int64),
+                          np.full(n_episodes, PLANNER_BEHAVIOUR, np.int8), prov)
+    return data, list(returns)
 
 
 def concat(a: TransitionData, b: TransitionData) -> TransitionData:
@@ -218,14 +249,13 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     model, wm, data, pretrained = initial_model(cfg, out, device)
     logger = make_logger(cfg.wandb, wm.train.wandb_project, {"online": asdict(cfg), **wm.to_dict()}, dir=str(out))
-    rng = np.random.default_rng(cfg.seed)
     history = []
     offset = 0  # global step: each iteration's trainer counts from 0, W&B needs increasing steps
     for it in range(cfg.iterations + 1):
         if it > 0:
             prev = out / f"iter_{it - 1}" / "best.pt"
             new, returns = collect_with_planner(prev, cfg, cfg.episodes_per_iter,
-                                                COLLECT_SEED0 + 1000 * it, rng, data.actions.shape[1])
+                                                COLLECT_SEED0 + 1000 * it, data.actions.shape[1])
             data = concat(data, new)
             logger.log({"online/iteration": it, "online/collect_return_mean": float(np.mean(returns)),
                         "online/env_steps": data.env_steps}, step=offset)
