@@ -30,6 +30,7 @@ from planners.evaluation import (
 __all__ = [
     "ControllerSpec",
     "EpisodeRecord",
+    "process_pool",
     "run_task",
     "evaluate_controllers",
     "bootstrap_ci",
@@ -84,6 +85,15 @@ def _worker_init(threads: int) -> None:
         pass
 
 
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes with one torch thread each (for episode-level parallelism).
+
+    Spawn, not fork: forking a process that has started torch's thread pools can deadlock.
+    """
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                               initializer=_worker_init, initargs=(1,))
+
+
 def run_task(spec: ControllerSpec, scenario: Scenario | str, seed: int,
              keep_trajectory: bool = False) -> EpisodeRecord:
     """Build ``spec``'s controller and run one episode of ``scenario`` from ``seed``."""
@@ -117,9 +127,7 @@ def evaluate_controllers(specs: Sequence[ControllerSpec], scenarios: Sequence[Sc
             if progress:
                 progress(out[-1])
         return out
-    # spawn, not fork: forking a process that has started torch's thread pools can deadlock.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                             initializer=_worker_init, initargs=(1,)) as pool:
+    with process_pool(workers) as pool:
         futures = [pool.submit(run_task, *t) for t in tasks]
         out = []
         for f in futures:

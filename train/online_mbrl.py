@@ -29,9 +29,7 @@ import json
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
-from multiprocessing import get_context
 from pathlib import Path
 
 import gymnasium as gym
@@ -47,6 +45,7 @@ from eblnn_agent.model import EBLNN
 from eblnn_agent.trainer import Trainer
 from eblnn_agent.utils import atomic_write, resolve_device
 from furnace_env.scenarios import get_scenario
+from planners.benchmark import process_pool
 from planners.factories import make_eblnn_planner
 
 #: Behaviour code of planner-collected episodes (the collector uses 0 = PI + noise, 1 = random).
@@ -174,9 +173,7 @@ def collect_with_planner(checkpoint: Path, cfg: OnlineConfig, n_episodes: int, s
     if workers <= 1:
         eps = [_planner_episode(str(checkpoint), cfg, s, horizon) for s in seeds]
     else:
-        # spawn, not fork: forking a process that has started torch's thread pools can deadlock.
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        with process_pool(workers) as pool:
             eps = list(pool.map(_planner_episode, [str(checkpoint)] * n_episodes, [cfg] * n_episodes, seeds,
                                 [horizon] * n_episodes))
     obs_all, act_all, lengths, returns = zip(*eps, strict=True)
