@@ -39,7 +39,8 @@ class ObjectiveConfig:
     --episodes 8 --grid beta=...`` (the five evaluation scenarios on tuning seeds), margin over PI
     per episode: 0.1 / 0.3 / 0.5 / 1 / 2 / 3 / 5 / 10 -> +15.2 / +17.7 / +25.5 / +32.1 / +37.8 /
     +36.1 / +22.8 / -157 (BENCHMARKS.md); with 0.1, more Langevin iterations made the plan worse
-    (the optimiser finds the model's errors), with 0.5 much less so."""
+    (the optimiser finds the model's errors), with 0.5 much less so, and with 2 a larger budget
+    helps (10 iterations +47.3 vs +37.8 at 5; not the default, for latency)."""
     smooth: float = 20.0
     """Weight of the action-smoothness term, per unit squared change of a command."""
     energy_reduce: str = "sequence"
