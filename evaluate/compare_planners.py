@@ -30,7 +30,13 @@ sys.path.insert(0, str(ROOT))
 
 import furnace_env  # noqa: E402,F401
 from furnace_env.scenarios import EVAL_SCENARIOS, get_scenario  # noqa: E402
-from planners.benchmark import ControllerSpec, evaluate_controllers, markdown_table, summarise  # noqa: E402
+from planners.benchmark import (  # noqa: E402
+    ControllerSpec,
+    bootstrap_ci,
+    evaluate_controllers,
+    markdown_table,
+    summarise,
+)
 
 #: First evaluation seed; training scripts draw seeds far below this.
 EVAL_SEED0 = 10_000
@@ -74,8 +80,9 @@ class CompareConfig:
     steps: int = 0
     """Truncate every episode to this many steps (0: the scenario's own length); for smoke tests."""
     sample_efficiency: bool = False
-    """Also score every intermediate artefact (online-loop iterations, PPO/SAC checkpoints) against
-    the real env steps it consumed, on the first scenario and seed (needs pi and oracle)."""
+    """Also score every intermediate artefact (world models on smaller datasets, online-loop
+    iterations, PPO/SAC checkpoints) against the real env steps it consumed, on every scenario and
+    seed of the comparison (needs pi and oracle)."""
 
 
 #: Planner variants on the world model: optimiser and keyword overrides.
@@ -209,24 +216,39 @@ def _world_model_env_steps(path: Path) -> int:
     return int(read_checkpoint(path).get("meta", {}).get("env_steps", 0))
 
 
-#: Methods on the sample-efficiency plot (the ablations share the EB-LNN's data).
-SAMPLE_EFFICIENCY_CONTROLLERS = ("eblnn-langevin", "ppo", "sac")
+#: Series on the sample-efficiency plot: the EB-LNN planner on world models trained on fixed
+#: datasets ("offline data": the main world model and any under ``world_model_budgets/``), on the
+#: online loop's models, and PPO / SAC at their checkpoints.
+SAMPLE_EFFICIENCY_CONTROLLERS = ("eblnn-langevin", "eblnn-online", "ppo", "sac")
 _STEPS_RE = re.compile(r"_(\d+)_steps\.zip$")
 
 
+def _planner_spec(name: str, ckpt: Path) -> ControllerSpec:
+    return ControllerSpec(name, "planners.factories:make_eblnn_planner",
+                          {"checkpoint": str(ckpt), "optimizer": "langevin"}, env_steps=_world_model_env_steps(ckpt))
+
+
 def sample_efficiency_specs(cfg: CompareConfig) -> list[ControllerSpec]:
-    """Intermediate artefacts with their env-step counts: the points of the sample-efficiency plot."""
+    """Intermediate artefacts with their env-step counts: the points of the sample-efficiency plot.
+
+    * ``<artifacts>/world_model_budgets/*/best.pt``: world models trained on smaller datasets
+      (``python train/world_model.py --n_env_steps N --data_path ... --out_dir ...``), as
+      ``eblnn-langevin`` points beside the main world model;
+    * ``<artifacts>/online/iter_*/best.pt``: the online loop's models, as ``eblnn-online``;
+    * ``<artifacts>/{ppo,sac}/checkpoints/*_<steps>_steps.zip``.
+    """
     art = Path(cfg.artifacts)
     specs = []
-    if "eblnn-langevin" in cfg.controllers and ensure_artefact(cfg, "online") is not None:
-        for ckpt in sorted(art.glob("online/iter_*/best.pt"), key=lambda p: int(p.parent.name[5:])):
-            specs.append(ControllerSpec("eblnn-langevin", "planners.factories:make_eblnn_planner",
-                                        {"checkpoint": str(ckpt), "optimizer": "langevin"},
-                                        env_steps=_world_model_env_steps(ckpt)))
+    if "eblnn-langevin" in cfg.controllers:
+        for ckpt in sorted(art.glob("world_model_budgets/*/best.pt")):
+            specs.append(_planner_spec("eblnn-langevin", ckpt))
+        if ensure_artefact(cfg, "online") is not None:
+            for ckpt in sorted(art.glob("online/iter_*/best.pt"), key=lambda p: int(p.parent.name[5:])):
+                specs.append(_planner_spec("eblnn-online", ckpt))
     for algo in ("ppo", "sac"):
         if algo not in cfg.controllers:
             continue
-        for ckpt in art.glob(f"{algo}/checkpoints/*.zip"):
+        for ckpt in sorted(art.glob(f"{algo}/checkpoints/*.zip")):
             m = _STEPS_RE.search(ckpt.name)
             if m:
                 specs.append(ControllerSpec(algo, "planners.factories:make_sb3", {"path": str(ckpt)},
@@ -234,22 +256,58 @@ def sample_efficiency_specs(cfg: CompareConfig) -> list[ControllerSpec]:
     return specs
 
 
+def sample_efficiency_points(records, reference: str = "pi", oracle: str = "oracle") -> list[dict]:
+    """One point per (controller, env steps): mean normalised score over its episodes, 95 % CI.
+
+    Each episode is scored against the reference and the oracle on the same scenario and seed
+    (paired: the same setpoint programme and disturbances), ``(R - R_pi) / (R_oracle - R_pi)``;
+    episodes without both references are left out. Also the mean score per scenario.
+    """
+    ref = {(r.scenario, r.seed): r.metrics["return"] for r in records if r.controller == reference}
+    orc = {(r.scenario, r.seed): r.metrics["return"] for r in records if r.controller == oracle}
+    groups: dict[tuple[str, int], list] = {}
+    for r in records:
+        key = (r.scenario, r.seed)
+        if r.controller in (reference, oracle) or key not in ref or key not in orc or orc[key] == ref[key]:
+            continue
+        groups.setdefault((r.controller, r.env_steps), []).append(r)
+    points = []
+    for (ctrl, steps), recs in sorted(groups.items()):
+        scores = [(r.metrics["return"] - ref[(r.scenario, r.seed)]) / (orc[(r.scenario, r.seed)]
+                                                                       - ref[(r.scenario, r.seed)]) for r in recs]
+        lo, hi = bootstrap_ci(scores)
+        point = {"controller": ctrl, "env_steps": int(steps), "episodes": len(recs),
+                 "score": float(np.mean(scores)), "score_ci_lo": lo, "score_ci_hi": hi,
+                 "return": float(np.mean([r.metrics["return"] for r in recs]))}
+        for sc in dict.fromkeys(r.scenario for r in recs):
+            point[f"score_{sc}"] = float(np.mean([s for s, r in zip(scores, recs, strict=True) if r.scenario == sc]))
+        points.append(point)
+    return points
+
+
 def plot_sample_efficiency(points: list[dict], path: Path) -> None:
-    """Score against real env steps consumed, one line per method (log x)."""
+    """Mean score (95 % CI bars) against real env steps consumed, one line per series (log x)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    labels = {"eblnn-langevin": "EB-LNN Langevin MPC (offline data)", "eblnn-online": "EB-LNN Langevin MPC (online loop)",
+              "ppo": "PPO", "sac": "SAC"}
+    fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, name in enumerate(dict.fromkeys(p["controller"] for p in points)):
-        pts = sorted((p["env_steps"], p["score"]) for p in points if p["controller"] == name)
-        ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=f"C{i}", label=name)
+        pts = sorted((p for p in points if p["controller"] == name), key=lambda p: p["env_steps"])
+        x = [p["env_steps"] for p in pts]
+        y = np.array([p["score"] for p in pts])
+        err = np.array([[p["score"] - p["score_ci_lo"] for p in pts], [p["score_ci_hi"] - p["score"] for p in pts]])
+        ax.errorbar(x, y, yerr=np.maximum(err, 0.0), fmt="o-", color=f"C{i}", capsize=3, label=labels.get(name, name))
     ax.axhline(0.0, color="k", lw=0.8, ls=":")
     ax.axhline(1.0, color="g", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_xlabel("real environment steps consumed")
     ax.set_ylabel("normalised score (PI = 0, oracle = 1)")
+    n = max((p["episodes"] for p in points), default=0)
+    ax.set_title(f"mean score over up to {n} episodes per point (95 % CI)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -257,8 +315,9 @@ def plot_sample_efficiency(points: list[dict], path: Path) -> None:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
+    """Rows as CSV; the columns are every key of any row, in first-seen order (missing cells empty)."""
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         w.writeheader()
         w.writerows(rows)
 
@@ -363,25 +422,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
         fig.savefig(out / "plots" / f"trajectories_{sc.name}.png", dpi=110)
     plot_scores(summary, out / "plots" / "scores.png")
     if cfg.sample_efficiency:
-        run_sample_efficiency(cfg, scenarios[0], seeds[0], records, out)
+        run_sample_efficiency(cfg, scenarios, seeds, records, out)
     print(f"wrote {out}/episodes.csv, summary.md, summary.json, plots/ in {time.perf_counter() - t0:.0f} s")
     return summary
 
 
-def run_sample_efficiency(cfg: CompareConfig, scenario, seed: int, records, out: Path) -> list[dict]:
-    """Score each intermediate artefact on one scenario and seed; CSV and plot."""
-    ref = {r.controller: r.metrics["return"] for r in records if r.scenario == scenario.name and r.seed == seed}
-    if "pi" not in ref or "oracle" not in ref:
+def run_sample_efficiency(cfg: CompareConfig, scenarios, seeds: list[int], records, out: Path) -> list[dict]:
+    """Score each intermediate artefact on every scenario and seed of the comparison; CSV and plot."""
+    if not {"pi", "oracle"} <= {r.controller for r in records}:
         print("sample efficiency needs the pi and oracle controllers in the comparison; skipped")
         return []
     specs = sample_efficiency_specs(cfg)
-    print(f"sample efficiency: {len(specs)} intermediate artefacts on {scenario.name}, seed {seed}")
-    recs = evaluate_controllers(specs, [scenario], [seed], workers=cfg.workers)
-    # The final artefacts of the main comparison are points too.
-    recs += [r for r in records if r.scenario == scenario.name and r.seed == seed
-             and r.controller in SAMPLE_EFFICIENCY_CONTROLLERS]
-    points = [{"controller": r.controller, "env_steps": r.env_steps, "return": r.metrics["return"],
-               "score": float((r.metrics["return"] - ref["pi"]) / (ref["oracle"] - ref["pi"]))} for r in recs]
+    print(f"sample efficiency: {len(specs)} intermediate artefacts x {len(scenarios)} scenarios x "
+          f"{len(seeds)} seeds = {len(specs) * len(scenarios) * len(seeds)} episodes")
+    recs = evaluate_controllers(specs, scenarios, seeds, workers=cfg.workers)
+    if recs:
+        write_csv([r.row() for r in recs], out / "sample_efficiency_episodes.csv")
+    # The final artefacts of the main comparison are points too, and pi / oracle are the references.
+    recs += [r for r in records if r.controller in (*SAMPLE_EFFICIENCY_CONTROLLERS, "pi", "oracle")]
+    points = sample_efficiency_points(recs)
     if points:
         write_csv(points, out / "sample_efficiency.csv")
         plot_sample_efficiency(points, out / "plots" / "sample_efficiency.png")

@@ -58,3 +58,68 @@ def test_missing_artefact_with_no_train_names_the_command(tmp_path):
     assert "train/baselines.py --algo sac" in res.stdout
     rows = list(csv.DictReader((tmp_path / "cmp" / "episodes.csv").open()))
     assert {r["controller"] for r in rows} == {"pi"}
+
+
+def _tiny_world_model(path: Path, env_steps: int) -> Path:
+    import torch
+
+    from eblnn_agent.checkpoint import save_checkpoint
+    from eblnn_agent.config import ModelConfig, WorldModelRunConfig
+    from eblnn_agent.model import EBLNN
+
+    torch.manual_seed(env_steps)
+    cfg = ModelConfig(hidden_size=8, backbone_units=8, physics_hidden_dims=[8], ebm_hidden_dims=[8, 4])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(path, EBLNN(cfg), WorldModelRunConfig(model=cfg), {"env_steps": env_steps})
+
+
+def test_sample_efficiency_end_to_end_with_tiny_artefacts(tmp_path):
+    """Planner, PI and oracle on tiny untrained world models: every sample-efficiency artefact is
+    found (smaller data budgets, online-loop iterations), scored on every scenario and seed, and
+    written as CSV and plot."""
+    art = tmp_path / "art"
+    _tiny_world_model(art / "world_model" / "best.pt", 3000)
+    _tiny_world_model(art / "world_model_budgets" / "1000" / "best.pt", 1000)
+    for i, steps in enumerate((500, 700)):
+        _tiny_world_model(art / "online" / f"iter_{i}" / "best.pt", steps)
+    (art / "online" / "report.json").write_text("{}")
+    out = tmp_path / "cmp"
+    res = _run("--controllers", "eblnn-langevin", "pi", "oracle", "--scenario", "nominal", "low_fire",
+               "--seeds", "1", "--steps", "3", "--workers", "1", "--artifacts", str(art), "--no_train",
+               "--sample_efficiency", "--out", str(out), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "3 intermediate artefacts x 2 scenarios x 1 seeds = 6 episodes" in res.stdout
+    points = list(csv.DictReader((out / "sample_efficiency.csv").open()))
+    got = {(p["controller"], int(p["env_steps"])) for p in points}
+    assert got == {("eblnn-langevin", 1000), ("eblnn-langevin", 3000), ("eblnn-online", 500),
+                   ("eblnn-online", 700)}
+    assert all(int(p["episodes"]) == 2 and p["score_nominal"] and p["score_low_fire"] for p in points)
+    episodes = list(csv.DictReader((out / "sample_efficiency_episodes.csv").open()))
+    assert len(episodes) == 6
+    assert (out / "plots" / "sample_efficiency.png").stat().st_size > 0
+
+
+def test_sample_efficiency_points_are_paired_by_scenario_and_seed():
+    sys.path.insert(0, str(ROOT / "evaluate"))
+    from compare_planners import sample_efficiency_points
+
+    from planners.benchmark import EpisodeRecord
+
+    def rec(ctrl, sc, seed, ret, steps=0):
+        return EpisodeRecord(ctrl, sc, seed, {"return": ret}, steps)
+
+    records = [rec("pi", "a", 1, -100.0), rec("oracle", "a", 1, -90.0),
+               rec("pi", "a", 2, -200.0), rec("oracle", "a", 2, -160.0),
+               rec("pi", "b", 1, -50.0), rec("oracle", "b", 1, -40.0),
+               rec("ppo", "a", 1, -95.0, 10), rec("ppo", "a", 2, -200.0, 10), rec("ppo", "b", 1, -60.0, 10),
+               rec("ppo", "c", 1, -1.0, 10),  # no references on scenario c: left out
+               rec("ppo", "a", 1, -90.0, 20)]
+    points = {(p["controller"], p["env_steps"]): p for p in sample_efficiency_points(records)}
+    assert set(points) == {("ppo", 10), ("ppo", 20)}
+    p = points[("ppo", 10)]
+    # Per episode: (-95 + 100) / 10 = 0.5, (-200 + 200) / 40 = 0, (-60 + 50) / 10 = -1.
+    assert p["episodes"] == 3 and p["score"] == pytest.approx(-0.5 / 3)
+    assert p["score_a"] == pytest.approx(0.25) and p["score_b"] == pytest.approx(-1.0)
+    assert p["score_ci_lo"] <= p["score"] <= p["score_ci_hi"]
+    assert points[("ppo", 20)]["score"] == pytest.approx(1.0)
+    assert p["return"] == pytest.approx((-95 - 200 - 60) / 3)
