@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CostWeights", "step_cost", "cost_terms", "obs_cost", "trip_cost", "TRIP_PENALTY"]
+__all__ = ["CostWeights", "step_cost", "cost_terms", "obs_cost", "obs_cost_terms", "trip_cost", "TRIP_PENALTY"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,12 @@ def obs_cost(obs, weights: CostWeights):
     """:func:`step_cost` on observation arrays/tensors ``[..., N_OBS]`` (channel order of ``OBS_NAMES``)."""
     return step_cost(obs[..., 0], obs[..., 1], obs[..., 2], obs[..., 3], obs[..., 4],
                      *dataclasses.astuple(weights))
+
+
+def obs_cost_terms(obs, weights: CostWeights):
+    """:func:`cost_terms` (tracking, fuel, CO excess, O2 deficit) on observation arrays/tensors."""
+    return cost_terms(obs[..., 0], obs[..., 1], obs[..., 2], obs[..., 3], obs[..., 4],
+                      *dataclasses.astuple(weights))
 
 
 #: Fixed part of a trip's cost (see :func:`trip_cost`); the env's default ``trip_penalty``.

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from furnace_env.cost import CostWeights, obs_cost
+from furnace_env.cost import CostWeights, obs_cost, obs_cost_terms
 from furnace_env.physics import FurnaceParams
 from furnace_env.ratio import DEFAULT_EXCESS_AIR, RatioActions
 
@@ -218,8 +218,15 @@ class WorldModelPlanningModel:
             return None
         return self.encode(self._last_obs[0, 6:8].detach().cpu().numpy().astype(np.float64))
 
-    def make_objective(self, obs: np.ndarray | None = None):
-        """The objective ``actions [N, H, 2] -> cost [N]`` from the current filtered state."""
+    def make_objective(self, obs: np.ndarray | None = None, terms: bool = False):
+        """The objective ``actions [N, H, 2] -> cost [N]`` from the current filtered state.
+
+        ``terms=True``: the callable returns the objective's terms instead, a dict of ``[N]``
+        tensors whose sum is the objective: ``track``, ``fuel``, ``co``, ``o2`` (the step cost's
+        terms with the back-offs, summed over the horizon), ``terminal``, ``energy`` (times
+        ``beta``) and ``smooth`` (the last three 0 where their weight is 0). For diagnosis
+        (``evaluate/objective_landscape.py``); the planner uses the plain sum.
+        """
         if self._h is None or self._last_obs is None:
             raise RuntimeError("observe() an observation before planning")
         o0, h0 = self._last_obs, self._h
@@ -228,24 +235,37 @@ class WorldModelPlanningModel:
 
         to_actions, correct = self.to_actions, self.correct
 
-        def objective(u: torch.Tensor) -> torch.Tensor:
+        def objective(u: torch.Tensor):
             n = u.shape[0]
             actions = to_actions(u)
             out = model.rollout(o0.expand(n, -1), h0.expand(n, -1), actions, fast=fast)
             pred = correct(out.obs)
+            if terms:
+                parts = dict(zip(("track", "fuel", "co", "o2"), (t.sum(dim=1) for t in obs_cost_terms(pred, w)),
+                                 strict=True))
+                parts.update(terminal=torch.zeros_like(parts["fuel"]), energy=torch.zeros_like(parts["fuel"]),
+                             smooth=torch.zeros_like(parts["fuel"]))
             cost = obs_cost(pred, w).sum(dim=1)
             if cfg.terminal_steps > 0:
                 err = (pred[:, -1, 0] - pred[:, -1, 1]).abs()
-                cost = cost + cfg.terminal_steps * w.w_track * err / w.track_scale
+                term = cfg.terminal_steps * w.w_track * err / w.track_scale
+                cost = cost + term
+                if terms:
+                    parts["terminal"] = term
             if cfg.beta > 0:
                 # out.energy is the fine energy of each step: reused, not recomputed.
                 energy = out.energy.mean(dim=1)
                 if cfg.energy_reduce == "sequence":  # = model.sequence_energy(out.hidden)
                     energy = energy + model.coarse_energy(out.hidden.mean(dim=1))
                 cost = cost + cfg.beta * energy
+                if terms:
+                    parts["energy"] = cfg.beta * energy
             if cfg.smooth > 0:
                 prev = torch.cat([a_prev.expand(n, 1, -1), actions[:, :-1]], dim=1)
-                cost = cost + cfg.smooth * (actions - prev).pow(2).sum(dim=(1, 2))
-            return cost
+                sm = cfg.smooth * (actions - prev).pow(2).sum(dim=(1, 2))
+                cost = cost + sm
+                if terms:
+                    parts["smooth"] = sm
+            return parts if terms else cost
 
         return objective

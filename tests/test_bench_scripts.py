@@ -65,3 +65,34 @@ def test_tune_planner_grid_over_scenarios(tmp_path, capsys):
     assert "margin_train_mix" not in one and np.isfinite(one["return"])
     with pytest.raises(SystemExit):
         tune_planner.main(["--checkpoint", str(ckpt), "--steps", "-1"])
+
+
+def test_objective_landscape_maps_the_objective_and_the_truth(tmp_path, capsys):
+    import objective_landscape
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden_size=8, backbone_units=8, physics_hidden_dims=[8], ebm_hidden_dims=[8, 4])
+    ckpt = save_checkpoint(tmp_path / "m.pt", EBLNN(cfg), WorldModelRunConfig(model=cfg))
+    scen = tmp_path / "short.json"
+    scen.write_text('{"name": "short", "n_steps": 5}')
+    res = objective_landscape.main(["--checkpoint", str(ckpt), "--scenario", str(scen), "--at", "2", "9",
+                                    "--lambdas", "1.0", "1.1", "1.3", "--fuel_points", "3",
+                                    "--set", "n_candidates=4", "iterations=2", "--json", str(tmp_path / "l.json")])
+    (m,) = res["maps"].values()
+    assert [r["lambda"] for r in m["rows"]] == [1.0, 1.1, 1.3]
+    for r in m["rows"]:
+        assert all(np.isfinite(r[c]) for c in objective_landscape.COLUMNS)
+        assert r["true_cost"] > 0 and abs(r["true_cost_dfuel"]) <= 0.12
+    assert set(m["argmin_lambda"].values()) <= {1.0, 1.1, 1.3}
+    assert np.isfinite(res["episode"]["first_step_lambda"])
+    assert "steps [9] are beyond" in capsys.readouterr().out
+    assert (tmp_path / "l.json").exists()
+
+
+def test_objective_landscape_rejects_bad_options():
+    import objective_landscape
+
+    with pytest.raises(SystemExit):
+        objective_landscape.parse_args(["--set", "beta"])
+    with pytest.raises(SystemExit):
+        objective_landscape.parse_args(["--lambdas", "0", "1.1"])

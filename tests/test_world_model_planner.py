@@ -64,6 +64,24 @@ def test_energy_term_enters_with_beta(model):
     torch.testing.assert_close(costs[1.0] - costs[0.0], model.sequence_energy(out.hidden), rtol=1e-4, atol=1e-4)
 
 
+def test_objective_terms_sum_to_the_objective(model):
+    env = gym.make("Furnace-v0")
+    obs, _ = env.reset(seed=0)
+    u = torch.rand(6, 5, 2, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    for cfg in (ObjectiveConfig(), ObjectiveConfig(beta=0.0, smooth=0.0, terminal_steps=0.0)):
+        pm = WorldModelPlanningModel(model, cfg)
+        pm.observe(obs)
+        parts = pm.make_objective(obs, terms=True)(u)
+        assert set(parts) == {"track", "fuel", "co", "o2", "terminal", "energy", "smooth"}
+        assert all(v.shape == (6,) for v in parts.values())
+        torch.testing.assert_close(sum(parts.values()), pm.make_objective(obs)(u), rtol=1e-5, atol=1e-3)
+        assert (parts["fuel"] > 0).all()
+        if cfg.beta == 0:
+            assert not parts["energy"].any() and not parts["smooth"].any() and not parts["terminal"].any()
+        else:
+            assert parts["energy"].abs().sum() > 0 and (parts["smooth"] > 0).all()
+
+
 def test_co_backoff_charges_predicted_co_below_the_env_limit(model):
     """Tightening charges exactly the CO between the tightened and the env's limit, nothing else."""
     import dataclasses
