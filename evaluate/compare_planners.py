@@ -304,8 +304,9 @@ def plot_sample_efficiency(points: list[dict], path: Path) -> None:
     ax.axhline(0.0, color="k", lw=0.8, ls=":")
     ax.axhline(1.0, color="g", lw=0.8, ls=":")
     ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=1.0)  # linear between -1 and 1, where PI and the oracle are
     ax.set_xlabel("real environment steps consumed")
-    ax.set_ylabel("normalised score (PI = 0, oracle = 1)")
+    ax.set_ylabel("normalised score (PI = 0, oracle = 1; symlog)")
     n = max((p["episodes"] for p in points), default=0)
     ax.set_title(f"mean score over up to {n} episodes per point (95 % CI)", fontsize=9)
     ax.legend(fontsize=8)
