@@ -433,7 +433,9 @@ def run_sample_efficiency(cfg: CompareConfig, scenarios, seeds: list[int], recor
     if not {"pi", "oracle"} <= {r.controller for r in records}:
         print("sample efficiency needs the pi and oracle controllers in the comparison; skipped")
         return []
-    specs = sample_efficiency_specs(cfg)
+    # A checkpoint at the final artefact's step count is that artefact: evaluated once, above.
+    final = {(r.controller, r.env_steps) for r in records}
+    specs = [s for s in sample_efficiency_specs(cfg) if (s.name, s.env_steps) not in final]
     print(f"sample efficiency: {len(specs)} intermediate artefacts x {len(scenarios)} scenarios x "
           f"{len(seeds)} seeds = {len(specs) * len(scenarios) * len(seeds)} episodes")
     recs = evaluate_controllers(specs, scenarios, seeds, workers=cfg.workers)

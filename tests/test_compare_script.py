@@ -76,10 +76,12 @@ def _tiny_world_model(path: Path, env_steps: int) -> Path:
 def test_sample_efficiency_end_to_end_with_tiny_artefacts(tmp_path):
     """Planner, PI and oracle on tiny untrained world models: every sample-efficiency artefact is
     found (smaller data budgets, online-loop iterations), scored on every scenario and seed, and
-    written as CSV and plot."""
+    written as CSV and plot; one at a final artefact's step count is not evaluated again."""
     art = tmp_path / "art"
     _tiny_world_model(art / "world_model" / "best.pt", 3000)
     _tiny_world_model(art / "world_model_budgets" / "1000" / "best.pt", 1000)
+    # At the main world model's step count: that artefact's point, not evaluated twice.
+    _tiny_world_model(art / "world_model_budgets" / "same" / "best.pt", 3000)
     for i, steps in enumerate((500, 700)):
         _tiny_world_model(art / "online" / f"iter_{i}" / "best.pt", steps)
     (art / "online" / "report.json").write_text("{}")
