@@ -305,11 +305,14 @@ def plot_sample_efficiency(points: list[dict], path: Path) -> None:
     ax.axhline(1.0, color="g", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=1.0)  # linear between -1 and 1, where PI and the oracle are
+    lowest = min((p["score_ci_lo"] for p in points), default=0.0)
+    ticks = [t for t in (-100, -30, -10, -3, -1, -0.5, 0, 0.5, 1) if t >= min(lowest, -1)]
+    ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
     ax.set_xlabel("real environment steps consumed")
     ax.set_ylabel("normalised score (PI = 0, oracle = 1; symlog)")
     n = max((p["episodes"] for p in points), default=0)
     ax.set_title(f"mean score over up to {n} episodes per point (95 % CI)", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
