@@ -34,20 +34,11 @@ sys.path.insert(0, str(ROOT))
 import gymnasium as gym  # noqa: E402
 
 import furnace_env  # noqa: E402,F401
-from planners.factories import make_eblnn_planner  # noqa: E402
+from planners.factories import make_eblnn_planner, option_value  # noqa: E402
 from planners.oracle import OracleConfig, OracleModel  # noqa: E402
 
 DEFAULT_LAMBDAS = (1.0, 1.03, 1.06, 1.09, 1.12, 1.15, 1.2, 1.25, 1.3)
 COLUMNS = ("objective", "without_energy", "stage_cost", "true_cost")
-
-
-def _value(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         key, sep, val = item.partition("=")
         if not sep or not key:
             p.error(f"--set {item!r}: expected KEY=VALUE")
-        a.options[key] = _value(val)
+        a.options[key] = option_value(val)
     return a
 
 

@@ -25,19 +25,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planners.benchmark import ControllerSpec, evaluate_controllers  # noqa: E402
+from planners.factories import option_value  # noqa: E402
 
 TUNE_SEED0 = 900_100
-
-
-def _value(v: str):
-    if ":" in v:  # a range, e.g. excess_air=0.08:1.0
-        return tuple(_value(x) for x in v.split(":"))
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(v.lower(), v)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -56,7 +46,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         name, _, vals = item.partition("=")
         if not vals:
             parser.error(f"--grid item {item!r}: expected name=v1,v2")
-        grid[name] = [_value(v) for v in vals.split(",")]
+        grid[name] = [option_value(v) for v in vals.split(",")]
     from dataclasses import replace
 
     from furnace_env.scenarios import EVAL_SCENARIOS, get_scenario

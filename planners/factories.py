@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["make_eblnn_planner", "make_sb3", "OPTIMIZER_KWARGS"]
+__all__ = ["make_eblnn_planner", "make_sb3", "OPTIMIZER_KWARGS", "option_value"]
 
 
 def _split(kwargs: dict[str, Any], cls) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -59,6 +59,19 @@ def make_eblnn_planner(env, checkpoint: str, optimizer: str = "langevin", horizo
     traj = TrajectoryOptimizer(opt, horizon=horizon, warm_start=warm_start)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     return MPCController(planning_model, traj, generator=gen, name=f"eblnn-{optimizer}")
+
+
+def option_value(text: str):
+    """A planner option's value from the command line: int, float, true/false, ``a:b`` (a tuple,
+    e.g. ``excess_air=0.08:1.0``) or the string itself."""
+    if ":" in text:
+        return tuple(option_value(x) for x in text.split(":"))
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def make_sb3(env, path: str):

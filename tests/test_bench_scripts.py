@@ -96,3 +96,13 @@ def test_objective_landscape_rejects_bad_options():
         objective_landscape.parse_args(["--set", "beta"])
     with pytest.raises(SystemExit):
         objective_landscape.parse_args(["--lambdas", "0", "1.1"])
+
+
+def test_option_value_parses_the_command_line_forms():
+    from planners.factories import option_value
+
+    assert option_value("3") == 3 and isinstance(option_value("3"), int)
+    assert option_value("0.5") == 0.5 and option_value("1e-3") == 1e-3
+    assert option_value("True") is True and option_value("false") is False
+    assert option_value("0.08:1.0") == (0.08, 1.0)
+    assert option_value("ratio") == "ratio"
