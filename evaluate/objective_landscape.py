@@ -70,6 +70,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
+def air_ratio(u1, excess_air) -> np.ndarray:
+    """Burner air ratio lambda of the excess-air search coordinate ``u1`` in [-1, 1]."""
+    lo, hi = excess_air
+    return 1.0 + lo + (hi - lo) * 0.5 * (np.clip(u1, -1.0, 1.0) + 1.0)
+
+
+def air_coordinate(lam, excess_air) -> np.ndarray:
+    """The excess-air search coordinate of air ratios ``lam`` (inverse of :func:`air_ratio`)."""
+    lo, hi = excess_air
+    return 2.0 * (np.asarray(lam) - 1.0 - lo) / (hi - lo) - 1.0
+
+
 def landscape(ctl, oracle: OracleModel, obs: np.ndarray, lambdas, fuel_span: float, fuel_points: int) -> dict:
     """Best-over-fuel value of each column at each lambda, from the planner's current state.
 
@@ -77,10 +89,9 @@ def landscape(ctl, oracle: OracleModel, obs: np.ndarray, lambdas, fuel_span: flo
     model state and the env are at the same step.
     """
     pm = ctl.model
-    lo, hi = pm.cfg.excess_air
     fuel_u = float(pm.encode(np.asarray(obs[6:8], dtype=np.float64))[0])
     dfuel = np.linspace(-fuel_span, fuel_span, fuel_points)
-    lam_u = 2.0 * (np.asarray(lambdas) - 1.0 - lo) / (hi - lo) - 1.0
+    lam_u = air_coordinate(lambdas, pm.cfg.excess_air)
     grid_f, grid_l = np.meshgrid(np.clip(fuel_u + dfuel, -1.0, 1.0), lam_u, indexing="ij")
     horizon = ctl.trajopt.horizon
     u = torch.tensor(np.stack([grid_f.ravel(), grid_l.ravel()], -1), dtype=torch.float32)
@@ -104,7 +115,7 @@ def landscape(ctl, oracle: OracleModel, obs: np.ndarray, lambdas, fuel_span: flo
             row[f"{name}_dfuel"] = float(dfuel[k])
         rows.append(row)
     best = {name: float(lambdas[int(np.argmin([r[name] for r in rows]))]) for name in COLUMNS}
-    return {"applied_lambda": float(1.0 + lo + (hi - lo) * 0.5 * (pm.encode(np.asarray(obs[6:8]))[1] + 1.0)),
+    return {"applied_lambda": float(air_ratio(pm.encode(np.asarray(obs[6:8]))[1], pm.cfg.excess_air)),
             "fuel_quality": q, "rows": rows, "argmin_lambda": best}
 
 
@@ -114,11 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     env = gym.make("Furnace-v0", scenario=args.scenario)
     ctl = make_eblnn_planner(env, args.checkpoint, **args.options)
     oracle = OracleModel(env, OracleConfig(coords="ratio"))
-    lo, hi = ctl.model.cfg.excess_air
-
-    def lam(u):
-        return 1.0 + lo + (hi - lo) * 0.5 * (np.clip(u, -1.0, 1.0) + 1.0)
-
+    excess_air = ctl.model.cfg.excess_air
     obs, _ = env.reset(seed=args.seed)
     ctl.reset()
     maps, first, later = {}, [], []
@@ -126,8 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
     while not done:
         action, _ = ctl.predict(obs)
         plan = ctl.last_plan.actions.detach().double().numpy()
-        first.append(lam(plan[0, 1]))
-        later.append(lam(plan[1:11, 1]).mean())
+        first.append(air_ratio(plan[0, 1], excess_air))
+        later.append(air_ratio(plan[1:11, 1], excess_air).mean())
         if step in args.at:
             m = maps[step] = landscape(ctl, oracle, obs, args.lambdas, args.fuel_span, args.fuel_points)
             print(f"step {step}: T {obs[0]:.0f} K, setpoint {obs[1]:.0f} K, O2 {obs[2]:.2f} %, CO {obs[3]:.0f} ppm, "
