@@ -8,6 +8,7 @@ training scripts in ``train/``.
 from __future__ import annotations
 
 from dataclasses import fields
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,28 +29,41 @@ OPTIMIZER_KWARGS: dict[str, dict[str, Any]] = {"langevin": {"n_candidates": 32, 
 DEFAULT_HORIZON = 20
 
 
-def make_eblnn_planner(env, checkpoint: str, optimizer: str = "langevin", horizon: int = DEFAULT_HORIZON,
-                       seed: int = 0, fast: bool = True, warm_start: bool = True,
-                       device: str = "cpu", compute: float = 1.0, **kwargs: Any):
-    """The MPC controller on a trained EB-LNN world model.
+def make_eblnn_planner(env, checkpoint: str | Sequence[str], optimizer: str = "langevin",
+                       horizon: int = DEFAULT_HORIZON, seed: int = 0, fast: bool = True, warm_start: bool = True,
+                       device: str = "cpu", compute: float = 1.0, kappa: float = 0.0, **kwargs: Any):
+    """The MPC controller on a trained EB-LNN world model, or on an ensemble of them.
 
-    ``kwargs`` go to :class:`~planners.world_model.ObjectiveConfig` (``beta``, ``smooth``,
-    ...) when they name one of its fields, else to the optimiser's config. The gradient-free
-    optimisers get ``n_candidates`` matched to ``compute`` times the default Langevin planner's
-    objective evaluations (a backward pass counted as two), unless ``n_candidates`` is given.
+    ``checkpoint``: one checkpoint path, or several (a sequence) for an
+    :class:`~planners.world_model.EnsemblePlanningModel` that averages the members' objectives
+    (plus ``kappa`` times their spread). ``kwargs`` go to
+    :class:`~planners.world_model.ObjectiveConfig` (``beta``, ``smooth``, ...) when they name one
+    of its fields, else to the optimiser's config. The gradient-free optimisers get
+    ``n_candidates`` matched to ``compute`` times the default Langevin planner's objective
+    evaluations (a backward pass counted as two), unless ``n_candidates`` is given.
     """
     from eblnn_agent.checkpoint import load_checkpoint
     from planners.mpc import MPCController
     from planners.optim import TrajectoryOptimizer, make_matched_optimizer, make_optimizer
-    from planners.world_model import ObjectiveConfig, WorldModelPlanningModel
+    from planners.world_model import EnsemblePlanningModel, ObjectiveConfig, WorldModelPlanningModel
 
     obj_kw, opt_kw = _split(kwargs, ObjectiveConfig)
-    model, _, _ = load_checkpoint(Path(checkpoint), device=device)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    planning_model = WorldModelPlanningModel(model, ObjectiveConfig(**obj_kw), env.unwrapped.weights, fast=fast,
-                                             params=env.unwrapped.params)
+    paths = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint)
+    if not paths:
+        raise ValueError("checkpoint: expected a path or a non-empty sequence of paths, got an empty sequence")
+    objective = ObjectiveConfig(**obj_kw)
+    members = []
+    for path in paths:
+        model, _, _ = load_checkpoint(Path(path), device=device)
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        members.append(WorldModelPlanningModel(model, objective, env.unwrapped.weights, fast=fast,
+                                               params=env.unwrapped.params))
+    if len(members) == 1 and kappa == 0:
+        planning_model = members[0]
+    else:
+        planning_model = EnsemblePlanningModel(members, kappa=kappa)
     opt_kw = {**OPTIMIZER_KWARGS.get(optimizer, {}), **opt_kw}
     if optimizer != "langevin" and "n_candidates" not in opt_kw:
         budget = compute * make_optimizer("langevin", **OPTIMIZER_KWARGS["langevin"]).nominal_evals()

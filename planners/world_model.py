@@ -25,7 +25,7 @@ from furnace_env.cost import CostWeights, obs_cost, obs_cost_terms
 from furnace_env.physics import FurnaceParams
 from furnace_env.ratio import DEFAULT_EXCESS_AIR, RatioActions
 
-__all__ = ["ObjectiveConfig", "WorldModelPlanningModel"]
+__all__ = ["ObjectiveConfig", "WorldModelPlanningModel", "EnsemblePlanningModel"]
 
 
 @dataclass(frozen=True)
@@ -267,5 +267,74 @@ class WorldModelPlanningModel:
                 if terms:
                     parts["smooth"] = sm
             return parts if terms else cost
+
+        return objective
+
+
+class EnsemblePlanningModel:
+    """Several world models planned as one, as in PETS: the objective is the mean of the members'.
+
+    Each member (a :class:`WorldModelPlanningModel`, e.g. the same architecture trained on the
+    same data from different initialisations) filters the real observations through its own CfC
+    body and keeps its own output-disturbance and integral-action state. A candidate sequence is
+    scored by every member and the scores averaged (plus ``kappa`` times their standard
+    deviation: a pessimistic plan where the members disagree), so the optimiser cannot exploit
+    an error that one model makes and the others do not. Search coordinates and action decoding
+    are the first member's (all members share the objective configuration).
+    """
+
+    def __init__(self, members: list[WorldModelPlanningModel], kappa: float = 0.0) -> None:
+        if len(members) < 1:
+            raise ValueError("EnsemblePlanningModel needs at least one member")
+        if not (np.isfinite(kappa) and kappa >= 0):
+            raise ValueError(f"kappa={kappa!r} must be finite and >= 0")
+        cfgs = {m.cfg for m in members}
+        if len(cfgs) != 1:
+            raise ValueError("ensemble members must share one ObjectiveConfig")
+        self.members = list(members)
+        self.kappa = float(kappa)
+        self.cfg = members[0].cfg
+
+    def reset(self) -> None:
+        for m in self.members:
+            m.reset()
+
+    def observe(self, obs: np.ndarray) -> None:
+        for m in self.members:
+            m.observe(obs)
+
+    def applied(self, action: np.ndarray) -> None:
+        for m in self.members:
+            m.applied(action)
+
+    def to_actions(self, u):
+        return self.members[0].to_actions(u)
+
+    def decode(self, u: np.ndarray) -> np.ndarray:
+        return self.members[0].decode(u)
+
+    def encode(self, action: np.ndarray) -> np.ndarray:
+        return self.members[0].encode(action)
+
+    def nominal_action(self) -> np.ndarray | None:
+        return self.members[0].nominal_action()
+
+    def make_objective(self, obs: np.ndarray | None = None, terms: bool = False):
+        """The mean (plus ``kappa`` x the spread) of the members' objectives; ``terms=True``: each
+        term averaged over the members, plus ``spread`` (``kappa`` x the standard deviation)."""
+        objs = [m.make_objective(obs, terms=terms) for m in self.members]
+        kappa = self.kappa
+
+        def objective(u: torch.Tensor):
+            vals = [f(u) for f in objs]
+            if terms:
+                parts = {k: torch.stack([v[k] for v in vals]).mean(0) for k in vals[0]}
+                total = torch.stack([sum(v.values()) for v in vals])
+                parts["spread"] = (kappa * total.std(0, unbiased=False) if kappa > 0
+                                   else torch.zeros_like(total[0]))
+                return parts
+            costs = torch.stack(vals)
+            cost = costs.mean(0)
+            return cost + kappa * costs.std(0, unbiased=False) if kappa > 0 else cost
 
         return objective

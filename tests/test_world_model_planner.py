@@ -13,7 +13,7 @@ from eblnn_agent.model import EBLNN
 from planners.evaluation import run_episode
 from planners.mpc import MPCController
 from planners.optim import TrajectoryOptimizer, make_optimizer
-from planners.world_model import ObjectiveConfig, WorldModelPlanningModel
+from planners.world_model import EnsemblePlanningModel, ObjectiveConfig, WorldModelPlanningModel
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +203,72 @@ def test_planning_before_observing_is_an_error(model):
 def test_objective_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         ObjectiveConfig(**bad)
+
+
+@pytest.fixture(scope="module")
+def second_model():
+    torch.manual_seed(1)
+    m = EBLNN(ModelConfig(hidden_size=16, backbone_units=16, physics_hidden_dims=[16], ebm_hidden_dims=[16, 8]))
+    m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+def test_ensemble_objective_is_the_members_mean_plus_kappa_spread(model, second_model):
+    env = gym.make("Furnace-v0")
+    obs, _ = env.reset(seed=0)
+    u = torch.rand(6, 5, 2, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    members = [WorldModelPlanningModel(m, ObjectiveConfig()) for m in (model, second_model)]
+    for kappa in (0.0, 0.5):
+        ens = EnsemblePlanningModel(members, kappa=kappa)
+        ens.reset()
+        ens.observe(obs)
+        each = torch.stack([m.make_objective(obs)(u) for m in members])
+        assert not torch.allclose(each[0], each[1])  # two different models: a real average
+        want = each.mean(0) + kappa * each.std(0, unbiased=False)
+        torch.testing.assert_close(ens.make_objective(obs)(u), want)
+        parts = ens.make_objective(obs, terms=True)(u)
+        assert "spread" in parts and bool(parts["spread"].any()) == (kappa > 0)
+        torch.testing.assert_close(sum(parts.values()), want, rtol=1e-5, atol=1e-3)
+
+
+def test_ensemble_of_one_model_plans_as_the_model(model):
+    env = gym.make("Furnace-v0", scenario={"name": "short", "n_steps": 4})
+    acts = []
+    for ensemble in (False, True):
+        pm = WorldModelPlanningModel(model, ObjectiveConfig())
+        pm = EnsemblePlanningModel([pm]) if ensemble else pm
+        ctrl = MPCController(pm, TrajectoryOptimizer(make_optimizer("langevin", n_candidates=8, iterations=2),
+                                                     horizon=5), seed=0)
+        acts.append(run_episode(ctrl, env, seed=5).actions)
+    np.testing.assert_array_equal(acts[0], acts[1])
+
+
+def test_ensemble_rejects_bad_members(model):
+    with pytest.raises(ValueError, match="at least one"):
+        EnsemblePlanningModel([])
+    with pytest.raises(ValueError, match="kappa"):
+        EnsemblePlanningModel([WorldModelPlanningModel(model)], kappa=-1.0)
+    with pytest.raises(ValueError, match="share one ObjectiveConfig"):
+        EnsemblePlanningModel([WorldModelPlanningModel(model), WorldModelPlanningModel(model, ObjectiveConfig(beta=0))])
+
+
+def test_factory_builds_an_ensemble_from_several_checkpoints(tmp_path, model, second_model):
+    from eblnn_agent.checkpoint import save_checkpoint
+    from eblnn_agent.config import WorldModelRunConfig
+    from planners.factories import make_eblnn_planner
+
+    cfg = WorldModelRunConfig(model=model.cfg)
+    paths = [str(save_checkpoint(tmp_path / f"m{i}.pt", m, cfg)) for i, m in enumerate((model, second_model))]
+    env = gym.make("Furnace-v0", scenario={"name": "short", "n_steps": 3})
+    single = make_eblnn_planner(env, checkpoint=paths[0], n_candidates=8, iterations=2, horizon=5)
+    assert isinstance(single.model, WorldModelPlanningModel)
+    ens = make_eblnn_planner(env, checkpoint=tuple(paths), kappa=0.5, beta=1.0, n_candidates=8, iterations=2,
+                             horizon=5)
+    assert isinstance(ens.model, EnsemblePlanningModel)
+    assert len(ens.model.members) == 2 and ens.model.kappa == 0.5 and ens.model.cfg.beta == 1.0
+    ep = run_episode(ens, env, seed=1)
+    assert np.isfinite(ep.actions).all() and np.abs(ep.actions).max() <= 1.0
+    with pytest.raises(ValueError, match="non-empty"):
+        make_eblnn_planner(env, checkpoint=[])
