@@ -7,8 +7,8 @@ training scripts in ``train/``.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
