@@ -176,6 +176,10 @@ class DataConfig:
     """Fraction of episodes held out for validation (early stopping)."""
     test_fraction: float = 0.1
     """Fraction of episodes held out for testing (evaluate/world_model_quality.py)."""
+    data_seed: int | None = None
+    """Seed of the data collection and of the train/val/test split (None: the run's ``seed``). Set
+    it to train several models on the same data from different initialisations (``--seed``), e.g.
+    the members of a planning ensemble."""
 
     def validate(self) -> None:
         s = "data"
@@ -186,6 +190,8 @@ class DataConfig:
         _check(isinstance(self.window, int) and self.window >= 2, s, "window", self.window,
                "must be an integer >= 2")
         _check(0.0 <= self.pi_fraction <= 1.0, s, "pi_fraction", self.pi_fraction, "must be in [0, 1]")
+        _check(self.data_seed is None or (isinstance(self.data_seed, int) and self.data_seed >= 0), s,
+               "data_seed", self.data_seed, "must be null or an integer >= 0")
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
             _check(isinstance(v, int | float) and 0.0 < v < 0.5, s, name, v, "must be in (0, 0.5)")
@@ -283,6 +289,11 @@ class WorldModelRunConfig:
             getattr(self, name).validate()
         return self
 
+    @property
+    def data_seed(self) -> int:
+        """The seed the data were collected and split with: ``data.data_seed``, else ``train.seed``."""
+        return self.train.seed if self.data.data_seed is None else self.data.data_seed
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Nested plain dict (YAML/JSON/W&B friendly)."""
         return dataclasses.asdict(self)
@@ -336,6 +347,10 @@ class WorldModelRunConfig:
 def _coerce(klass: type, name: str, value: Any) -> Any:
     """Light type coercion for YAML/CLI values (ints written as floats, etc.), with clear errors."""
     hint = typing.get_type_hints(klass)[name]
+    if hint == int | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            return None
+        hint = int
     origin = typing.get_origin(hint)
     try:
         if hint is bool:
@@ -412,6 +427,8 @@ def add_cli_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                    help=argparse.SUPPRESS)
             elif typing.get_origin(hint) is list:
                 group.add_argument(f"--{f.name}", nargs="*", type=int, default=None, help=help_)
+            elif hint == int | None:
+                group.add_argument(f"--{f.name}", type=int, default=None, help=help_)
             else:
                 group.add_argument(f"--{f.name}", type=hint, default=None, help=help_)
     parser.add_argument("--no_wandb", dest="wandb", action="store_const", const="disabled",

@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> dict:
     model, cfg, meta = load_checkpoint(args.checkpoint, device=args.device)
     out = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent
     out.mkdir(parents=True, exist_ok=True)
-    dc, tc = cfg.data, cfg.train
-    data = load_or_collect(dc.data_path, dc.n_env_steps, tc.seed, dc.scenario, dc.num_envs, dc.pi_fraction)
-    test = split_episodes(data, dc.val_fraction, dc.test_fraction, tc.seed).test
+    dc = cfg.data
+    data = load_or_collect(dc.data_path, dc.n_env_steps, cfg.data_seed, dc.scenario, dc.num_envs, dc.pi_fraction)
+    test = split_episodes(data, dc.val_fraction, dc.test_fraction, cfg.data_seed).test
     names = [_short(n) for n in OBS_NAMES]
 
     # One-step prediction vs persistence, per channel.

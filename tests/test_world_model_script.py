@@ -54,6 +54,15 @@ def test_tiny_training_run_end_to_end_and_resume(tmp_path):
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert "reloaded" in r2.stdout and "train/resumed_epoch=2" in r2.stdout
     assert json.loads((out / "report.json").read_text())["epochs_run"] == 3
+    # Another initialisation on the same data (an ensemble member): --seed 1 --data_seed 0 reloads it.
+    out1 = tmp_path / "run_s1"
+    r3 = _run([*args, "--epochs", "1", "--seed", "1", "--data_seed", "0", "--out_dir", str(out1)], tmp_path)
+    assert r3.returncode == 0, r3.stderr[-2000:]
+    assert "reloaded" in r3.stdout
+    model1, cfg1, meta1 = load_checkpoint(out1 / "best.pt", device="cpu")
+    assert cfg1.train.seed == 1 and cfg1.data_seed == 0 and meta1["env_steps"] == meta["env_steps"]
+    torch.testing.assert_close(model1.obs_mean, model.obs_mean)  # same data, same split
+    assert not torch.equal(model1.cfc.rnn_cell.ff1.weight, model.cfc.rnn_cell.ff1.weight)
     # evaluate/world_model_quality.py on the tiny checkpoint: every section of its report.
     q = subprocess.run([sys.executable, str(ROOT / "evaluate" / "world_model_quality.py"), "--checkpoint",
                         str(out / "best.pt"), "--out_dir", str(tmp_path / "q"), "--horizon", "4", "--no_plots"],
@@ -102,6 +111,17 @@ def test_bad_config_values_give_clear_errors(tmp_path):
         WorldModelRunConfig.from_yaml(tmp_path / "nope.yaml")
     with pytest.raises(SystemExit):
         config_from_cli(["--epochs", "many"])
+    with pytest.raises(ConfigError, match=r"data.data_seed=-2 is invalid: must be null or an integer >= 0"):
+        config_from_cli(["--data_seed", "-2"])
+
+
+def test_data_seed_defaults_to_the_run_seed():
+    assert config_from_cli([]).data_seed == 0
+    assert config_from_cli(["--seed", "3"]).data_seed == 3
+    cfg = config_from_cli(["--seed", "3", "--data_seed", "0"])
+    assert cfg.train.seed == 3 and cfg.data_seed == 0
+    assert WorldModelRunConfig.from_dict({"data": {"data_seed": None}}).data_seed == 0
+    assert WorldModelRunConfig.from_dict({"data": {"data_seed": "null"}}).data.data_seed is None
 
 
 def test_config_yaml_then_cli_overrides_and_docs(tmp_path):

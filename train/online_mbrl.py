@@ -217,7 +217,7 @@ def initial_model(cfg: OnlineConfig, out: Path, device: torch.device
     if cfg.init_checkpoint:
         model, wm, meta = load_checkpoint(cfg.init_checkpoint, device=device)
         dc = wm.data
-        data = load_or_collect(dc.data_path, dc.n_env_steps, wm.train.seed, dc.scenario, dc.num_envs,
+        data = load_or_collect(dc.data_path, dc.n_env_steps, wm.data_seed, dc.scenario, dc.num_envs,
                                dc.pi_fraction)
         if meta.get("env_steps") != data.env_steps:
             raise CheckpointError(f"--init_checkpoint {cfg.init_checkpoint!r} records {meta.get('env_steps')} "

@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(tc.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    data = load_or_collect(dc.data_path, dc.n_env_steps, tc.seed, dc.scenario, dc.num_envs, dc.pi_fraction,
+    data = load_or_collect(dc.data_path, dc.n_env_steps, cfg.data_seed, dc.scenario, dc.num_envs, dc.pi_fraction,
                            progress=tc.progress)
     t_data = time.perf_counter() - t0
-    split = split_episodes(data, dc.val_fraction, dc.test_fraction, tc.seed)
+    split = split_episodes(data, dc.val_fraction, dc.test_fraction, cfg.data_seed)
     torch.manual_seed(tc.seed)  # initialisation of the network weights (the only global draw)
     model = EBLNN(cfg.model)
     model.set_norm_stats(*compute_norm_stats(split.train, co_log_scale=cfg.model.co_log_scale))
