@@ -51,12 +51,14 @@ CONTROLLERS: dict[str, str] = {
     "mppi": "MPPI on the same world model, equal compute",
     "random": "random shooting on the same world model, equal compute",
     "cem-10x": "iCEM on the same world model at ten times the compute (not in the default set)",
+    "eblnn-ensemble": "Langevin MPC on an ensemble of three world models (the main one and two more "
+                      "initialisations on its data), averaging their objectives (not in the default set)",
     "pi": "reference PI: temperature PI on fuel, O2-trim PI on air, cross-limiting (tuned)",
     "oracle": "CEM MPC on the true batched physics with the true hidden state (upper bound)",
     "ppo": "stable-baselines3 PPO (VecNormalize)",
     "sac": "stable-baselines3 SAC",
 }
-DEFAULT_CONTROLLERS = [c for c in CONTROLLERS if c != "cem-10x"]
+DEFAULT_CONTROLLERS = [c for c in CONTROLLERS if c not in ("cem-10x", "eblnn-ensemble")]
 
 
 @dataclass
@@ -95,7 +97,13 @@ WORLD_MODEL_VARIANTS: dict[str, dict] = {
     "mppi": {"optimizer": "mppi"},
     "random": {"optimizer": "random"},
     "cem-10x": {"optimizer": "cem", "compute": 10.0},
+    "eblnn-ensemble": {"optimizer": "langevin"},
 }
+#: Initialisation seeds of the ensemble's further members (the main world model is seed 0); each is
+#: trained on the main model's data and split (``--data_seed 0``) into ``world_model_seeds/seed_<k>``.
+ENSEMBLE_SEEDS = (1, 2)
+#: Artefacts that must wait for another (the ensemble members reuse the main model's dataset).
+ARTEFACT_AFTER = {f"world_model_seed_{k}": "world_model" for k in ENSEMBLE_SEEDS}
 
 
 def artefact_commands(cfg: CompareConfig) -> dict[str, list[str]]:
@@ -107,13 +115,18 @@ def artefact_commands(cfg: CompareConfig) -> dict[str, list[str]]:
         "ppo": [py, "train/baselines.py", "--algo", "ppo", "--out", str(art / "ppo")],
         "sac": [py, "train/baselines.py", "--algo", "sac", "--out", str(art / "sac")],
         "online": [py, "train/online_mbrl.py", "--out_dir", str(art / "online")],
+        **{f"world_model_seed_{k}": [py, "train/world_model.py", "--seed", str(k), "--data_seed", "0",
+                                     "--out_dir", str(art / "world_model_seeds" / f"seed_{k}")]
+           for k in ENSEMBLE_SEEDS},
     }
 
 
 def artefact_path(cfg: CompareConfig, name: str) -> Path:
     art = Path(cfg.artifacts)
     return {"world_model": art / "world_model" / "best.pt", "ppo": art / "ppo" / "model.zip",
-            "sac": art / "sac" / "model.zip", "online": art / "online" / "report.json"}[name]
+            "sac": art / "sac" / "model.zip", "online": art / "online" / "report.json",
+            **{f"world_model_seed_{k}": art / "world_model_seeds" / f"seed_{k}" / "best.pt"
+               for k in ENSEMBLE_SEEDS}}[name]
 
 
 def needed_artefacts(cfg: CompareConfig) -> list[str]:
@@ -124,6 +137,8 @@ def needed_artefacts(cfg: CompareConfig) -> list[str]:
     need += [a for a in ("ppo", "sac") if a in cfg.controllers]
     if cfg.sample_efficiency and "eblnn-langevin" in cfg.controllers:
         need.append("online")
+    if "eblnn-ensemble" in cfg.controllers:
+        need += [f"world_model_seed_{k}" for k in ENSEMBLE_SEEDS]
     return need
 
 
@@ -145,8 +160,12 @@ def train_missing(cfg: CompareConfig, names: list[str], parallel: int = 2) -> No
     t0 = time.perf_counter()
     last_report = t0
     while todo or running:
-        while todo and len(running) < parallel:
-            n = todo.pop(0)
+        while len(running) < parallel:
+            ready = [n for n in todo if ARTEFACT_AFTER.get(n) not in (*todo, *running)]
+            if not ready:
+                break
+            n = ready[0]
+            todo.remove(n)
             log = Path(cfg.artifacts) / f"{n}.log"
             print(f"training {n} on its small default budget: python {' '.join(cmds[n][1:])}  (log: {log})",
                   flush=True)
@@ -199,6 +218,17 @@ def controller_specs(cfg: CompareConfig) -> list[ControllerSpec]:
             if path is not None:
                 specs.append(ControllerSpec(name, "planners.factories:make_sb3", {"path": str(path)},
                                             env_steps=_env_steps(path)))
+        elif name == "eblnn-ensemble":
+            paths = [ensure_artefact(cfg, "world_model"),
+                     *(ensure_artefact(cfg, f"world_model_seed_{k}") for k in ENSEMBLE_SEEDS)]
+            if None not in paths:
+                steps = {_world_model_env_steps(p) for p in paths}
+                if len(steps) != 1:
+                    raise SystemExit(f"the ensemble's world models {[str(p) for p in paths]} record different "
+                                     f"env steps {sorted(steps)}: its members must share one dataset")
+                specs.append(ControllerSpec(name, "planners.factories:make_eblnn_planner",
+                                            {"checkpoint": tuple(str(p) for p in paths),
+                                             **WORLD_MODEL_VARIANTS[name]}, env_steps=steps.pop()))
         else:
             path = ensure_artefact(cfg, "world_model")
             if path is not None:

@@ -125,3 +125,48 @@ def test_sample_efficiency_points_are_paired_by_scenario_and_seed():
     assert p["score_ci_lo"] <= p["score"] <= p["score_ci_hi"]
     assert points[("ppo", 20)]["score"] == pytest.approx(1.0)
     assert p["return"] == pytest.approx((-95 - 200 - 60) / 3)
+
+
+def test_ensemble_controller_on_tiny_members(tmp_path):
+    art = tmp_path / "art"
+    _tiny_world_model(art / "world_model" / "best.pt", 3000)
+    _tiny_world_model(art / "world_model_seeds" / "seed_1" / "best.pt", 3000)
+    args = ["--controllers", "eblnn-ensemble", "pi", "--scenario", "nominal", "--seeds", "1", "--steps", "3",
+            "--workers", "1", "--artifacts", str(art), "--no_train"]
+    # A member missing: skipped, with the command that trains it on the main model's data.
+    res = _run(*args, "--out", str(tmp_path / "a"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "train/world_model.py --seed 2 --data_seed 0" in res.stdout
+    assert {r["controller"] for r in csv.DictReader((tmp_path / "a" / "episodes.csv").open())} == {"pi"}
+    # Members on another dataset: refused, naming the step counts.
+    _tiny_world_model(art / "world_model_seeds" / "seed_2" / "best.pt", 2000)
+    res = _run(*args, "--out", str(tmp_path / "b"), cwd=tmp_path)
+    assert res.returncode != 0 and "share one dataset" in res.stderr and "[2000, 3000]" in res.stderr
+    _tiny_world_model(art / "world_model_seeds" / "seed_2" / "best.pt", 3000)
+    res = _run(*args, "--out", str(tmp_path / "c"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rows = [r for r in csv.DictReader((tmp_path / "c" / "episodes.csv").open()) if r["controller"] == "eblnn-ensemble"]
+    assert len(rows) == 1 and int(rows[0]["env_steps"]) == 3000 and float(rows[0]["steps"]) == 3
+
+
+def test_ensemble_members_train_after_the_main_world_model(tmp_path, monkeypatch, capsys):
+    """The members reuse the main model's dataset, so they start only once it is trained."""
+    sys.path.insert(0, str(ROOT / "evaluate"))
+    import compare_planners as cp
+
+    cfg = cp.CompareConfig(controllers=["eblnn-ensemble"], artifacts=str(tmp_path / "art"))
+    names = cp.needed_artefacts(cfg)
+    assert names == ["world_model", "world_model_seed_1", "world_model_seed_2"]
+
+    def fake_commands(cfg):  # each "training" writes its artefact after a moment
+        return {n: [sys.executable, "-c", f"import time, pathlib; time.sleep(0.5); "
+                    f"p = pathlib.Path({str(cp.artefact_path(cfg, n))!r}); p.parent.mkdir(parents=True); "
+                    f"p.write_text('x')"] for n in names}
+
+    monkeypatch.setattr(cp, "artefact_commands", fake_commands)
+    cp.train_missing(cfg, names, parallel=2)
+    lines = [ln.split()[0] + " " + ln.split()[1] for ln in capsys.readouterr().out.splitlines()
+             if ln.startswith(("training", "trained"))]
+    assert lines.index("trained world_model") < lines.index("training world_model_seed_1")
+    assert lines.index("trained world_model") < lines.index("training world_model_seed_2")
+    assert all(cp.artefact_path(cfg, n).exists() for n in names)
