@@ -14,12 +14,22 @@ from typing import Any
 
 import torch
 
-__all__ = ["make_eblnn_planner", "make_sb3", "OPTIMIZER_KWARGS", "option_value"]
+__all__ = ["make_eblnn_planner", "make_sb3", "OPTIMIZER_KWARGS", "OPT_PREFIX", "option_value"]
+
+
+#: Prefix of a keyword that goes to the optimiser whatever its name (``opt_beta``: CEM/MPPI's noise colour).
+OPT_PREFIX = "opt_"
 
 
 def _split(kwargs: dict[str, Any], cls) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(fields of cls, the rest)``; a key ``opt_<name>`` always goes to the rest, as ``<name>``."""
     names = {f.name for f in fields(cls)}
-    return {k: v for k, v in kwargs.items() if k in names}, {k: v for k, v in kwargs.items() if k not in names}
+    forced = [k for k in kwargs if k.startswith(OPT_PREFIX) and k[len(OPT_PREFIX):] in set(kwargs) - names]
+    if forced:
+        raise ValueError(f"{forced[0]!r} and {forced[0][len(OPT_PREFIX):]!r} both given; one name, one value")
+    ours = {k: v for k, v in kwargs.items() if k in names}
+    rest = {k[len(OPT_PREFIX):] if k.startswith(OPT_PREFIX) else k: v for k, v in kwargs.items() if k not in names}
+    return ours, rest
 
 
 #: The Langevin planner's default budget (candidates x iterations; horizon below). Tuned with
@@ -38,7 +48,9 @@ def make_eblnn_planner(env, checkpoint: str | Sequence[str], optimizer: str = "l
     :class:`~planners.world_model.EnsemblePlanningModel` that averages the members' objectives
     (plus ``kappa`` times their spread). ``kwargs`` go to
     :class:`~planners.world_model.ObjectiveConfig` (``beta``, ``smooth``, ...) when they name one
-    of its fields, else to the optimiser's config. The gradient-free optimisers get
+    of its fields, else to the optimiser's config; ``opt_<name>`` goes to the optimiser's
+    ``<name>`` where both have one (``opt_beta``: the noise colour of CEM and MPPI, while ``beta``
+    is the energy weight). The gradient-free optimisers get
     ``n_candidates`` matched to ``compute`` times the default Langevin planner's objective
     evaluations (a backward pass counted as two), unless ``n_candidates`` is given.
     """
