@@ -32,9 +32,16 @@ def _split(kwargs: dict[str, Any], cls) -> tuple[dict[str, Any], dict[str, Any]]
     return ours, rest
 
 
-#: The Langevin planner's default budget (candidates x iterations; horizon below). Tuned with
-#: ``evaluate/tune_planner.py`` on training-mix episodes; latency in BENCHMARKS.md.
-OPTIMIZER_KWARGS: dict[str, dict[str, Any]] = {"langevin": {"n_candidates": 32, "iterations": 5}}
+#: Each optimiser's settings on the world model. Langevin: the default budget (candidates x
+#: iterations; horizon below), tuned with ``evaluate/tune_planner.py``; latency in BENCHMARKS.md.
+#: CEM and MPPI (their candidates matched to Langevin's compute): tuned on the evaluation
+#: scenarios with tuning seeds (BENCHMARKS.md, "its gradient-free peers, tuned"): small
+#: perturbations of time-correlated noise (colour ``beta``) around the warm start, as iCEM does.
+OPTIMIZER_KWARGS: dict[str, dict[str, Any]] = {
+    "langevin": {"n_candidates": 32, "iterations": 5},
+    "cem": {"init_std": 0.1, "beta": 3.0},
+    "mppi": {"sigma": 0.05, "beta": 2.0, "temperature": 0.1},
+}
 #: Planning horizon, control steps (100 s).
 DEFAULT_HORIZON = 20
 
