@@ -16,14 +16,18 @@ from planners.optim import TrajectoryOptimizer, make_optimizer
 from planners.world_model import EnsemblePlanningModel, ObjectiveConfig, WorldModelPlanningModel
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
+def _tiny_model(seed: int) -> EBLNN:
+    torch.manual_seed(seed)
     m = EBLNN(ModelConfig(hidden_size=16, backbone_units=16, physics_hidden_dims=[16], ebm_hidden_dims=[16, 8]))
     m.eval()
     for p in m.parameters():
         p.requires_grad_(False)
     return m
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _tiny_model(0)
 
 
 def _planner(model, optimizer="langevin", fast=True, seed=0, **obj):
@@ -207,12 +211,7 @@ def test_objective_config_rejects_bad_values(bad):
 
 @pytest.fixture(scope="module")
 def second_model():
-    torch.manual_seed(1)
-    m = EBLNN(ModelConfig(hidden_size=16, backbone_units=16, physics_hidden_dims=[16], ebm_hidden_dims=[16, 8]))
-    m.eval()
-    for p in m.parameters():
-        p.requires_grad_(False)
-    return m
+    return _tiny_model(1)
 
 
 def test_ensemble_objective_is_the_members_mean_plus_kappa_spread(model, second_model):
