@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 import gymnasium as gym  # noqa: E402
 
 import furnace_env  # noqa: E402,F401
-from planners.factories import make_eblnn_planner, option_value  # noqa: E402
+from planners.factories import make_eblnn_planner, parse_options  # noqa: E402
 from planners.oracle import OracleConfig, OracleModel  # noqa: E402
 
 DEFAULT_LAMBDAS = (1.0, 1.03, 1.06, 1.09, 1.12, 1.15, 1.2, 1.25, 1.3)
@@ -61,12 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--fuel_points {a.fuel_points} must be >= 1 and --fuel_span {a.fuel_span} >= 0")
     if min(a.lambdas) <= 0:
         p.error(f"--lambdas {a.lambdas}: air ratios must be > 0")
-    a.options = {}
-    for item in a.set:
-        key, sep, val = item.partition("=")
-        if not sep or not key:
-            p.error(f"--set {item!r}: expected KEY=VALUE")
-        a.options[key] = option_value(val)
+    try:
+        a.options = parse_options(a.set)
+    except ValueError as err:
+        p.error(f"--set: {err}")
     return a
 
 

@@ -107,6 +107,20 @@ def option_value(text: str):
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
+def parse_options(items) -> dict:
+    """Planner options from ``KEY=VALUE`` strings (values as :func:`option_value` reads them).
+
+    Raises ``ValueError`` naming the item that is not of that form.
+    """
+    options = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"planner option {item!r}: expected KEY=VALUE, e.g. horizon=12")
+        options[key] = option_value(val)
+    return options
+
+
 def make_sb3(env, path: str):
     """A trained stable-baselines3 PPO or SAC policy (with its saved observation normalisation)."""
     from planners.sb3_policy import load_sb3_policy

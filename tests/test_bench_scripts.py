@@ -40,9 +40,14 @@ def test_bench_eblnn_planner_runs_and_plans_agree(tmp_path):
     torch.manual_seed(0)
     cfg = ModelConfig(hidden_size=8, backbone_units=8, physics_hidden_dims=[8], ebm_hidden_dims=[8, 4])
     ckpt = save_checkpoint(tmp_path / "m.pt", EBLNN(cfg), WorldModelRunConfig(model=cfg))
-    res = bench_eblnn_planner.main(["--checkpoint", str(ckpt), "--steps", "3", "--repeats", "1"])
+    res = bench_eblnn_planner.main(["--checkpoint", str(ckpt), "--steps", "3", "--repeats", "1",
+                                    "--set", "horizon=4", "n_candidates=4", "iterations=2"])
     assert res["max_action_diff"] < 1e-3
     assert res["fast_mean_ms"] > 0 and res["stock_median_ms"] > 0
+    assert res["options"] == {"horizon": 4, "n_candidates": 4, "iterations": 2}
+    for bad in (["horizon"], ["fast=false"]):
+        with pytest.raises(SystemExit):
+            bench_eblnn_planner.main(["--checkpoint", str(ckpt), "--steps", "1", "--set", *bad])
 
 
 def test_tune_planner_grid_over_scenarios(tmp_path, capsys):
@@ -106,3 +111,14 @@ def test_option_value_parses_the_command_line_forms():
     assert option_value("True") is True and option_value("false") is False
     assert option_value("0.08:1.0") == (0.08, 1.0)
     assert option_value("ratio") == "ratio"
+
+
+def test_parse_options_reads_key_value_items_and_names_a_bad_one():
+    from planners.factories import parse_options
+
+    assert parse_options(["horizon=12", "excess_air=0.08:1.0", "beta=0.5"]) == {
+        "horizon": 12, "excess_air": (0.08, 1.0), "beta": 0.5}
+    assert parse_options([]) == {}
+    for bad in ("horizon", "=3"):
+        with pytest.raises(ValueError, match=repr(bad)):
+            parse_options([bad])
