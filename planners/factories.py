@@ -42,8 +42,9 @@ OPTIMIZER_KWARGS: dict[str, dict[str, Any]] = {
     "cem": {"init_std": 0.1, "beta": 3.0},
     "mppi": {"sigma": 0.05, "beta": 2.0, "temperature": 0.1},
 }
-#: Planning horizon, control steps (100 s).
-DEFAULT_HORIZON = 20
+#: Planning horizon, control steps (75 s; 15 planned as well as 20 at 0.78x the latency, and better
+#: than 10 or 12: BENCHMARKS.md, "the horizon and the iterations").
+DEFAULT_HORIZON = 15
 
 
 def make_eblnn_planner(env, checkpoint: str | Sequence[str], optimizer: str = "langevin",
