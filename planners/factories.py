@@ -42,7 +42,7 @@ OPTIMIZER_KWARGS: dict[str, dict[str, Any]] = {
     "cem": {"init_std": 0.1, "beta": 3.0},
     "mppi": {"sigma": 0.05, "beta": 2.0, "temperature": 0.1},
 }
-#: Planning horizon, control steps (75 s; 15 planned as well as 20 at 0.78x the latency, and better
+#: Planning horizon, control steps (75 s; 15 planned as well as 20 at 0.78-0.85x the latency, and better
 #: than 10 or 12: BENCHMARKS.md, "the horizon and the iterations").
 DEFAULT_HORIZON = 15
 
