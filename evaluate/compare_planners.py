@@ -3,6 +3,7 @@
     python evaluate/compare_planners.py                       # every controller, named scenarios
     python evaluate/compare_planners.py --scenario my.yaml --seeds 5
     python evaluate/compare_planners.py --controllers pi oracle eblnn-langevin
+    python evaluate/compare_planners.py --controllers pi oracle eblnn-langevin --planner_set beta=1
 
 Controllers that need a trained artefact (the EB-LNN world model, PPO, SAC) look for it under
 ``--artifacts``; a missing one is trained there on the small default budget first (``--no_train``
@@ -37,6 +38,7 @@ from planners.benchmark import (  # noqa: E402
     markdown_table,
     summarise,
 )
+from planners.factories import parse_options  # noqa: E402
 
 #: First evaluation seed; training scripts draw seeds far below this.
 EVAL_SEED0 = 10_000
@@ -85,6 +87,17 @@ class CompareConfig:
     """Also score every intermediate artefact (world models on smaller datasets, online-loop
     iterations, PPO/SAC checkpoints) against the real env steps it consumed, on every scenario and
     seed of the comparison (needs pi and oracle)."""
+    planner_set: list[str] = field(default_factory=list)
+    """Options for every world-model planner, ``KEY=VALUE`` (``make_eblnn_planner`` keywords, e.g.
+    ``beta=1 horizon=20``); a variant's own setting wins (``eblnn-beta0`` keeps beta 0)."""
+
+    @property
+    def planner_options(self) -> dict:
+        return parse_options(self.planner_set)
+
+
+#: Options that the controller's name sets, refused in ``--planner_set``.
+NAMED_OPTIONS = ("checkpoint", "optimizer")
 
 
 #: Planner variants on the world model: optimiser and keyword overrides.
@@ -227,12 +240,12 @@ def controller_specs(cfg: CompareConfig) -> list[ControllerSpec]:
                     raise SystemExit(f"the ensemble's world models {[str(p) for p in paths]} record different "
                                      f"env steps {sorted(steps)}: its members must share one dataset")
                 specs.append(ControllerSpec(name, "planners.factories:make_eblnn_planner",
-                                            {"checkpoint": tuple(str(p) for p in paths),
+                                            {"checkpoint": tuple(str(p) for p in paths), **cfg.planner_options,
                                              **WORLD_MODEL_VARIANTS[name]}, env_steps=steps.pop()))
         else:
             path = ensure_artefact(cfg, "world_model")
             if path is not None:
-                kw = {"checkpoint": str(path), **WORLD_MODEL_VARIANTS[name]}
+                kw = {"checkpoint": str(path), **cfg.planner_options, **WORLD_MODEL_VARIANTS[name]}
                 specs.append(ControllerSpec(name, "planners.factories:make_eblnn_planner", kw,
                                             env_steps=_world_model_env_steps(path)))
     return specs
@@ -253,9 +266,10 @@ SAMPLE_EFFICIENCY_CONTROLLERS = ("eblnn-langevin", "eblnn-online", "ppo", "sac")
 _STEPS_RE = re.compile(r"_(\d+)_steps\.zip$")
 
 
-def _planner_spec(name: str, ckpt: Path) -> ControllerSpec:
+def _planner_spec(name: str, ckpt: Path, options: dict) -> ControllerSpec:
     return ControllerSpec(name, "planners.factories:make_eblnn_planner",
-                          {"checkpoint": str(ckpt), "optimizer": "langevin"}, env_steps=_world_model_env_steps(ckpt))
+                          {"checkpoint": str(ckpt), **options, "optimizer": "langevin"},
+                          env_steps=_world_model_env_steps(ckpt))
 
 
 def sample_efficiency_specs(cfg: CompareConfig) -> list[ControllerSpec]:
@@ -271,10 +285,10 @@ def sample_efficiency_specs(cfg: CompareConfig) -> list[ControllerSpec]:
     specs = []
     if "eblnn-langevin" in cfg.controllers:
         for ckpt in sorted(art.glob("world_model_budgets/*/best.pt")):
-            specs.append(_planner_spec("eblnn-langevin", ckpt))
+            specs.append(_planner_spec("eblnn-langevin", ckpt, cfg.planner_options))
         if ensure_artefact(cfg, "online") is not None:
             for ckpt in sorted(art.glob("online/iter_*/best.pt"), key=lambda p: int(p.parent.name[5:])):
-                specs.append(_planner_spec("eblnn-online", ckpt))
+                specs.append(_planner_spec("eblnn-online", ckpt, cfg.planner_options))
     for algo in ("ppo", "sac"):
         if algo not in cfg.controllers:
             continue
@@ -408,6 +422,12 @@ def parse_args(argv: list[str] | None = None) -> CompareConfig:
     cfg = CompareConfig(**{f.name: getattr(args, f.name) for f in fields(CompareConfig)})
     if cfg.seeds < 1:
         raise SystemExit(f"--seeds {cfg.seeds}: must be >= 1")
+    try:
+        named = sorted(set(cfg.planner_options) & set(NAMED_OPTIONS))
+    except ValueError as err:
+        raise SystemExit(f"--planner_set: {err}") from None
+    if named:
+        raise SystemExit(f"--planner_set {named}: set by the controller's name (--controllers), not here")
     return cfg
 
 
