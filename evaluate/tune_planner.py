@@ -39,8 +39,8 @@ TUNE_SEED0 = 900_100
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="runs/artifacts/world_model/best.pt")
-    parser.add_argument("--grid", nargs="*", default=["beta=0,0.5,2,3"],
-                        help="name=v1,v2 ... (make_eblnn_planner / optimiser / objective options; default: beta around its default 2)")
+    parser.add_argument("--grid", nargs="*", default=["beta=0.5,1,2"],
+                        help="name=v1,v2 ... (make_eblnn_planner / optimiser / objective options; default: beta around its default 1)")
     parser.add_argument("--episodes", type=int, default=4, help="training-mix episodes per grid point")
     parser.add_argument("--steps", type=int, default=120, help="steps per episode (0: the scenario's own length)")
     parser.add_argument("--scenario", nargs="+", default=["train_mix"],

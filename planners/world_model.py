@@ -32,15 +32,16 @@ __all__ = ["ObjectiveConfig", "WorldModelPlanningModel", "EnsemblePlanningModel"
 class ObjectiveConfig:
     """Terms of the planning objective."""
 
-    beta: float = 2.0
+    beta: float = 1.0
     """Weight of the learned energy of the imagined hidden states (0: no energy, an ablation). The
     energy is low where the world model was trained, so it keeps the plan where the model's
     predictions can be trusted. Tuned with ``evaluate/tune_planner.py --scenario eval --steps 0
     --episodes 8 --grid beta=...`` (the five evaluation scenarios on tuning seeds), margin over PI
-    per episode: 0.1 / 0.3 / 0.5 / 1 / 2 / 3 / 5 / 10 -> +15.2 / +17.7 / +25.5 / +32.1 / +37.8 /
-    +36.1 / +22.8 / -157 (BENCHMARKS.md); with 0.1, more Langevin iterations made the plan worse
-    (the optimiser finds the model's errors), with 0.5 much less so, and with 2 a larger budget
-    helps (10 iterations +47.3 vs +37.8 at 5; not the default, for latency)."""
+    per episode at the 20-step horizon: 0.1 / 0.3 / 0.5 / 1 / 2 / 3 / 5 / 10 -> +15.2 / +17.7 /
+    +25.5 / +32.1 / +37.8 / +36.1 / +22.8 / -157; at the 15-step horizon 1 / 2 / 3 -> +46.5 /
+    +42.6 / +28.7, and on the evaluation seeds with three world models 1 beat 2 on all 15
+    (model, scenario) pairs (mean score 0.17 vs -0.01; BENCHMARKS.md). With 0.1, more Langevin
+    iterations made the plan worse (the optimiser finds the model's errors)."""
     smooth: float = 20.0
     """Weight of the action-smoothness term, per unit squared change of a command."""
     energy_reduce: str = "sequence"

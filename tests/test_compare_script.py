@@ -181,12 +181,12 @@ def test_planner_set_reaches_every_world_model_planner_but_not_a_variants_own_se
     _tiny_world_model(art / "online" / "iter_0" / "best.pt", 50)
     (art / "online" / "report.json").write_text("{}")
     cfg = compare_planners.parse_args(["--controllers", "eblnn-langevin", "eblnn-beta0", "--artifacts", str(art),
-                                       "--no_train", "--planner_set", "beta=1", "horizon=4"])
+                                       "--no_train", "--planner_set", "beta=3", "horizon=4"])
     kw = {s.name: s.kwargs for s in compare_planners.controller_specs(cfg)}
-    assert kw["eblnn-langevin"]["beta"] == 1 and kw["eblnn-beta0"]["beta"] == 0.0
+    assert kw["eblnn-langevin"]["beta"] == 3 and kw["eblnn-beta0"]["beta"] == 0.0
     assert kw["eblnn-langevin"]["horizon"] == kw["eblnn-beta0"]["horizon"] == 4
     (online,) = compare_planners.sample_efficiency_specs(cfg)
-    assert online.kwargs["beta"] == 1 and online.kwargs["horizon"] == 4
+    assert online.kwargs["beta"] == 3 and online.kwargs["horizon"] == 4
     for bad in (["beta"], ["checkpoint=x.pt"], ["optimizer=cem"]):
         with pytest.raises(SystemExit, match="planner_set"):
             compare_planners.parse_args(["--planner_set", *bad])
