@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planners.benchmark import ControllerSpec, evaluate_controllers  # noqa: E402
 from planners.factories import option_value  # noqa: E402
+from planners.world_model import ObjectiveConfig  # noqa: E402
 
 TUNE_SEED0 = 900_100
 
@@ -39,8 +40,10 @@ TUNE_SEED0 = 900_100
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="runs/artifacts/world_model/best.pt")
-    parser.add_argument("--grid", nargs="*", default=["beta=0.5,1,2"],
-                        help="name=v1,v2 ... (make_eblnn_planner / optimiser / objective options; default: beta around its default 1)")
+    beta = ObjectiveConfig().beta
+    parser.add_argument("--grid", nargs="*", default=[f"beta={beta / 2:g},{beta:g},{2 * beta:g}"],
+                        help="name=v1,v2 ... (make_eblnn_planner / optimiser / objective options; "
+                             f"default: beta around its default {beta:g})")
     parser.add_argument("--episodes", type=int, default=4, help="training-mix episodes per grid point")
     parser.add_argument("--steps", type=int, default=120, help="steps per episode (0: the scenario's own length)")
     parser.add_argument("--scenario", nargs="+", default=["train_mix"],
