@@ -49,7 +49,8 @@ DEFAULT_HORIZON = 15
 
 def make_eblnn_planner(env, checkpoint: str | Sequence[str], optimizer: str = "langevin",
                        horizon: int = DEFAULT_HORIZON, seed: int = 0, fast: bool = True, warm_start: bool = True,
-                       device: str = "cpu", compute: float = 1.0, kappa: float = 0.0, **kwargs: Any):
+                       device: str = "cpu", compute: float = 1.0, kappa: float = 0.0, selection: str = "best",
+                       selection_temperature: float = 0.5, **kwargs: Any):
     """The MPC controller on a trained EB-LNN world model, or on an ensemble of them.
 
     ``checkpoint``: one checkpoint path, or several (a sequence) for an
@@ -61,6 +62,8 @@ def make_eblnn_planner(env, checkpoint: str | Sequence[str], optimizer: str = "l
     is the energy weight). The gradient-free optimisers get
     ``n_candidates`` matched to ``compute`` times the default Langevin planner's objective
     evaluations (a backward pass counted as two), unless ``n_candidates`` is given.
+    ``selection`` and ``selection_temperature``: which plan is applied, the best candidate or the
+    softmax-weighted average of the last population (:class:`~planners.optim.TrajectoryOptimizer`).
     """
     from eblnn_agent.checkpoint import load_checkpoint
     from planners.mpc import MPCController
@@ -90,7 +93,8 @@ def make_eblnn_planner(env, checkpoint: str | Sequence[str], optimizer: str = "l
         opt = make_matched_optimizer(optimizer, budget, **opt_kw)
     else:
         opt = make_optimizer(optimizer, **opt_kw)
-    traj = TrajectoryOptimizer(opt, horizon=horizon, warm_start=warm_start)
+    traj = TrajectoryOptimizer(opt, horizon=horizon, warm_start=warm_start, selection=selection,
+                               temperature=selection_temperature)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     return MPCController(planning_model, traj, generator=gen, name=f"eblnn-{optimizer}")
 

@@ -314,6 +314,10 @@ class LangevinConfig:
     """Largest change of any action in one iteration (a trust region)."""
     init_std: float = 0.2
     """Std of the Gaussian perturbations of the nominal plan that fill the population."""
+    noise_beta: float = 0.0
+    """Colour of the initial perturbations and of the Langevin noise along the horizon, power
+    spectrum ``1/f^noise_beta`` (0: white; 2-4: the smooth, low-frequency sequences iCEM samples,
+    :func:`colored_noise`)."""
     halt_tol: float = 1e-4
     """Dynamic halting: stop when the relative change of both the best and the mean cost stays
     below this for ``halt_patience`` iterations (0 disables)."""
@@ -332,7 +336,7 @@ class LangevinConfig:
                                                           "min_iters"))
         _check_unit(self, ("momentum", "rms_decay"))
         _check_unit(self, ("noise_decay",), upper_open=False)
-        for name in ("noise_scale", "init_std", "halt_tol", "backward_cost"):
+        for name in ("noise_scale", "init_std", "noise_beta", "halt_tol", "backward_cost"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"LangevinConfig.{name}={v!r} must be finite and >= 0")
@@ -385,22 +389,23 @@ class LangevinOptimizer(Optimizer):
         ev = _Evaluator(objective, c.backward_cost)
         best = _Best()
         info: dict[str, Any] = {}
+
+        def noise(k: int) -> Tensor:
+            return colored_noise(c.noise_beta, (k, *init.shape[1:]), generator, init.dtype, init.device)
+
         if c.cem_init_iters > 0:
-            cem = CEMOptimizer(CEMConfig(n_candidates=n, iterations=c.cem_init_iters, keep_elites=0.0))
+            cem = CEMOptimizer(CEMConfig(n_candidates=n, iterations=c.cem_init_iters, keep_elites=0.0,
+                                         init_std=max(c.init_std, 1e-3), beta=c.noise_beta))
             pre = cem.optimize(objective, init, generator, lo, hi)
             ev.n_evals += pre.n_evals
             order = torch.argsort(pre.costs)
             y = torch.cat([pre.best[None], pre.candidates[order]], dim=0)[:n]
             if y.shape[0] < n:
-                y = _fill(y, n, lambda k: torch.clamp(
-                    pre.best + c.init_std * torch.randn((k, *init.shape[1:]), generator=generator,
-                                                        dtype=init.dtype, device=init.device), lo, hi))
+                y = _fill(y, n, lambda k: torch.clamp(pre.best + c.init_std * noise(k), lo, hi))
             best.x, best.cost = pre.best.clone(), pre.best_cost
             info["planner/cem_init_cost"] = pre.best_cost
         else:
-            y = _fill(init, n, lambda k: torch.clamp(
-                init[0] + c.init_std * torch.randn((k, *init.shape[1:]), generator=generator,
-                                                   dtype=init.dtype, device=init.device), lo, hi))
+            y = _fill(init, n, lambda k: torch.clamp(init[0] + c.init_std * noise(k), lo, hi))
         y = torch.clamp(y, lo, hi)
         v = torch.zeros_like(y)
         rms = torch.zeros_like(y)
@@ -480,8 +485,7 @@ class LangevinOptimizer(Optimizer):
             move = c.momentum * v_new - drift if c.nesterov else v_new
             sigma = c.noise_scale * c.noise_decay**it
             if sigma > 0:
-                move = move + torch.sqrt(e3) * sigma * torch.randn(y.shape, generator=generator,
-                                                                   dtype=y.dtype, device=y.device)
+                move = move + torch.sqrt(e3) * sigma * noise(n)
             move = torch.clamp(move, -c.max_delta, c.max_delta)
             y_prev, j_prev, g_prev = y, j, g
             y_new = torch.clamp(y + move, lo, hi)

@@ -166,6 +166,20 @@ def test_langevin_options_and_halting():
     assert res.n_evals == 8 * 3 * res.iterations
 
 
+def test_langevin_noise_colour():
+    # The initial population (iterations=1: ranked, never moved) perturbs the nominal plan with
+    # white noise by default and with smooth, time-correlated noise at noise_beta 3, as iCEM samples.
+    def lag1(noise_beta):
+        opt = LangevinOptimizer(n_candidates=256, iterations=1, init_std=0.1, noise_beta=noise_beta)
+        res = opt.optimize(quadratic(torch.zeros(16, A)), torch.zeros(1, 16, A), torch.Generator().manual_seed(0))
+        d = res.candidates[1:]  # row 0 is the nominal plan itself
+        return float(torch.corrcoef(torch.stack([d[:, :-1].flatten(), d[:, 1:].flatten()]))[0, 1])
+
+    assert abs(lag1(0.0)) < 0.1 and lag1(3.0) > 0.7
+    with pytest.raises(ValueError, match="noise_beta"):
+        LangevinOptimizer(noise_beta=-1.0)
+
+
 def test_langevin_last_population_is_ranked_without_a_gradient():
     calls = []
 

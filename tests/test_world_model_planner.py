@@ -285,3 +285,11 @@ def test_factory_routes_opt_prefixed_options_to_the_optimiser(tmp_path, model):
     assert ctrl.trajopt.optimizer.config.beta == 2.0 and ctrl.trajopt.optimizer.config.init_std == 0.2  # noise colour
     with pytest.raises(ValueError, match="opt_init_std"):
         make_eblnn_planner(env, checkpoint=path, optimizer="cem", init_std=0.2, opt_init_std=0.3)
+    # The plan selection reaches the trajectory optimiser, and a softmax average plans an episode.
+    soft = make_eblnn_planner(env, checkpoint=path, selection="softmax", selection_temperature=0.2,
+                              n_candidates=4, iterations=2, horizon=4)
+    assert soft.trajopt.selection == "softmax" and soft.trajopt.temperature == 0.2
+    ep = run_episode(soft, env, seed=0)
+    assert np.isfinite(ep.actions).all() and np.abs(ep.actions).max() <= 1.0
+    with pytest.raises(ValueError, match="selection='median'"):
+        make_eblnn_planner(env, checkpoint=path, selection="median")
