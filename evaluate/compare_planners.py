@@ -36,6 +36,8 @@ from planners.benchmark import (  # noqa: E402
     bootstrap_ci,
     evaluate_controllers,
     markdown_table,
+    paired_differences,
+    paired_table,
     summarise,
 )
 from planners.factories import parse_options  # noqa: E402
@@ -87,6 +89,10 @@ class CompareConfig:
     """Also score every intermediate artefact (world models on smaller datasets, online-loop
     iterations, PPO/SAC checkpoints) against the real env steps it consumed, on every scenario and
     seed of the comparison (needs pi and oracle)."""
+    paired_focus: str = "eblnn-langevin"
+    """Controller compared with every other one on the same episodes (``paired.csv`` and a section
+    of ``summary.md``: mean differences, intervals, wins, the paired sign-flip test); skipped when
+    it is not evaluated."""
     planner_set: list[str] = field(default_factory=list)
     """Options for every world-model planner, ``KEY=VALUE`` (``make_eblnn_planner`` keywords, e.g.
     ``beta=1 horizon=20``); a variant's own setting wins (``eblnn-beta0`` keeps beta 0)."""
@@ -464,8 +470,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     write_csv(rows, out / "episodes.csv")
     summary = summarise(records)
     table = markdown_table(summary)
+    paired = []
+    if any(r.controller == cfg.paired_focus for r in records) and len(specs) > 1:
+        paired = paired_differences(records, focus=cfg.paired_focus)
+        write_csv(paired, out / "paired.csv")
+        table += "\n\n## Paired differences\n\n" + paired_table(paired)
     (out / "summary.md").write_text(table + "\n")
-    (out / "summary.json").write_text(json.dumps({"config": asdict(cfg), "summary": summary}, indent=1))
+    (out / "summary.json").write_text(json.dumps({"config": asdict(cfg), "summary": summary,
+                                                  "paired": paired}, indent=1))
     print(table)
     from furnace_env.plotting import plot_trajectories
 

@@ -13,6 +13,9 @@ from planners.benchmark import (
     EpisodeRecord,
     bootstrap_ci,
     markdown_table,
+    paired_differences,
+    paired_table,
+    sign_flip_pvalue,
     summarise,
 )
 from planners.evaluation import Episode, episode_metrics, normalised_score
@@ -97,3 +100,48 @@ def test_bootstrap_ci_is_seeded_and_brackets_mean():
 def test_controller_spec_bad_factory():
     with pytest.raises(ValueError, match="module:function"):
         ControllerSpec("bad", "planners.pi").build(None)
+
+
+def test_sign_flip_pvalue_known_answers():
+    # Three positive pairs: 2 of the 8 sign assignments reach |sum| = 6, whatever the size.
+    assert sign_flip_pvalue([1.0, 2.0, 3.0]) == pytest.approx(0.25)
+    assert sign_flip_pvalue([100.0, 200.0, 300.0]) == pytest.approx(0.25)
+    # Symmetric differences: every assignment is at least as extreme as 0.
+    assert sign_flip_pvalue([1.0, -1.0]) == pytest.approx(1.0)
+    # Five equal positive pairs: only all-plus and all-minus, 2 / 32.
+    assert sign_flip_pvalue([1.0] * 5) == pytest.approx(2 / 32)
+    # Weights: a heavy negative pair outweighs two light positive ones; exact vs sampled agree.
+    assert sign_flip_pvalue([1.0, 1.0, -1.0], [1.0, 1.0, 3.0]) == pytest.approx(sign_flip_pvalue([-1.0], [1.0]))
+    x = np.random.default_rng(1).normal(0.5, 1.0, size=17)
+    assert sign_flip_pvalue(x, n_perm=40000) == pytest.approx(sign_flip_pvalue(x[:16]), abs=0.2)
+    assert math.isnan(sign_flip_pvalue([]))
+
+
+def test_paired_differences_known_answers():
+    def rec(ctrl, sc, seed, ret):
+        return EpisodeRecord(ctrl, sc, seed, {"return": ret}, env_steps=0)
+
+    recs = []
+    for sc, base in (("a", -100.0), ("b", -50.0)):
+        for seed in range(3):
+            recs += [rec("pi", sc, seed, base), rec("oracle", sc, seed, base + 10.0),
+                     rec("x", sc, seed, base + 5.0 + seed), rec("y", sc, seed, base + 5.0)]
+    recs.append(rec("y", "a", 99, -1.0))  # an episode the focus did not run: not paired
+    rows = {(r["controller"], r["scenario"]): r for r in paired_differences(recs, focus="x")}
+    a = rows[("y", "a")]
+    assert (a["unit"], a["pairs"], a["diff"], a["wins"]) == ("return", 3, pytest.approx(1.0), 2)
+    assert a["ci_lo"] <= 1.0 <= a["ci_hi"] and not a["significant"]
+    assert a["p_value"] == pytest.approx(sign_flip_pvalue([0.0, 1.0, 2.0]))
+    pooled = rows[("y", "all")]
+    # Score differences (return difference / oracle gap of 10): 0, 0.1, 0.2 on both scenarios.
+    assert (pooled["unit"], pooled["pairs"], pooled["diff"], pooled["wins"]) == ("score", 6, pytest.approx(0.1), 4)
+    assert rows[("pi", "all")]["diff"] == pytest.approx(0.6) and rows[("pi", "all")]["significant"]
+    assert rows[("pi", "all")]["p_value"] == pytest.approx(2 / 64)
+    assert rows[("oracle", "b")]["diff"] == pytest.approx(-4.0)
+    table = paired_table(list(rows.values()))
+    assert "| pi | +0.60* (" in table and "| y | +0.10 (" in table and table.count("\n") == 3 + 3
+    with pytest.raises(ValueError, match="'z' was not evaluated"):
+        paired_differences(recs, focus="z")
+    # Without the oracle there is no score scale: per-scenario rows only.
+    no_oracle = paired_differences([r for r in recs if r.controller != "oracle"], focus="x")
+    assert {r["unit"] for r in no_oracle} == {"return"}

@@ -99,6 +99,12 @@ def test_sample_efficiency_end_to_end_with_tiny_artefacts(tmp_path):
     episodes = list(csv.DictReader((out / "sample_efficiency_episodes.csv").open()))
     assert len(episodes) == 6
     assert (out / "plots" / "sample_efficiency.png").stat().st_size > 0
+    # The planner against the others on the same episodes: each scenario, and pooled in score units.
+    paired = list(csv.DictReader((out / "paired.csv").open()))
+    assert {(r["controller"], r["scenario"]) for r in paired} == {
+        (c, s) for c in ("pi", "oracle") for s in ("nominal", "low_fire", "all")}
+    assert all(r["focus"] == "eblnn-langevin" and int(r["pairs"]) in (1, 2) for r in paired)
+    assert "## Paired differences" in (out / "summary.md").read_text()
 
 
 def test_sample_efficiency_points_are_paired_by_scenario_and_seed():
