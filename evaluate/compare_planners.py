@@ -428,6 +428,8 @@ def parse_args(argv: list[str] | None = None) -> CompareConfig:
     cfg = CompareConfig(**{f.name: getattr(args, f.name) for f in fields(CompareConfig)})
     if cfg.seeds < 1:
         raise SystemExit(f"--seeds {cfg.seeds}: must be >= 1")
+    if cfg.paired_focus not in CONTROLLERS:
+        raise SystemExit(f"--paired_focus {cfg.paired_focus!r}: not a controller; allowed: {', '.join(CONTROLLERS)}")
     try:
         named = sorted(set(cfg.planner_options) & set(NAMED_OPTIONS))
     except ValueError as err:

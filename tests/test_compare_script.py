@@ -43,7 +43,8 @@ def test_unknown_controller_is_named(tmp_path):
     assert "nope" in res.stderr and "allowed" in res.stderr
 
 
-@pytest.mark.parametrize("bad", [["--seeds", "0"], ["--scenario", "no_such_scenario"]])
+@pytest.mark.parametrize("bad", [["--seeds", "0"], ["--scenario", "no_such_scenario"],
+                                 ["--paired_focus", "no_such_controller"]])
 def test_bad_arguments_fail_clearly(tmp_path, bad):
     res = _run(*bad, "--out", str(tmp_path / "x"), cwd=tmp_path)
     assert res.returncode != 0
