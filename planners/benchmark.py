@@ -179,6 +179,7 @@ def summarise(records: Sequence[EpisodeRecord], reference: str = "pi",
                      "return_ci_lo": lo, "return_ci_hi": hi, "score": score, "iae": m["iae"],
                      "fuel_vs_ref": fuel_rel, "violation_share": m["violation_share"],
                      "co_ppm_s": m["co_ppm_s"], "trips": sum(r.metrics["trips"] for r in recs),
+                     "travel_fuel": m.get("travel_fuel", math.nan), "travel_air": m.get("travel_air", math.nan),
                      "latency_ms": m["latency_ms"], "env_steps": recs[0].env_steps})
     return rows
 
@@ -186,8 +187,8 @@ def summarise(records: Sequence[EpisodeRecord], reference: str = "pi",
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The summary as a Markdown table (one line per controller and scenario)."""
     head = ("| controller | scenario | return (95 % CI) | score | IAE [K s] | fuel vs PI | violations "
-            "| CO > limit [ppm s] | trips | latency [ms] | env steps |")
-    lines = [head, "|" + "---|" * 11]
+            "| CO > limit [ppm s] | trips | travel fuel / air [strokes/h] | latency [ms] | env steps |")
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         fuel = "" if math.isnan(r["fuel_vs_ref"]) else f"{100 * r['fuel_vs_ref']:+.2f} %"
         score = "" if math.isnan(r["score"]) else f"{r['score']:.2f}"
@@ -195,6 +196,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             f"| {r['controller']} | {r['scenario']} | {r['return']:.0f} ({r['return_ci_lo']:.0f}, "
             f"{r['return_ci_hi']:.0f}) | {score} | {r['iae']:.0f} | {fuel} | "
             f"{100 * r['violation_share']:.1f} % | {r['co_ppm_s']:.0f} | {r['trips']:.0f} | "
+            f"{r.get('travel_fuel', math.nan):.1f} / {r.get('travel_air', math.nan):.1f} | "
             f"{r['latency_ms']:.2f} | {r['env_steps']:,} |"
         )
     return "\n".join(lines)

@@ -78,7 +78,11 @@ def episode_metrics(ep: Episode, weights: CostWeights | None = None) -> dict[str
     ``return``; ``iae`` (integral of |T - T_sp| over time, K s); ``fuel_kg``; ``violation_share``
     (share of steps with measured CO above its limit or O2 below its minimum);
     ``co_ppm_s`` (integral of measured CO above the limit, ppm s); ``trips`` (0/1);
-    ``latency_ms`` (mean per-step ``predict`` time).
+    ``latency_ms`` (mean per-step ``predict`` time); ``travel_fuel`` and ``travel_air``: how far
+    each actuator's command moved, in full strokes (closed to open: 2 action units) per hour of
+    operation, the valve-wear figure a control engineer checks before putting a controller on a
+    plant (a command held still travels 0; one that flips between the ends every step travels
+    720 strokes per hour at the 5 s step).
     """
     w = weights if weights is not None else CostWeights()
     clean = ep.obs_clean
@@ -87,6 +91,9 @@ def episode_metrics(ep: Episode, weights: CostWeights | None = None) -> dict[str
     co = clean[1:, 3]
     o2 = clean[1:, 2]
     violated = (co > w.co_limit) | (o2 < w.o2_min)
+    hours = len(ep.actions) * ep.dt / 3600.0
+    travel = (np.abs(np.diff(ep.actions, axis=0)).sum(axis=0) / 2.0 / hours
+              if len(ep.actions) > 1 else np.zeros(2))
     return {
         "return": float(ep.rewards.sum()),
         "iae": float(np.abs(err).sum() * ep.dt),
@@ -96,6 +103,8 @@ def episode_metrics(ep: Episode, weights: CostWeights | None = None) -> dict[str
         "trips": float(ep.trip != ""),
         "latency_ms": float(ep.latency.mean() * 1e3) if len(ep.latency) else 0.0,
         "steps": float(len(ep.rewards)),
+        "travel_fuel": float(travel[0]),
+        "travel_air": float(travel[1]),
     }
 
 

@@ -47,6 +47,16 @@ def test_metrics_known_answers():
     assert m["fuel_kg"] == pytest.approx(0.02 * 3 * 5.0)
     assert m["trips"] == 0.0
     assert m["latency_ms"] == pytest.approx(2.0)
+    assert m["travel_fuel"] == m["travel_air"] == 0.0  # commands held still
+
+
+def test_actuator_travel_known_answers():
+    # 3 steps of 5 s = 1/240 h. Fuel: -1 -> 1 -> 1 (one full stroke); air: 0 -> 0.5 -> 0 (half a stroke).
+    ep = _episode([950] * 4, 950, np.full(4, 3.0), np.zeros(4), 0.02, [-1.0] * 3)
+    ep.actions[:] = [[-1.0, 0.0], [1.0, 0.5], [1.0, 0.0]]
+    m = episode_metrics(ep)
+    assert m["travel_fuel"] == pytest.approx(1.0 * 240)
+    assert m["travel_air"] == pytest.approx(0.5 * 240)
 
 
 def test_violation_share_partial_and_trip():
