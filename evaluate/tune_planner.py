@@ -16,7 +16,8 @@ Every grid point runs the planner (``planners.factories.make_eblnn_planner``) an
 PI controller on the same episodes (tuning seeds 900 100+, disjoint from PI tuning and from
 evaluation; the training mix by default, or named scenarios, ``eval`` for the five evaluation
 scenarios) and prints the mean return of each, the planner's margin over PI (the mean of the
-per-scenario margins, and each scenario's), violations, fuel, trips and latency.
+per-scenario margins, and each scenario's), violations, fuel, trips, latency and actuator travel
+(fuel valve + air damper, full strokes per hour).
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     pi_ret = {sc: float(np.mean([m["return"] for m in by[("pi", sc)]])) for sc in names}
     steps = "own length" if not args.steps else f"{args.steps} steps"
-    print(f"PI mean return {np.mean(pooled('pi', 'return')):.1f} (violations {np.mean(pooled('pi', 'violation_share')):.3f}) "
+    pi_travel = np.mean(pooled("pi", "travel_fuel")) + np.mean(pooled("pi", "travel_air"))
+    print(f"PI mean return {np.mean(pooled('pi', 'return')):.1f} (violations {np.mean(pooled('pi', 'violation_share')):.3f}, "
+          f"travel {pi_travel:.1f} strokes/h) "
           f"over {len(seeds)} episodes ({steps}) of {', '.join(names)}"
           + ("" if len(names) == 1 else ": " + ", ".join(f"{sc} {v:.1f}" for sc, v in pi_ret.items())))
     rows = []
@@ -92,7 +95,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                "margin_vs_pi": float(np.mean(list(margins.values()))),
                "violations": float(np.mean(pooled(c, "violation_share"))),
                "fuel_vs_pi": float(sum(pooled(c, "fuel_kg")) / sum(pooled("pi", "fuel_kg")) - 1.0),
-               "trips": int(sum(pooled(c, "trips"))), "latency_ms": float(np.mean(pooled(c, "latency_ms")))}
+               "trips": int(sum(pooled(c, "trips"))), "latency_ms": float(np.mean(pooled(c, "latency_ms"))),
+               "travel": float(np.mean(pooled(c, "travel_fuel")) + np.mean(pooled(c, "travel_air")))}
         if len(names) > 1:
             row.update({f"margin_{sc}": v for sc, v in margins.items()})
         rows.append(row)

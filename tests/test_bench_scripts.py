@@ -64,6 +64,7 @@ def test_tune_planner_grid_over_scenarios(tmp_path, capsys):
     for r in rows:
         margins = [r[f"margin_{n}"] for n in names]
         assert r["margin_vs_pi"] == pytest.approx(sum(margins) / 5) and r["trips"] == 0
+        assert np.isfinite(r["travel"]) and r["travel"] >= 0
     assert "PI mean return" in capsys.readouterr().out
     (one,) = tune_planner.main(["--checkpoint", str(ckpt), "--grid", "iterations=2", "--episodes", "1",
                                 "--steps", "3", "--workers", "1"])
