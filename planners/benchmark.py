@@ -265,7 +265,8 @@ def paired_differences(records: Sequence[EpisodeRecord], focus: str, reference: 
             pval = sign_flip_pvalue(d, seed=seed)
             rows.append({"focus": focus, "controller": ctrl, "scenario": sc, "unit": "return",
                          "pairs": int(d.size), "diff": float(d.mean()), "ci_lo": lo, "ci_hi": hi,
-                         "wins": int((d > 0).sum()), "p_value": pval, "significant": bool(pval < alpha)})
+                         "wins": int((d > 0).sum()), "p_value": pval, "alpha": alpha,
+                         "significant": bool(pval < alpha)})
         scored = {sc: np.array([v[1] for v in pairs.values()]) for sc, pairs in per_sc.items()
                   if all(v[1] is not None for v in pairs.values())}
         if scored and len(scored) == len(per_sc):
@@ -277,7 +278,8 @@ def paired_differences(records: Sequence[EpisodeRecord], focus: str, reference: 
             pval = sign_flip_pvalue(d, w, seed=seed)
             rows.append({"focus": focus, "controller": ctrl, "scenario": "all", "unit": "score",
                          "pairs": int(d.size), "diff": float((w * d).sum()), "ci_lo": lo, "ci_hi": hi,
-                         "wins": int((d > 0).sum()), "p_value": pval, "significant": bool(pval < alpha)})
+                         "wins": int((d > 0).sum()), "p_value": pval, "alpha": alpha,
+                         "significant": bool(pval < alpha)})
     return rows
 
 
@@ -292,7 +294,7 @@ def paired_table(rows: Sequence[dict[str, Any]]) -> str:
     head = ["controller"] + (["all scenarios (score)"] if pooled else []) + [f"{s} (return)" for s in scenarios]
     lines = [f"{focus} minus each controller on the same episodes (scenario and seed): mean difference "
              "(95 % bootstrap interval), wins / pairs and the paired sign-flip test's p-value; * where "
-             "p < 0.05 (the smallest p-value n pairs allow is 2 / 2^n: 0.25 for three seeds).", "",
+             f"p < {rows[0]['alpha']:g} (the smallest p-value n pairs allow is 2 / 2^n: 0.25 for three seeds).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     fmt = {"score": "{:+.2f}", "return": "{:+.1f}"}
     for ctrl in dict.fromkeys(r["controller"] for r in rows):
