@@ -11,7 +11,8 @@ perfect state estimator could achieve with the same knowledge of the future as t
 ignores the (noisy) measurements.
 
 Each candidate action sequence is rolled out by the numba kernel
-(:class:`~furnace_env.physics.FurnaceSim` with one row per candidate); the objective is the env's
+(:class:`~furnace_env.physics.FurnaceSim` with one row per candidate, in
+:func:`planners.physics_objective.physics_objective`, shared with the physics MPC); the objective is the env's
 own step cost summed over the horizon, plus the env's trip penalty for a sequence that trips.
 A tripped candidate keeps accumulating cost (the kernel keeps stepping it), so a trip is never
 cheaper than staying up. The physics is not differentiable here, so the oracle uses the
@@ -35,9 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from furnace_env.physics import FurnaceSim
 from planners.mpc import MPCController
 from planners.optim import Objective, TrajectoryOptimizer, make_optimizer
+from planners.physics_objective import PhysicsSnapshot, SimCache, decode_actions, encode_actions, physics_objective
 
 __all__ = ["OracleConfig", "OracleModel", "make_oracle", "DEFAULT_ORACLE_OPTIMIZER"]
 
@@ -81,7 +82,7 @@ class OracleModel:
                 raise ValueError(f"the oracle needs a FurnaceEnv (missing {attr!r} on {type(base).__name__})")
         self.env = base
         self.cfg = config if config is not None else OracleConfig()
-        self._sims: dict[int, FurnaceSim] = {}
+        self._sims = SimCache(base.params, base.weights)
 
     # -- PlanningModel -----------------------------------------------------------------------------
     def reset(self) -> None:
@@ -96,59 +97,22 @@ class OracleModel:
 
     def decode(self, u: np.ndarray | torch.Tensor, quality: float | None = None) -> np.ndarray:
         """Search coordinates ``[..., 2]`` -> env actions ``[..., 2]`` in [-1, 1]."""
-        u = u.detach().cpu().numpy() if isinstance(u, torch.Tensor) else np.asarray(u)
-        u = u.astype(np.float64)
-        if self.cfg.coords == "raw":
-            return np.clip(u, -1.0, 1.0)
-        p, (lo, hi) = self.env.params, self.cfg.excess_air
-        q = self._quality() if quality is None else quality
-        fuel_cmd = np.clip(u[..., 0], -1.0, 1.0)
-        lam = 1.0 + lo + (hi - lo) * 0.5 * (np.clip(u[..., 1], -1.0, 1.0) + 1.0)
-        air = lam * p.afr * q * 0.5 * (fuel_cmd + 1.0) * p.fuel_max
-        return np.stack([fuel_cmd, np.clip(2.0 * air / p.air_max - 1.0, -1.0, 1.0)], axis=-1)
+        q = self._quality() if quality is None and self.cfg.coords == "ratio" else quality
+        return decode_actions(u, self.env.params, self.cfg.coords, self.cfg.excess_air, q)
 
     def encode(self, action: np.ndarray, quality: float | None = None) -> np.ndarray:
         """Env actions ``[..., 2]`` -> search coordinates (the inverse of :meth:`decode` inside its range)."""
-        a = np.asarray(action, dtype=np.float64)
-        if self.cfg.coords == "raw":
-            return a.copy()
-        p, (lo, hi) = self.env.params, self.cfg.excess_air
-        q = self._quality() if quality is None else quality
-        fuel = np.maximum(0.5 * (a[..., 0] + 1.0) * p.fuel_max, 1e-9)
-        lam = 0.5 * (a[..., 1] + 1.0) * p.air_max / (p.afr * q * fuel)
-        u1 = np.clip(2.0 * (lam - 1.0 - lo) / (hi - lo) - 1.0, -1.0, 1.0)
-        return np.stack([a[..., 0], u1], axis=-1)
+        q = self._quality() if quality is None and self.cfg.coords == "ratio" else quality
+        return encode_actions(action, self.env.params, self.cfg.coords, self.cfg.excess_air, q)
 
     def make_objective(self, obs: np.ndarray | None = None) -> Objective:
         """Cost of candidate sequences ``[N, H, 2]`` (search coordinates) on the true physics,
-        disturbances and setpoint held at their current values."""
+        disturbances and setpoint held at their current values (:func:`~planners.physics_objective.physics_objective`)."""
         snap = self.snapshot()
-        smooth = self.cfg.smooth
         penalty = self.env.trip_penalty if self.cfg.trip_penalty is None else self.cfg.trip_penalty
         q = float(snap["dist"][2])
-
-        def objective(u: torch.Tensor) -> torch.Tensor:
-            a = np.ascontiguousarray(self.decode(u, q))
-            n, h, _ = a.shape
-            sim = self._sim(n)
-            sim.state[:] = snap["state"]
-            sim.o2_buf[:] = snap["o2_buf"]
-            sim.co_buf[:] = snap["co_buf"]
-            sim.k = snap["k"]
-            dist = np.ascontiguousarray(np.broadcast_to(snap["dist"], (n, 4)))
-            total = np.zeros(n)
-            tripped = np.zeros(n, dtype=bool)
-            for t in range(h):
-                sim.step(np.ascontiguousarray(a[:, t]), dist)
-                total += sim.cost
-                tripped |= sim.tripped != 0
-            total += penalty * tripped
-            if smooth > 0:
-                prev = np.concatenate([np.broadcast_to(snap["cmd"], (n, 1, 2)), a[:, :-1]], axis=1)
-                total += smooth * ((a - prev) ** 2).sum(axis=(1, 2))
-            return torch.from_numpy(total).to(u.dtype)
-
-        return objective
+        return physics_objective(PhysicsSnapshot(**snap), self._sims, penalty, self.cfg.smooth,
+                                 lambda u: self.decode(u, q))
 
     # -- helpers -----------------------------------------------------------------------------------
     def _quality(self) -> float:
@@ -156,12 +120,6 @@ class OracleModel:
         if base._sched is None:
             raise RuntimeError("reset() the env before planning with the oracle")
         return float(base._sched[min(base._k, base._sched.shape[0] - 1), 2])
-
-    def _sim(self, n: int) -> FurnaceSim:
-        sim = self._sims.get(n)
-        if sim is None:
-            sim = self._sims[n] = FurnaceSim(n, self.env.params, self.env.weights)
-        return sim
 
     def snapshot(self) -> dict[str, Any]:
         """The plant's true hidden state and the disturbances in force now (copies)."""
