@@ -59,10 +59,14 @@ CONTROLLERS: dict[str, str] = {
                       "initialisations on its data), averaging their objectives (not in the default set)",
     "pi": "reference PI: temperature PI on fuel, O2-trim PI on air, cross-limiting (tuned)",
     "oracle": "CEM MPC on the true batched physics with the true hidden state (upper bound)",
+    "physics-mpc": "the oracle's CEM MPC on nominal physics from an unscented Kalman filter's estimate of the "
+                   "state and disturbances (the information-limited reference; not in the default set)",
+    "pytorch-mppi": "the pytorch-mppi package's MPPI on the same world model, equal compute to mppi "
+                    "(not in the default set)",
     "ppo": "stable-baselines3 PPO (VecNormalize)",
     "sac": "stable-baselines3 SAC",
 }
-DEFAULT_CONTROLLERS = [c for c in CONTROLLERS if c not in ("cem-10x", "eblnn-ensemble")]
+DEFAULT_CONTROLLERS = [c for c in CONTROLLERS if c not in ("cem-10x", "eblnn-ensemble", "physics-mpc", "pytorch-mppi")]
 
 
 @dataclass
@@ -116,6 +120,7 @@ WORLD_MODEL_VARIANTS: dict[str, dict] = {
     "mppi": {"optimizer": "mppi"},
     "random": {"optimizer": "random"},
     "cem-10x": {"optimizer": "cem", "compute": 10.0},
+    "pytorch-mppi": {"optimizer": "pytorch-mppi"},
     "eblnn-ensemble": {"optimizer": "langevin"},
 }
 #: Initialisation seeds of the ensemble's further members (the main world model is seed 0); each is
@@ -232,6 +237,8 @@ def controller_specs(cfg: CompareConfig) -> list[ControllerSpec]:
             specs.append(ControllerSpec("pi", "planners.pi:make_pi"))
         elif name == "oracle":
             specs.append(ControllerSpec("oracle", "planners.oracle:make_oracle"))
+        elif name == "physics-mpc":
+            specs.append(ControllerSpec("physics-mpc", "planners.physics_mpc:make_physics_mpc"))
         elif name in ("ppo", "sac"):
             path = ensure_artefact(cfg, name)
             if path is not None:
