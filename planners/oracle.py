@@ -38,7 +38,13 @@ import torch
 
 from planners.mpc import MPCController
 from planners.optim import Objective, TrajectoryOptimizer, make_optimizer
-from planners.physics_objective import PhysicsSnapshot, SimCache, decode_actions, encode_actions, physics_objective
+from planners.physics_objective import (
+    PhysicsSnapshot,
+    SimCache,
+    decode_actions,
+    encode_actions,
+    physics_objective,
+)
 
 __all__ = ["OracleConfig", "OracleModel", "make_oracle", "DEFAULT_ORACLE_OPTIMIZER"]
 
