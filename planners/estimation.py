@@ -261,6 +261,8 @@ class FurnaceUKF:
         self.ukf.x = x
         self.ukf.P = np.diag(self._init_std() ** 2)
         self.ukf.Q = np.diag(self._walk)
+        # The first update comes without a predict: its sigma points are those of the initial estimate.
+        self.ukf.sigmas_f = self.ukf.points_fn.sigma_points(self.ukf.x, self.ukf.P)
         self.initialised = True
 
     def _co_burner(self, lam: float, fuel: float) -> float:

@@ -64,6 +64,9 @@ def make_eblnn_planner(env, checkpoint: str | Sequence[str], optimizer: str = "l
     evaluations (a backward pass counted as two), unless ``n_candidates`` is given.
     ``selection`` and ``selection_temperature``: which plan is applied, the best candidate or the
     softmax-weighted average of the last population (:class:`~planners.optim.TrajectoryOptimizer`).
+    ``optimizer="pytorch-mppi"``: the ``pytorch-mppi`` package's MPPI
+    (:class:`~planners.external_mppi.PyTorchMPPIController`) at the in-house MPPI's evaluations per
+    step; ``kwargs`` not of the objective then go to :class:`~planners.external_mppi.PyTorchMPPIConfig`.
     """
     from eblnn_agent.checkpoint import load_checkpoint
     from planners.mpc import MPCController
@@ -87,6 +90,10 @@ def make_eblnn_planner(env, checkpoint: str | Sequence[str], optimizer: str = "l
         planning_model = members[0]
     else:
         planning_model = EnsemblePlanningModel(members, kappa=kappa)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    if optimizer == "pytorch-mppi":
+        return _pytorch_mppi(planning_model, horizon, compute, warm_start, selection, gen, opt_kw,
+                             next(model.parameters()).dtype, device)
     opt_kw = {**OPTIMIZER_KWARGS.get(optimizer, {}), **opt_kw}
     if optimizer != "langevin" and "n_candidates" not in opt_kw:
         budget = compute * make_optimizer("langevin", **OPTIMIZER_KWARGS["langevin"]).nominal_evals()
@@ -95,8 +102,25 @@ def make_eblnn_planner(env, checkpoint: str | Sequence[str], optimizer: str = "l
         opt = make_optimizer(optimizer, **opt_kw)
     traj = TrajectoryOptimizer(opt, horizon=horizon, warm_start=warm_start, selection=selection,
                                temperature=selection_temperature)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
     return MPCController(planning_model, traj, generator=gen, name=f"eblnn-{optimizer}")
+
+
+def _pytorch_mppi(planning_model, horizon: int, compute: float, warm_start: bool, selection: str,
+                  generator: torch.Generator, options: dict[str, Any], dtype: torch.dtype, device: str):
+    """``optimizer="pytorch-mppi"``: the library's MPPI at the evaluations per step of the in-house
+    ``"mppi"`` peer (built as that peer is); ``options`` override :class:`~planners.external_mppi.PyTorchMPPIConfig`."""
+    from planners.external_mppi import PyTorchMPPIController, matched_pytorch_mppi_config
+    from planners.optim import make_matched_optimizer, make_optimizer
+
+    if not warm_start or selection != "best":
+        raise ValueError(f"optimizer='pytorch-mppi' keeps the library's own warm start and applies its updated "
+                         f"mean: warm_start={warm_start!r}, selection={selection!r} cannot be honoured "
+                         "(allowed: warm_start=True, selection='best')")
+    budget = compute * make_optimizer("langevin", **OPTIMIZER_KWARGS["langevin"]).nominal_evals()
+    peer = make_matched_optimizer("mppi", budget, **OPTIMIZER_KWARGS["mppi"])
+    config = matched_pytorch_mppi_config(peer, horizon, **options)
+    return PyTorchMPPIController(planning_model, config, generator=generator, dtype=dtype, device=device,
+                                 name="eblnn-pytorch-mppi")
 
 
 def option_value(text: str):
