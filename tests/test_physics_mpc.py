@@ -39,7 +39,7 @@ def test_estimator_converges_on_an_unmeasured_step(kind):
     ukf.step(obs)
     step_k = int(150.0 / env.unwrapped.params.dt)
     errors = []
-    for k in range(80):
+    for _ in range(80):
         obs, _, term, trunc, info = env.step(pi.predict(obs)[0])
         ukf.step(obs)
         assert np.isfinite(ukf.x).all() and np.isfinite(ukf.P).all()
