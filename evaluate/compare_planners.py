@@ -61,12 +61,15 @@ CONTROLLERS: dict[str, str] = {
     "oracle": "CEM MPC on the true batched physics with the true hidden state (upper bound)",
     "physics-mpc": "the oracle's CEM MPC on nominal physics from an unscented Kalman filter's estimate of the "
                    "state and disturbances (the information-limited reference; not in the default set)",
+    "physics-mpc-backoff": "physics-mpc with the EB-LNN planner's constraint back-offs (CO and O2 margins) "
+                           "(not in the default set)",
     "pytorch-mppi": "the pytorch-mppi package's MPPI on the same world model, equal compute to mppi "
                     "(not in the default set)",
     "ppo": "stable-baselines3 PPO (VecNormalize)",
     "sac": "stable-baselines3 SAC",
 }
-DEFAULT_CONTROLLERS = [c for c in CONTROLLERS if c not in ("cem-10x", "eblnn-ensemble", "physics-mpc", "pytorch-mppi")]
+DEFAULT_CONTROLLERS = [c for c in CONTROLLERS if c not in ("cem-10x", "eblnn-ensemble", "physics-mpc",
+                                                                "physics-mpc-backoff", "pytorch-mppi")]
 
 
 @dataclass
@@ -239,6 +242,10 @@ def controller_specs(cfg: CompareConfig) -> list[ControllerSpec]:
             specs.append(ControllerSpec("oracle", "planners.oracle:make_oracle"))
         elif name == "physics-mpc":
             specs.append(ControllerSpec("physics-mpc", "planners.physics_mpc:make_physics_mpc"))
+        elif name == "physics-mpc-backoff":
+            from planners.physics_mpc import PLANNER_BACKOFFS
+
+            specs.append(ControllerSpec(name, "planners.physics_mpc:make_physics_mpc", dict(PLANNER_BACKOFFS)))
         elif name in ("ppo", "sac"):
             path = ensure_artefact(cfg, name)
             if path is not None:

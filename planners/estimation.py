@@ -63,10 +63,12 @@ MEAS_NAMES = ("temperature", "o2", "co", "fuel_flow", "air_flow")
 N_MEAS = len(MEAS_NAMES)
 _OBS_IDX = np.array([0, 2, 3, 4, 5])
 _CO_OFFSET = 10.0  # ppm, the offset of the log-CO coordinate
-# Instrument ranges of the measured channels (Furnace-v0's observation bounds): a reading at
-# the end of its range is saturated and says little.
-_RANGE_LOW = np.array([0.0, 0.0, 0.0, 0.0, 0.0])
-_RANGE_HIGH = np.array([1600.0, 21.0, 5000.0, np.inf, np.inf])
+# Instrument ranges of temperature, O2 and CO (Furnace-v0's observation bounds), in the filter's
+# measurement coordinates: the measurement model clips its prediction as the instrument clips its
+# reading, so a saturated reading still says "at least this much" (a fuel-rich burner drives the CO
+# analyser to its top; ignoring that reading would hide the very event the filter must catch).
+_CLIP_LOW = np.array([0.0, 0.0, math.log(_CO_OFFSET)])
+_CLIP_HIGH = np.array([1600.0, 21.0, math.log(5000.0 + _CO_OFFSET)])
 # Physical ranges the filter's mean is kept inside after an update (a constrained UKF by projection).
 _LOAD_RANGE = (0.0, 2.0)
 _QUALITY_RANGE = (0.7, 1.3)
@@ -122,11 +124,9 @@ class EstimatorConfig:
     """Prior-distribution parameter of the scaled sigma points (2: Gaussian)."""
     kappa: float = 0.0
     """Secondary spread parameter of the scaled sigma points."""
-    saturated_inflation: float = 1.0e4
-    """Factor on the variance of a reading at the end of its instrument range (it carries little information)."""
 
     def __post_init__(self) -> None:
-        for name in ("load_walk", "quality_walk", "leak_walk", "alpha", "saturated_inflation"):
+        for name in ("load_walk", "quality_walk", "leak_walk", "alpha"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise ValueError(f"EstimatorConfig.{name}={v!r} must be finite and > 0")
@@ -305,8 +305,11 @@ class FurnaceUKF:
 
     @staticmethod
     def _hx(x: np.ndarray) -> np.ndarray:
-        """Predicted measurement: thermocouple, O2 reading, log-CO reading, fuel and air flows."""
-        return np.array([x[1], x[4], x[5], x[2], x[3]])
+        """Predicted measurement: thermocouple, O2 reading, log-CO reading (clipped to the instruments'
+        ranges, as the readings are), fuel and air flows."""
+        z = np.array([x[1], x[4], x[5], x[2], x[3]])
+        z[:3] = np.clip(z[:3], _CLIP_LOW, _CLIP_HIGH)
+        return z
 
     def _z(self, o: np.ndarray) -> np.ndarray:
         z = o[_OBS_IDX].copy()
@@ -320,10 +323,7 @@ class FurnaceUKF:
         std = np.asarray(c.sensor_abs) + np.asarray(c.sensor_rel) * np.abs(y)
         std[2] = std[2] / (max(y[2], 0.0) + _CO_OFFSET)  # into log-CO units
         std = np.maximum(std, c.sensor_floor)
-        var = std**2
-        saturated = (y <= _RANGE_LOW) | (y >= _RANGE_HIGH)
-        saturated[3:] = False  # a closed valve reads 0 exactly: that is information
-        return np.diag(np.where(saturated, var * c.saturated_inflation, var))
+        return np.diag(std**2)
 
     def _project(self) -> None:
         """Keep the mean in the physical ranges and the covariance symmetric positive definite."""

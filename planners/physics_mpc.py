@@ -16,6 +16,7 @@ world-model planner the gap is model error: both see the same measurements.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,8 +37,14 @@ from planners.physics_objective import (
     encode_actions,
     physics_objective,
 )
+from planners.world_model import ObjectiveConfig
 
-__all__ = ["PhysicsMPCConfig", "PhysicsPlanningModel", "make_physics_mpc"]
+__all__ = ["PhysicsMPCConfig", "PhysicsPlanningModel", "make_physics_mpc", "PLANNER_BACKOFFS"]
+
+#: The world-model planner's constraint back-offs (``ObjectiveConfig`` defaults), for a physics MPC
+#: with the same objective tightening (the ``physics-mpc-backoff`` row of the comparison).
+PLANNER_BACKOFFS: dict[str, float] = {"co_backoff": ObjectiveConfig.co_backoff,
+                                      "o2_backoff": ObjectiveConfig.o2_backoff}
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,13 @@ class PhysicsMPCConfig:
     """Search coordinates: ``"ratio"`` (fuel command, excess air at the *estimated* fuel quality) or ``"raw"``."""
     excess_air: tuple[float, float] = (-0.05, 1.0)
     """Excess-air range ``lambda - 1`` mapped onto [-1, 1] in ``"ratio"`` coordinates (the oracle's)."""
+    co_backoff: float = 0.0
+    """Constraint tightening: the plan pays for predicted CO above ``(1 - co_backoff)`` times the env's CO
+    limit (0: the env's limit, the oracle's objective). A margin for the estimate's error, as the
+    world-model planner keeps (:data:`PLANNER_BACKOFFS`)."""
+    o2_backoff: float = 0.0
+    """Percentage points added to the env's O2 minimum in the plan's cost (0: the oracle's objective): a
+    margin for a rise in the fuel's air demand that the O2 analyser reports only after its dead time."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.params, FurnaceParams):
@@ -71,6 +85,10 @@ class PhysicsMPCConfig:
         lo, hi = self.excess_air
         if not -1.0 < lo < hi:
             raise ValueError(f"PhysicsMPCConfig.excess_air={self.excess_air!r} must satisfy -1 < low < high")
+        if not (isinstance(self.co_backoff, int | float) and 0.0 <= self.co_backoff < 1.0):
+            raise ValueError(f"PhysicsMPCConfig.co_backoff={self.co_backoff!r} must lie in [0, 1)")
+        if not (isinstance(self.o2_backoff, int | float) and math.isfinite(self.o2_backoff) and self.o2_backoff >= 0):
+            raise ValueError(f"PhysicsMPCConfig.o2_backoff={self.o2_backoff!r} must be finite and >= 0")
 
 
 class PhysicsPlanningModel:
@@ -88,7 +106,11 @@ class PhysicsPlanningModel:
         self.weights = weights if weights is not None else CostWeights()
         self.trip_penalty = float(trip_penalty if self.cfg.trip_penalty is None else self.cfg.trip_penalty)
         self.estimator = FurnaceUKF(self.cfg.params, self.weights, self.cfg.estimator)
-        self._sims = SimCache(self.cfg.params, self.weights)
+        # The planner's copy of the cost, tightened by the back-offs (the env's reward is untouched).
+        self.plan_weights = dataclasses.replace(
+            self.weights, co_limit=self.weights.co_limit * (1.0 - self.cfg.co_backoff),
+            o2_min=self.weights.o2_min + self.cfg.o2_backoff)
+        self._sims = SimCache(self.cfg.params, self.plan_weights)
         self.reset()
 
     def reset(self) -> None:
