@@ -5,11 +5,11 @@
     python evaluate/tune_planner.py --grid co_backoff=0,0.5 excess_air=-0.05:1.0,0.08:1.0
 
     python evaluate/tune_planner.py --scenario eval --steps 0 --episodes 2 --grid beta=0,0.1
-    python evaluate/tune_planner.py --scenario eval --steps 0 --grid optimizer=cem init_std=0.1 opt_beta=2,3
+    python evaluate/tune_planner.py --scenario eval --steps 0 --grid optimizer=cem init_std=0.1 optimizer.beta=2,3
     python evaluate/tune_planner.py --scenario eval --steps 0 --grid checkpoint=a/best.pt,b/best.pt,a/best.pt:b/best.pt
 
-(``opt_<name>`` sets an optimiser option that an objective option shadows, e.g. CEM's noise
-colour ``opt_beta`` beside the energy weight ``beta``; ``a:b`` as a checkpoint plans on the
+(``optimizer.<name>`` sets an optimiser option that an objective option shadows, e.g. CEM's noise
+colour ``optimizer.beta`` beside the energy weight ``beta``; ``a:b`` as a checkpoint plans on the
 ensemble of both models.)
 
 Every grid point runs the planner (``planners.factories.make_eblnn_planner``) and the reference
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planners.benchmark import ControllerSpec, evaluate_controllers  # noqa: E402
 from planners.factories import option_value  # noqa: E402
-from planners.world_model import ObjectiveConfig  # noqa: E402
+from planners.objective import ObjectiveConfig  # noqa: E402
 
 TUNE_SEED0 = 900_100
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         scenarios = [replace(sc, n_steps=args.steps) for sc in scenarios]
     seeds = [TUNE_SEED0 + i for i in range(args.episodes)]
     points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
-    specs = [ControllerSpec("pi", "planners.pi:make_pi")]
+    specs = [ControllerSpec("pi", "furnace_env.pi:make_pi")]
     specs += [ControllerSpec(f"p{i}", "planners.factories:make_eblnn_planner",
                              {"checkpoint": args.checkpoint, **pt}) for i, pt in enumerate(points)]
     recs = evaluate_controllers(specs, scenarios, seeds, workers=args.workers)

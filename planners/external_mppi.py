@@ -2,7 +2,7 @@
 
 ``pytorch_mppi.MPPI`` (Williams et al., ICRA 2017, algorithm 2; github.com/UM-ARM-Lab/pytorch_mppi)
 wants a dynamics function ``f(state, u) -> next state`` and a running cost ``c(state, u)``, summed
-over the horizon. The planning objectives here (the world model's, :mod:`planners.world_model`)
+over the horizon. The planning objectives here (the world model's, :mod:`planners.objective`)
 are not of that form: they score a whole action sequence at once (the energy of the imagined
 hidden trajectory, the terminal cost, the smoothness term against the applied action, the
 output-disturbance correction), and the world model's recurrent state is not a vector the library
@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from planners.base import Controller
+from furnace_env.control import Controller
 
 __all__ = ["PyTorchMPPIConfig", "PyTorchMPPIController", "matched_pytorch_mppi_config"]
 

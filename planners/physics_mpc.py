@@ -26,8 +26,10 @@ import torch
 
 from furnace_env.cost import CostWeights
 from furnace_env.physics import FurnaceParams
+from furnace_env.ratio import DEFAULT_EXCESS_AIR
 from planners.estimation import EstimatorConfig, FurnaceUKF
 from planners.mpc import MPCController
+from planners.objective import ObjectiveConfig
 from planners.optim import Objective, TrajectoryOptimizer, make_optimizer
 from planners.oracle import DEFAULT_ORACLE_OPTIMIZER
 from planners.physics_objective import (
@@ -37,7 +39,6 @@ from planners.physics_objective import (
     encode_actions,
     physics_objective,
 )
-from planners.world_model import ObjectiveConfig
 
 __all__ = ["PhysicsMPCConfig", "PhysicsPlanningModel", "make_physics_mpc", "PLANNER_BACKOFFS"]
 
@@ -61,7 +62,7 @@ class PhysicsMPCConfig:
     """Cost of a trip within the horizon (None: the env's own ``trip_penalty``)."""
     coords: str = "ratio"
     """Search coordinates: ``"ratio"`` (fuel command, excess air at the *estimated* fuel quality) or ``"raw"``."""
-    excess_air: tuple[float, float] = (-0.05, 1.0)
+    excess_air: tuple[float, float] = DEFAULT_EXCESS_AIR
     """Excess-air range ``lambda - 1`` mapped onto [-1, 1] in ``"ratio"`` coordinates (the oracle's)."""
     co_backoff: float = 0.0
     """Constraint tightening: the plan pays for predicted CO above ``(1 - co_backoff)`` times the env's CO

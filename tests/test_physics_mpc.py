@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from furnace_env.pi import PIController
 from furnace_env.scenarios import LOAD_REF, Scenario, get_scenario
 from planners.estimation import EstimatorConfig, FurnaceUKF
 from planners.evaluation import make_scenario_env, run_episode
 from planners.physics_mpc import PhysicsMPCConfig, make_physics_mpc
-from planners.pi import PIController
 
 #: The estimator's documented convergence on a constant unmeasured step: within this many control
 #: steps (100 s) of the step, the estimate stays within the tolerance below until the episode ends.
