@@ -110,3 +110,17 @@ def test_bad_config_is_refused_naming_the_field():
         FurnaceUKF().step(np.full(8, np.nan))
     with pytest.raises(RuntimeError, match="step"):
         FurnaceUKF().disturbances()
+
+
+def test_registry_builds_both_physics_rows():
+    from planners.experiment import DEFAULT_CONTROLLERS, CompareConfig, controller_specs
+    from planners.physics_mpc import PLANNER_BACKOFFS
+
+    specs = {s.name: s for s in controller_specs(CompareConfig(controllers=["physics-mpc", "physics-mpc-backoff"]))}
+    env = make_scenario_env("nominal")
+    plain, margin = specs["physics-mpc"].build(env), specs["physics-mpc-backoff"].build(env)
+    assert plain.model.plan_weights == env.unwrapped.weights
+    w = env.unwrapped.weights
+    assert margin.model.plan_weights.o2_min == pytest.approx(w.o2_min + PLANNER_BACKOFFS["o2_backoff"])
+    assert margin.model.plan_weights.co_limit == pytest.approx(w.co_limit * (1 - PLANNER_BACKOFFS["co_backoff"]))
+    assert "physics-mpc" not in DEFAULT_CONTROLLERS  # the oracle's budget twice over: an explicit choice
