@@ -35,6 +35,14 @@ __all__ = [
     "OracleConfig",
     "OracleModel",
     "make_oracle",
+    # planners.estimation, planners.physics_mpc (the information-limited reference)
+    "EstimatorConfig",
+    "FurnaceUKF",
+    "PhysicsMPCConfig",
+    "make_physics_mpc",
+    # planners.external_mppi (the pytorch-mppi package as a peer)
+    "PyTorchMPPIConfig",
+    "PyTorchMPPIController",
 ]
 
 _OPTIM = ("Optimizer", "OptimResult", "PlanResult", "TrajectoryOptimizer", "LangevinConfig",
@@ -47,6 +55,12 @@ _LAZY = {
     "OracleConfig": "planners.oracle",
     "OracleModel": "planners.oracle",
     "make_oracle": "planners.oracle",
+    "EstimatorConfig": "planners.estimation",
+    "FurnaceUKF": "planners.estimation",
+    "PhysicsMPCConfig": "planners.physics_mpc",
+    "make_physics_mpc": "planners.physics_mpc",
+    "PyTorchMPPIConfig": "planners.external_mppi",
+    "PyTorchMPPIController": "planners.external_mppi",
 }
 
 
