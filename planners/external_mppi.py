@@ -12,7 +12,14 @@ could carry. So the mapping is:
   cost is zero;
 * the library's terminal cost, which it calls with the full sampled action sequences
   ``[1, K, T, A]``, is the planning objective evaluated on them: the same objective, evaluated once
-  per sample, as the in-house optimisers evaluate it.
+  per sample, as the in-house optimisers evaluate it;
+* the library's actions are *deviations from the action now applied* (in search coordinates),
+  re-expressed at every control step, with the bounds moved to match. The library's control-cost
+  term ``lambda * U^T Sigma^-1 eps`` treats zero as the free action: in absolute coordinates zero
+  is a half-open valve, and that term (whose weight in the exponential average does not depend on
+  ``lambda``) pulled every plan towards it (the furnace under-fired by 15-20 % of its fuel); on
+  deviations it is a move-suppression term around the current operating point, which is what a
+  control cost means on a plant.
 
 The library's sampling, weighting (``exp(-(J - J_min) / lambda)``, ``lambda`` in cost units), its
 control-cost term ``lambda * U^T Sigma^-1 eps`` and its update of the nominal sequence are used as
@@ -36,7 +43,7 @@ What cannot be matched with the in-house MPPI (:class:`~planners.optim.MPPIOptim
 Warm start: at each control step the library shifts its nominal sequence and fills the last step
 with ``u_init``; setting ``u_init`` to the sequence's current last step (a public attribute) makes
 the shift repeat the last action, as the in-house warm start does. The first plan of an episode
-starts from the applied action held over the horizon.
+starts from the applied action held over the horizon (zero deviation).
 
 Randomness: the library draws from torch's global generator. Each control step draws one seed
 from the controller's own ``torch.Generator`` and runs the library inside
@@ -134,13 +141,14 @@ class PyTorchMPPIController(Controller):
         self.generator.set_state(self._gen_state)
         self._mppi = None
         self._objective = None
+        self._offset: torch.Tensor | None = None
         self._evals = 0
         self.latencies: list[float] = []
         self.evals: list[int] = []
 
     def _terminal_cost(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """The library's terminal cost: the planning objective on the sampled sequences ``[1, K, T, A]``."""
-        u = actions[0]
+        u = actions[0] + self._offset  # the library's deviations -> search coordinates
         with torch.no_grad():
             c = self._objective(u)
         c = torch.as_tensor(c, dtype=self.dtype, device=self.device)
@@ -148,14 +156,11 @@ class PyTorchMPPIController(Controller):
         # A non-finite cost gets no weight in the library's exponential average.
         return torch.where(torch.isfinite(c), c, torch.full_like(c, float("inf")))
 
-    def _build(self, hold: np.ndarray | None) -> None:
+    def _build(self) -> None:
         from pytorch_mppi import MPPI
 
         c = self.config
-        u0 = torch.zeros(2, dtype=self.dtype, device=self.device)
-        if hold is not None:
-            u0 = torch.as_tensor(np.asarray(hold, dtype=np.float64), dtype=self.dtype, device=self.device).reshape(2)
-        u0 = u0.clamp(-1.0, 1.0)
+        u0 = torch.zeros(2, dtype=self.dtype, device=self.device)  # hold the applied action
         self._mppi = MPPI(
             dynamics=lambda state, u: state,
             running_cost=lambda state, u: torch.zeros(state.shape[0], dtype=self.dtype, device=self.device),
@@ -177,9 +182,17 @@ class PyTorchMPPIController(Controller):
         o = obs[0]
         self.model.observe(o)
         first_step = self._mppi is None
+        nominal = getattr(self.model, "nominal_action", None)
+        hold = nominal() if callable(nominal) else None
+        offset = torch.zeros(2, dtype=self.dtype, device=self.device) if hold is None else torch.as_tensor(
+            np.asarray(hold, dtype=np.float64), dtype=self.dtype, device=self.device).reshape(2).clamp(-1.0, 1.0)
         if first_step:
-            nominal = getattr(self.model, "nominal_action", None)
-            self._build(nominal() if callable(nominal) else None)
+            self._build()
+        else:
+            # Re-express the nominal sequence as deviations from the action applied now.
+            self._mppi.U = self._mppi.U + (self._offset - offset)
+        self._offset = offset
+        self._mppi.u_min, self._mppi.u_max = -1.0 - offset, 1.0 - offset
         self._objective = self.model.make_objective(o)
         self._evals = 0
         seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
@@ -191,7 +204,7 @@ class PyTorchMPPIController(Controller):
                 if shift:
                     self._mppi.u_init = self._mppi.U[-1].clone()  # the shift repeats the last action
                 u = self._mppi.command(state0, shift_nominal_trajectory=shift)
-        first = u.detach().cpu().numpy().astype(np.float64).reshape(2)
+        first = (u + offset).detach().cpu().numpy().astype(np.float64).reshape(2)
         decode = getattr(self.model, "decode", None)
         action = np.clip(decode(first) if callable(decode) else first, -1.0, 1.0)
         if callable(getattr(self.model, "applied", None)):
