@@ -14,8 +14,8 @@ ensemble of both models.)
 
 Every grid point runs the planner (``planners.factories.make_eblnn_planner``) and the reference
 PI controller on the same episodes (tuning seeds 900 100+, disjoint from PI tuning and from
-evaluation; the training mix by default, or named scenarios, ``eval`` for the five evaluation
-scenarios) and prints the mean return of each, the planner's margin over PI (the mean of the
+evaluation; the training mix by default, or named scenarios, ``eval`` for the ``tune`` family;
+test-family scenarios are refused, see ``furnace_env.scenarios.FAMILIES``) and prints the mean return of each, the planner's margin over PI (the mean of the
 per-scenario margins, and each scenario's), violations, fuel, trips, latency and actuator travel
 (fuel valve + air damper, full strokes per hour).
 """
@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--episodes", type=int, default=4, help="training-mix episodes per grid point")
     parser.add_argument("--steps", type=int, default=120, help="steps per episode (0: the scenario's own length)")
     parser.add_argument("--scenario", nargs="+", default=["train_mix"],
-                        help="scenario names, or 'eval' for the five evaluation scenarios")
+                        help="scenario names, or 'eval' for the 'tune' family (the five named examples); "
+                             "test-family scenarios are refused")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     grid = {}
@@ -59,12 +60,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
         grid[name] = [option_value(v) for v in vals.split(",")]
     from dataclasses import replace
 
-    from furnace_env.scenarios import EVAL_SCENARIOS, get_scenario
+    from furnace_env.scenarios import FAMILIES, get_scenario, refuse_test_family
 
     if args.steps < 0:
         parser.error(f"--steps {args.steps}: expected >= 0 (0: each scenario's own length)")
-    names = list(EVAL_SCENARIOS) if args.scenario == ["eval"] else args.scenario
+    names = list(FAMILIES["tune"]) if args.scenario == ["eval"] else args.scenario
     scenarios = [get_scenario(n) for n in names]
+    try:
+        refuse_test_family(scenarios, "tuning")
+    except ValueError as err:
+        parser.error(str(err))
     if args.steps:
         scenarios = [replace(sc, n_steps=args.steps) for sc in scenarios]
     seeds = [TUNE_SEED0 + i for i in range(args.episodes)]

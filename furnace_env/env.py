@@ -258,6 +258,7 @@ class FurnaceEnv(gym.Env):
         # and the steps at which it changes (each sets the simulator's params before stepping).
         self._plant_table: np.ndarray | None = None
         self._plant_change: np.ndarray | None = None
+        self._plant_names: tuple[str, ...] = ()
 
     @property
     def noisy(self) -> bool:
@@ -295,6 +296,7 @@ class FurnaceEnv(gym.Env):
         self._sched = self.scenario.sample_schedule(self.np_random, self.params.dt)
         plant, self._plant_table = self.scenario.sample_plant(self.np_random, self.params)
         self._plant_change = None if self._plant_table is None else self._changes(self._plant_table)
+        self._plant_names = self.scenario.plant_names
         self._sim.set_params(plant if self._plant_table is None else FurnaceParams.from_array(self._plant_table[0]))
         self._k = 0
         self._noisy = self.noisy
@@ -358,6 +360,7 @@ class FurnaceEnv(gym.Env):
             physics=frozen_copy(sim.state[0]), o2_buf=frozen_copy(sim.o2_buf[0]), co_buf=frozen_copy(sim.co_buf[0]),
             substep=int(sim.k), schedule=frozen_copy(self._sched), step=int(self._k),
             command=frozen_copy(self._cmd[0]), noisy=bool(self._noisy), rng_state=self._rng_state(),
+            plant_names=self._plant_names,
         )
 
     def set_state(self, state: FurnaceState) -> None:
@@ -406,6 +409,7 @@ class FurnaceEnv(gym.Env):
         self._n_steps = state.n_steps
         self._plant_table = None if state.plant_table is None else np.array(state.plant_table)
         self._plant_change = None if self._plant_table is None else self._changes(self._plant_table)
+        self._plant_names = tuple(state.plant_names)
 
     def _rng_state(self) -> dict[str, Any]:
         """``np_random``'s state as if each step had drawn its own noise (see ``_return_noise``), untouched."""
@@ -427,7 +431,7 @@ class FurnaceEnv(gym.Env):
     def _plant_info(self) -> dict[str, float]:
         """The plant fields the scenario sets or changes, at their values in force now."""
         plant = self._sim.params
-        return {name: getattr(plant, name) for name in self.scenario.plant_names}
+        return {name: getattr(plant, name) for name in self._plant_names}
 
     def _refill(self) -> None:
         """Draw the next block of sensor noise from ``np_random``."""

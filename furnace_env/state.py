@@ -47,6 +47,8 @@ class FurnaceState:
     """Whether this episode's observations carry sensor noise."""
     rng_state: dict[str, Any]
     """The state of the env's ``np_random``, as if every step had drawn its own sensor noise."""
+    plant_names: tuple[str, ...] = ()
+    """The plant fields the episode's scenario sets or changes (the keys of ``info["plant"]``)."""
 
     @property
     def n_steps(self) -> int:
