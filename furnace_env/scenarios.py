@@ -17,6 +17,7 @@ only reported (:func:`refuse_test_family` guards the tuning scripts).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -267,11 +268,21 @@ def _plant_value(sc: Scenario, where: str, name: str, v: Any) -> float:
     """``v`` as a float if it is a valid value of ``FurnaceParams.<name>``, else a ``ValueError``."""
     if not _is_number(v):
         raise ValueError(f"Scenario {sc.name!r}: {where} {name}={v!r} must be a finite number")
-    try:
-        dataclasses.replace(FurnaceParams(), **{name: float(v)})
-    except ValueError as err:
-        raise ValueError(f"Scenario {sc.name!r}: {where} {name}={v!r} is not a valid plant value ({err})") from None
+    err = _param_error(name, float(v))
+    if err:
+        raise ValueError(f"Scenario {sc.name!r}: {where} {name}={v!r} is not a valid plant value ({err})")
     return float(v)
+
+
+@functools.lru_cache(maxsize=1024)
+def _param_error(name: str, v: float) -> str:
+    """``FurnaceParams``' own complaint about ``name=v`` ('' if none); cached, as the training mix
+    rebuilds its scenario, and so re-validates the same plant ranges, at every reset."""
+    try:
+        dataclasses.replace(FurnaceParams(), **{name: v})
+    except ValueError as err:
+        return str(err)
+    return ""
 
 
 def _check_plant(sc: Scenario) -> None:
