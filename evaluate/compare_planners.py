@@ -2,6 +2,7 @@
 
     python evaluate/compare_planners.py                       # every controller, named scenarios
     python evaluate/compare_planners.py --scenario my.yaml --seeds 5
+    python evaluate/compare_planners.py --family test           # the held-out test family
     python evaluate/compare_planners.py --controllers pi oracle eblnn-langevin
     python evaluate/compare_planners.py --controllers pi oracle eblnn-langevin --planner_set beta=1
 
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import furnace_env  # noqa: E402,F401
-from furnace_env.scenarios import EVAL_SCENARIOS, get_scenario  # noqa: E402
+from furnace_env.scenarios import EVAL_SCENARIOS, FAMILIES, family_scenarios, get_scenario  # noqa: E402
 from planners.benchmark import (  # noqa: E402
     ControllerSpec,
     bootstrap_ci,
@@ -72,7 +73,10 @@ class CompareConfig:
     controllers: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROLLERS))
     """Controllers to evaluate (see ``--list``)."""
     scenario: list[str] = field(default_factory=lambda: list(EVAL_SCENARIOS))
-    """Scenario names or YAML/JSON files."""
+    """Scenario names or YAML/JSON files (ignored with ``--family``)."""
+    family: str = ""
+    """Evaluate every scenario of this family instead (``furnace_env.scenarios.FAMILIES``: ``tune``,
+    the named examples defaults are chosen on; ``test``, the held-out scenarios results are reported on)."""
     seeds: int = 3
     """Evaluation seeds per scenario (10 000, 10 001, ...)."""
     workers: int = 2
@@ -428,6 +432,8 @@ def parse_args(argv: list[str] | None = None) -> CompareConfig:
     cfg = CompareConfig(**{f.name: getattr(args, f.name) for f in fields(CompareConfig)})
     if cfg.seeds < 1:
         raise SystemExit(f"--seeds {cfg.seeds}: must be >= 1")
+    if cfg.family and cfg.family not in FAMILIES:
+        raise SystemExit(f"--family {cfg.family!r}: not a scenario family; allowed: {', '.join(FAMILIES)}")
     if cfg.paired_focus not in CONTROLLERS:
         raise SystemExit(f"--paired_focus {cfg.paired_focus!r}: not a controller; allowed: {', '.join(CONTROLLERS)}")
     try:
@@ -444,8 +450,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = Path(cfg.out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     scenarios = []
-    for s in cfg.scenario:
-        sc = get_scenario(s)
+    for sc in family_scenarios(cfg.family) if cfg.family else map(get_scenario, cfg.scenario):
         if cfg.steps:
             sc = replace(sc, n_steps=min(cfg.steps, sc.n_steps))
         scenarios.append(sc)
