@@ -119,6 +119,19 @@ def test_a_plant_event_changes_the_trajectory_only_after_it():
     assert run[1][-1] < run[0][-1] - 1.0  # more wall loss, colder furnace
 
 
+def test_a_bad_action_at_a_plant_event_changes_nothing():
+    env = furnace_env.FurnaceEnv(scenario=Scenario(plant_events=[(5.0, "ua", 300.0)]))
+    env.reset(seed=0)
+    env.step(np.zeros(2))
+    before = env.get_state()
+    with pytest.raises(ValueError, match="non-finite"):
+        env.step(np.array([np.nan, 0.0]))
+    after = env.get_state()
+    assert env.plant.ua == 150.0 and after.plant == before.plant and after.step == before.step
+    assert np.array_equal(after.physics, before.physics) and after.rng_state == before.rng_state
+    assert env.step(np.zeros(2))[4]["plant"] == {"ua": 300.0}
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(plant={"heat_capacty": 2e5}), "unknown plant field 'heat_capacty'; allowed: .*heat_capacity"),
     (dict(plant={"dt": 2.0}), "plant field 'dt' cannot vary"),
