@@ -267,7 +267,8 @@ def _plant_field(sc: Scenario, where: str, name: Any) -> str:
 def _plant_value(sc: Scenario, where: str, name: str, v: Any) -> float:
     """``v`` as a float if it is a valid value of ``FurnaceParams.<name>``, else a ``ValueError``."""
     if not _is_number(v):
-        raise ValueError(f"Scenario {sc.name!r}: {where} {name}={v!r} must be a finite number")
+        hint = " (YAML reads 1.8e5 as text: write 1.8e+5 or 180000.0)" if isinstance(v, str) else ""
+        raise ValueError(f"Scenario {sc.name!r}: {where} {name}={v!r} must be a finite number{hint}")
     err = _param_error(name, float(v))
     if err:
         raise ValueError(f"Scenario {sc.name!r}: {where} {name}={v!r} is not a valid plant value ({err})")

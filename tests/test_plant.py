@@ -143,6 +143,7 @@ def test_a_bad_action_at_a_plant_event_changes_nothing():
     (dict(plant={"ua": float("nan")}), "ua=nan must be a finite number"),
     (dict(plant={"ua": True}), "ua=True must be a finite number"),
     (dict(plant={"ua": "hot"}), "ua='hot' must be a finite number"),
+    (dict(plant={"heat_capacity": "1.8e5"}), "YAML reads 1.8e5 as text"),
     (dict(plant_events=[(10.0, "wall", 1.0)]), "unknown plant_events field 'wall'"),
     (dict(plant_events=[(10.0, "ua")]), r"must be \(time_s, field, value\[, ramp_s\]\)"),
     (dict(plant_events=[(-1.0, "ua", 100.0)]), "time -1.0"),
@@ -163,6 +164,15 @@ def test_plant_file_round_trip(tmp_path, suffix):
     assert load_scenario(path) == sc
     assert Scenario.from_dict(sc.to_dict()) == sc
     assert sc.to_dict()["plant"] == {"heat_capacity": [1.8e5, 2.2e5], "t_amb": 35.0}
+
+
+def test_yaml_text_with_a_plant(tmp_path):
+    path = tmp_path / "fouling.yaml"
+    path.write_text("setpoint: 920.0\nplant: {heat_capacity: [1.8e+5, 2.2e+5], t_amb: 35.0}\n"
+                    "plant_events: [[200.0, o2_knee, 2.9, 800.0], [600.0, ua, 190.0]]\n")
+    sc = load_scenario(path)
+    assert sc.name == "fouling" and dict(sc.plant) == {"heat_capacity": (1.8e5, 2.2e5), "t_amb": 35.0}
+    assert sc.plant_events == ((200.0, "o2_knee", 2.9, 800.0), (600.0, "ua", 190.0, 0.0))
 
 
 def test_training_range_is_valid_and_used_by_the_training_mix():
