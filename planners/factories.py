@@ -33,17 +33,17 @@ def _split(kwargs: dict[str, Any], cls) -> tuple[dict[str, Any], dict[str, Any]]
 
 
 #: Each optimiser's settings on the world model. Langevin: the default budget (candidates x
-#: iterations; horizon below), tuned with ``evaluate/tune_planner.py``; latency in BENCHMARKS.md.
-#: CEM and MPPI (their candidates matched to Langevin's compute): tuned on the evaluation
-#: scenarios with tuning seeds (BENCHMARKS.md, "its gradient-free peers, tuned"): small
-#: perturbations of time-correlated noise (colour ``beta``) around the warm start, as iCEM does.
+#: iterations; horizon below), the most that fits near the latency goal (docs/tuning.md, "the
+#: horizon and the iterations"; latency in docs/benchmarks/planner_latency.md). CEM and MPPI
+#: (their candidates matched to Langevin's compute): small perturbations of time-correlated noise
+#: (colour ``beta``) around the warm start, as iCEM does (docs/tuning.md, "its gradient-free peers, tuned").
 OPTIMIZER_KWARGS: dict[str, dict[str, Any]] = {
     "langevin": {"n_candidates": 32, "iterations": 5},
     "cem": {"init_std": 0.1, "beta": 3.0},
     "mppi": {"sigma": 0.05, "beta": 2.0, "temperature": 0.1},
 }
-#: Planning horizon, control steps (75 s; 15 planned as well as 20 at 0.78-0.85x the latency, and better
-#: than 10 or 12: BENCHMARKS.md, "the horizon and the iterations").
+#: Planning horizon, control steps (75 s): as good as 20 at a lower latency, better than 10 or 12
+#: (docs/tuning.md, "the horizon and the iterations").
 DEFAULT_HORIZON = 15
 
 
