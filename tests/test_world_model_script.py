@@ -58,7 +58,7 @@ def test_tiny_training_run_end_to_end(tiny_run):
     assert report["epochs_run"] == 2 and report["sequences_per_s"] > 0
 
 
-@pytest.mark.slow  # three more script runs after the tiny run (about 3 min on a loaded 2-core VM)
+@pytest.mark.slow  # three more script runs after the tiny one
 def test_tiny_run_resumes_reseeds_and_reports_quality(tiny_run):
     args, tmp_path, r = tiny_run
     assert r.returncode == 0, r.stderr[-2000:]
