@@ -5,11 +5,11 @@
     python evaluate/tune_planner.py --grid co_backoff=0,0.5 excess_air=-0.05:1.0,0.08:1.0
 
     python evaluate/tune_planner.py --scenario eval --steps 0 --episodes 2 --grid beta=0,0.1
-    python evaluate/tune_planner.py --scenario eval --steps 0 --grid optimizer=cem init_std=0.1 opt_beta=2,3
+    python evaluate/tune_planner.py --scenario eval --steps 0 --grid optimizer=cem init_std=0.1 optimizer.beta=2,3
     python evaluate/tune_planner.py --scenario eval --steps 0 --grid checkpoint=a/best.pt,b/best.pt,a/best.pt:b/best.pt
 
-(``opt_<name>`` sets an optimiser option that an objective option shadows, e.g. CEM's noise
-colour ``opt_beta`` beside the energy weight ``beta``; ``a:b`` as a checkpoint plans on the
+(``optimizer.<name>`` sets an optimiser option that an objective option shadows, e.g. CEM's noise
+colour ``optimizer.beta`` beside the energy weight ``beta``; ``a:b`` as a checkpoint plans on the
 ensemble of both models.)
 
 Every grid point runs the planner (``planners.factories.make_eblnn_planner``) and the reference
