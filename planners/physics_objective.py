@@ -20,7 +20,7 @@ decorrelate the search.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -52,6 +52,11 @@ class PhysicsSnapshot:
     """Exogenous inputs ``[4]`` held over the horizon: setpoint degC, load W, fuel quality, leak kg/s."""
     cmd: np.ndarray
     """Commands ``[2]`` now applied (in [-1, 1]; the smoothness term's first reference)."""
+    plant: FurnaceParams | None = None
+    """The plant to roll out (None: the simulators' own, the model's)."""
+    plant_at: Callable[[int], np.ndarray] | None = field(default=None, compare=False)
+    """Parameter array (``FurnaceParams.to_array()`` layout) in force ``t`` steps into the horizon, when
+    the plant changes during it (the oracle's plant events); None: ``plant`` throughout."""
 
 
 class SimCache:
@@ -108,6 +113,8 @@ def physics_objective(snap: PhysicsSnapshot, sims: SimCache, trip_penalty: float
         a = np.ascontiguousarray(decode(u))
         n, h, _ = a.shape
         sim = sims(n)
+        if snap.plant is not None:
+            sim.set_params(snap.plant)
         sim.state[:] = snap.state
         sim.o2_buf[:] = snap.o2_buf
         sim.co_buf[:] = snap.co_buf
@@ -116,6 +123,8 @@ def physics_objective(snap: PhysicsSnapshot, sims: SimCache, trip_penalty: float
         total = np.zeros(n)
         tripped = np.zeros(n, dtype=bool)
         for t in range(h):
+            if snap.plant_at is not None:
+                sim.p[:] = snap.plant_at(t)
             sim.step(np.ascontiguousarray(a[:, t]), dist)
             total += sim.cost
             tripped |= sim.tripped != 0
