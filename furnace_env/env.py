@@ -13,6 +13,7 @@ from gymnasium import spaces
 from furnace_env.cost import TRIP_PENALTY, CostWeights, trip_cost
 from furnace_env.physics import (
     N_OBS,
+    OBS_NAMES,
     REPORT_NAMES,
     FurnaceParams,
     FurnaceSim,
@@ -20,7 +21,11 @@ from furnace_env.physics import (
 )
 from furnace_env.scenarios import Scenario, get_scenario
 
-__all__ = ["FurnaceEnv", "observation_bounds", "validate_action", "measure", "TRIP_REASONS"]
+__all__ = ["FurnaceEnv", "observation_bounds", "validate_action", "validate_observation", "reset_scenario",
+           "measure", "TRIP_REASONS", "RESET_OPTIONS"]
+
+#: Keys ``reset(options=...)`` understands; any other key is refused.
+RESET_OPTIONS = ("scenario",)
 
 #: Trip codes reported by the kernel, and their meaning.
 TRIP_REASONS = {0: "", 1: "over-temperature", 2: "flame safeguard (fuel-rich burner)"}
@@ -63,6 +68,48 @@ def validate_action(action: Any, n: int | None = None) -> np.ndarray:
     if not np.isfinite(a).all():
         raise _non_finite(action)
     return np.clip(a, -1.0, 1.0)
+
+
+def validate_observation(observation: Any, obs_dim: int = N_OBS) -> tuple[np.ndarray, bool]:
+    """``(obs [N, obs_dim] float64, was_single)`` from one observation ``[obs_dim]`` or a batch.
+
+    The one check every controller runs before it touches its state: ``ValueError`` naming the
+    value for anything not numeric, of another shape, or with a NaN/inf entry (one bad reading
+    would otherwise enter a filter or an integrator and stay there). Ranges are not checked:
+    the env clips its readings to the instrument ranges, and a controller may see other plants.
+    """
+    try:
+        obs = np.asarray(observation, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"observation {observation!r} is not numeric: expected shape ({obs_dim},) "
+                         f"or (N, {obs_dim})") from err
+    single = obs.ndim == 1
+    if single:
+        obs = obs[None]
+    if obs.ndim != 2 or obs.shape[1] != obs_dim or obs.shape[0] < 1:
+        raise ValueError(f"observation of shape {np.shape(observation)}; expected ({obs_dim},) or (N, {obs_dim}) "
+                         f"({', '.join(OBS_NAMES) if obs_dim == N_OBS else 'the features'})")
+    if not np.isfinite(obs).all():
+        bad = sorted({int(j) for j in np.flatnonzero(~np.isfinite(obs).all(axis=0))})
+        names = [OBS_NAMES[j] if obs_dim == N_OBS else str(j) for j in bad]
+        raise ValueError(f"observation has non-finite entries in {names}: {observation!r}; a controller "
+                         "needs finite readings (hold the last action outside the controller if a sensor fails)")
+    return obs, single
+
+
+def reset_scenario(options: Any, current: Scenario) -> Scenario:
+    """The scenario a ``reset(options=...)`` asks for (``current`` without one), checked in full.
+
+    Unknown option keys are refused, so a misspelt ``"scenrio"`` cannot silently run the old one.
+    """
+    if options is None:
+        return current
+    if not isinstance(options, dict):
+        raise ValueError(f"reset options={options!r}: expected a dict (keys: {list(RESET_OPTIONS)}) or None")
+    unknown = sorted(set(options) - set(RESET_OPTIONS))
+    if unknown:
+        raise ValueError(f"reset options: unknown key(s) {unknown}; allowed: {list(RESET_OPTIONS)}")
+    return get_scenario(options["scenario"]) if "scenario" in options else current
 
 
 def _non_finite(action: Any) -> ValueError:
@@ -188,6 +235,18 @@ class FurnaceEnv(gym.Env):
     ## Episode end
     Terminated on a trip: furnace above 1200 degC, or a fuel-rich burner (lambda < 1) for
     20 s (the flame safeguard). Truncated after the scenario's ``n_steps`` (240 = 20 min).
+    Once an episode has ended, ``step()`` raises ``RuntimeError`` ("call reset()") and changes
+    nothing, as Gymnasium's convention asks: the schedule has no row beyond the last step.
+
+    Time limit: the env owns the episode length (the scenario's ``n_steps``, which a
+    ``reset(options={"scenario": ...})`` may change). The registration records
+    ``max_episode_steps=240``, the length of every preset, so that tools reading the spec see
+    the limit; ``gym.make`` then adds a ``TimeLimit(240)`` that agrees with the env on every
+    preset and never fires first on a shorter scenario. For a longer scenario pass
+    ``gym.make("Furnace-v0", scenario=..., max_episode_steps=n_steps)`` (as
+    :func:`planners.evaluation.make_scenario_env` does); otherwise the wrapper truncates at 240.
+    The effective limit is ``min(n_steps, max_episode_steps)`` in both the single and the
+    native vector env (which receives ``max_episode_steps`` from ``gym.make_vec``).
 
     ## Arguments
     ``gym.make("Furnace-v0", scenario="nominal", params=None, weights=None, sensor_noise=None,
@@ -230,6 +289,7 @@ class FurnaceEnv(gym.Env):
         self._sched: np.ndarray | None = None
         self._k = 0
         self._n_steps = self.scenario.n_steps
+        self._done = False
         self._history: list[tuple[np.ndarray, np.ndarray, float]] = []
         # Per-channel noise stds and ranges, one array for the fused step kernel.
         self._meas = np.stack([_NOISE_ABS, _NOISE_REL, self._low, self._high])
@@ -256,10 +316,12 @@ class FurnaceEnv(gym.Env):
         return self._sched
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        # Options are checked before anything moves (the generator included).
+        scenario = reset_scenario(options, self.scenario)
         self._return_noise()
         super().reset(seed=seed)
-        if options and "scenario" in options:
-            self.scenario = get_scenario(options["scenario"])
+        self.scenario = scenario
+        self._done = False
         self._n_steps = self.scenario.n_steps
         self._sched = self.scenario.sample_schedule(self.np_random, self.params.dt)
         self._k = 0
@@ -276,6 +338,9 @@ class FurnaceEnv(gym.Env):
     def step(self, action):
         if self._sched is None:
             raise RuntimeError("call reset() before step()")
+        if self._done:
+            raise RuntimeError("step() called after the episode ended (terminated or truncated); call reset() "
+                               "to start a new one")
         # Float arrays of shape (2,) go straight to the fused kernel, which checks finiteness
         # before it touches any state; anything else is checked and converted here first.
         if type(action) is not np.ndarray or action.dtype not in _FAST_DTYPES or action.shape != (2,):
@@ -301,7 +366,9 @@ class FurnaceEnv(gym.Env):
         obs = out[0]
         if self.render_mode == "rgb_array":
             self._history.append((obs, self._cmd[0].copy(), reward))
-        return obs, reward, trip != 0, self._k >= self._n_steps, self._info(trip, out[1])
+        terminated, truncated = trip != 0, self._k >= self._n_steps
+        self._done = terminated or truncated
+        return obs, reward, terminated, truncated, self._info(trip, out[1])
 
     def _refill(self) -> None:
         """Draw the next block of sensor noise from ``np_random``."""

@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from furnace_env.env import validate_observation
 from planners.base import Controller
 from planners.optim import Objective, PlanResult, TrajectoryOptimizer
 
@@ -82,9 +83,7 @@ class MPCController(Controller):
         self.total_evals = 0
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.asarray(obs, dtype=np.float64)
-        if obs.ndim == 1:
-            obs = obs[None]
+        obs = validate_observation(obs)[0]  # before the model's filter sees it
         if obs.shape[0] != 1:
             raise ValueError(f"MPCController controls one plant: observation batch of shape {obs.shape}; "
                              "expected (1, obs_dim)")
