@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any, TextIO
 
-__all__ = ["MetricLogger", "make_logger", "wandb_mode"]
+__all__ = ["MetricLogger", "make_logger", "wandb_mode", "announce_wandb_mode"]
 
 
 def _has_wandb_credentials() -> bool:
@@ -43,6 +43,28 @@ def wandb_mode(use_wandb: bool | str) -> str:
             return "offline" if env == "online" and not _has_wandb_credentials() else env
         return "online" if _has_wandb_credentials() else "offline"
     raise ValueError(f"use_wandb={use_wandb!r}; allowed: True, False, 'auto', 'online', 'offline', 'disabled'")
+
+
+def announce_wandb_mode(use_wandb: bool | str, stream: TextIO | None = None) -> str:
+    """:func:`wandb_mode`, with one console line that says which mode the run uses and why.
+
+    A request for ``online`` (or ``auto`` under ``WANDB_MODE=online``) that falls back to
+    offline for lack of credentials says so, with the command that uploads the run later.
+    """
+    mode = wandb_mode(use_wandb)
+    wanted_online = use_wandb == "online" or (use_wandb in (True, "auto")
+                                              and os.environ.get("WANDB_MODE") == "online")
+    if mode == "offline" and wanted_online:
+        line = ("W&B: offline (online was requested but no credentials were found: set WANDB_API_KEY or run "
+                "`wandb login`; upload this run later with `wandb sync`)")
+    elif mode == "offline":
+        line = "W&B: offline (no credentials found; upload the run later with `wandb sync`)"
+    elif mode == "online":
+        line = "W&B: online"
+    else:
+        line = "W&B: disabled"
+    print(line, file=stream if stream is not None else sys.stderr, flush=True)
+    return mode
 
 
 class MetricLogger:
@@ -86,8 +108,10 @@ class MetricLogger:
 def make_logger(use_wandb: bool | str = "auto", project: str = "furnace-eblnn",
                 config: dict[str, Any] | None = None, name: str | None = None, dir: str | None = None,
                 quiet: bool = False) -> MetricLogger:
-    """A :class:`MetricLogger`; opens a W&B run in the resolved :func:`wandb_mode` (lazy import)."""
-    mode = wandb_mode(use_wandb)
+    """A :class:`MetricLogger`; opens a W&B run in the resolved :func:`wandb_mode` (lazy import).
+
+    Says on the console which mode the run uses (:func:`announce_wandb_mode`)."""
+    mode = announce_wandb_mode(use_wandb)
     run = None
     if mode != "disabled":
         try:

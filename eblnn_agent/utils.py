@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["resolve_device", "package_versions", "atomic_write"]
+__all__ = ["resolve_device", "package_versions", "atomic_write", "remove_stale_temps"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -39,20 +39,66 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = ".tmp") -> Path:
     """Write a file atomically: ``write(tmp)`` to a temporary file in the target folder, then rename.
 
     A crash mid-write leaves the previous file intact (``os.replace`` is atomic on one filesystem).
+    The data are fsynced before the rename (and the folder after it), so a power loss cannot
+    leave a renamed but empty file. The file gets the usual mode (``0666 & ~umask``, e.g. 0644),
+    not ``mkstemp``'s private 0600. A temporary file left by a killed process is named
+    ``.<name>.<random>.tmp`` (``suffix`` replaces ``.tmp`` for writers that insist on one, such
+    as SB3's ``save`` and ``.zip``: pass ``".tmp.zip"``); :func:`remove_stale_temps` clears them.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    # The umask can only be read by setting it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. a platform without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(folder: str | Path, names: tuple[str, ...]) -> list[Path]:
+    """Delete ``.<name>.*.tmp`` files that :func:`atomic_write` left for ``names`` in ``folder``
+    (a process killed mid-save). Call it where one process owns the folder (a run's start)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    gone = []
+    for name in names:
+        for p in folder.glob(f".{name}.*.tmp*"):
+            try:
+                p.unlink()
+                gone.append(p)
+            except FileNotFoundError:
+                pass
+    return gone

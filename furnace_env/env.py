@@ -112,6 +112,20 @@ def reset_scenario(options: Any, current: Scenario) -> Scenario:
     return get_scenario(options["scenario"]) if "scenario" in options else current
 
 
+def check_env_args(sensor_noise: Any, trip_penalty: Any) -> None:
+    """Constructor arguments shared by the single and the vector env, checked strictly.
+
+    ``sensor_noise`` must be ``None`` or a real bool: the string ``"false"`` is truthy, and
+    reading it as noise on would silently change every observation.
+    """
+    if sensor_noise is not None and not isinstance(sensor_noise, bool | np.bool_):
+        raise ValueError(f"sensor_noise={sensor_noise!r} must be None (the scenario's), True or False, "
+                         f"not a {type(sensor_noise).__name__}")
+    if (isinstance(trip_penalty, bool) or not isinstance(trip_penalty, int | float | np.integer | np.floating)
+            or not (math.isfinite(trip_penalty) and trip_penalty >= 0)):
+        raise ValueError(f"trip_penalty={trip_penalty!r} must be a finite number >= 0")
+
+
 def _non_finite(action: Any) -> ValueError:
     return ValueError(f"action {action!r} has non-finite entries; expected finite values in [-1, 1]")
 
@@ -272,8 +286,7 @@ class FurnaceEnv(gym.Env):
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}; allowed: {self.metadata['render_modes']} or None")
-        if not (np.isfinite(trip_penalty) and trip_penalty >= 0):
-            raise ValueError(f"trip_penalty={trip_penalty!r} must be finite and >= 0")
+        check_env_args(sensor_noise, trip_penalty)
         self.scenario = get_scenario(scenario)
         self.params = params if params is not None else FurnaceParams()
         self.weights = weights if weights is not None else CostWeights()

@@ -12,7 +12,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from gymnasium.vector.utils import batch_space
 
 from furnace_env.cost import TRIP_PENALTY, CostWeights, trip_cost
-from furnace_env.env import TRIP_REASONS, measure, observation_bounds, reset_scenario, validate_action
+from furnace_env.env import TRIP_REASONS, check_env_args, measure, observation_bounds, reset_scenario, validate_action
 from furnace_env.physics import N_OBS, REPORT_NAMES, FurnaceParams, FurnaceSim
 from furnace_env.scenarios import Scenario, get_scenario
 
@@ -56,6 +56,7 @@ class FurnaceVectorEnv(VectorEnv):
                                               or not isinstance(max_episode_steps, int | np.integer)
                                               or max_episode_steps < 1):
             raise ValueError(f"max_episode_steps={max_episode_steps!r} must be None or an integer >= 1")
+        check_env_args(sensor_noise, trip_penalty)
         self.num_envs = int(num_envs)
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.scenario = get_scenario(scenario)

@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import textwrap
 import time
 import typing
@@ -39,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from eblnn_agent.logger import announce_wandb_mode
+from eblnn_agent.utils import atomic_write
 
 ALGOS = ("ppo", "sac")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -322,28 +324,12 @@ def parse_config(argv: list[str] | None = None) -> tuple[str, RunConfig, PPOConf
 
 
 # -- logging ---------------------------------------------------------------------------------------
-def _has_wandb_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path.home() / ".netrc"
-    try:
-        return netrc.is_file() and "api.wandb.ai" in netrc.read_text()
-    except OSError:
-        return False
-
-
 def wandb_mode(requested: str) -> str:
-    """Resolve ``--wandb`` to online/offline/disabled; never leads to a login prompt."""
-    if requested == "disabled":
-        return "disabled"
-    if requested == "auto":
-        env = os.environ.get("WANDB_MODE")
-        if env in ("offline", "disabled"):
-            return env
-    # auto or online: online only with credentials (else offline, to sync later).
-    if requested == "offline":
-        return "offline"
-    return "online" if _has_wandb_credentials() else "offline"
+    """Resolve ``--wandb`` to online/offline/disabled and say so on the console (never a login prompt).
+
+    The one resolution the world-model trainer uses too (:func:`eblnn_agent.logger.announce_wandb_mode`).
+    """
+    return announce_wandb_mode(requested)
 
 
 def open_wandb(mode: str, project: str, name: str, config: dict, out: Path) -> Any:
@@ -455,15 +441,9 @@ def make_callbacks(algo: str, run: RunConfig, cfg: PPOConfig | SACConfig, out: P
 
 # -- artefacts -------------------------------------------------------------------------------------
 def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file in ``path``'s folder, then rename it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """:func:`eblnn_agent.utils.atomic_write` with a temporary name that keeps ``path``'s suffix
+    (SB3's ``save`` appends ``.zip`` to any other name)."""
+    atomic_write(path, write, suffix=f".tmp{path.suffix}")
 
 
 def package_versions() -> dict[str, str]:
