@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["resolve_device", "package_versions", "atomic_write", "remove_stale_temps"]
+__all__ = ["resolve_device", "package_versions", "atomic_write", "remove_stale_temps", "check_writable_dir",
+           "check_file_target"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -102,3 +103,31 @@ def remove_stale_temps(folder: str | Path, names: tuple[str, ...]) -> list[Path]
             except FileNotFoundError:
                 pass
     return gone
+
+
+def check_writable_dir(path: str | Path, flag: str) -> Path:
+    """Create ``path`` if needed and prove a file can be written there, before any work is done.
+
+    Raises ``ValueError`` naming ``flag`` (e.g. ``"--out_dir"``): a run that can only fail when it
+    saves, after collecting data or training an epoch, should fail now.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{flag} {str(p)!r} is a file, not a directory; pass a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=p):
+            pass
+    except OSError as err:
+        raise ValueError(f"{flag} {str(p)!r} is not writable ({type(err).__name__}: {err}); pass a "
+                         "directory you can write to") from err
+    return p
+
+
+def check_file_target(path: str | Path, flag: str) -> Path:
+    """``path`` names a file (not a directory) whose folder can be written, checked before any work."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{flag} {str(p)!r} is a directory; pass a file path, e.g. {str(p / 'data.npz')!r}")
+    check_writable_dir(p.parent if str(p.parent) else ".", f"the folder of {flag}")
+    return p

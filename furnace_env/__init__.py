@@ -4,7 +4,16 @@
 works without a prior import. Entry points are strings, so importing stays cheap.
 """
 
+from pathlib import Path
+
 from gymnasium.envs.registration import register, registry
+
+from furnace_env._numba_cache import configure_numba_cache
+
+# Before the first ``cache=True`` kernel is compiled (on import of the modules below).
+configure_numba_cache(Path(__file__).parent)
+
+# ruff: noqa: E402 (the imports below must follow the cache set-up)
 
 from furnace_env.cost import CostWeights, obs_cost, step_cost
 from furnace_env.env import FurnaceEnv, validate_observation
