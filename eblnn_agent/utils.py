@@ -1,17 +1,20 @@
-"""Small helpers shared by the world-model code: device choice, versions, atomic writes."""
+"""Small helpers shared by the world-model code and everything above it: device choice, versions,
+atomic writes, a process pool."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from importlib import metadata
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
 
 __all__ = ["resolve_device", "package_versions", "atomic_write", "remove_stale_temps", "check_writable_dir",
-           "check_file_target"]
+           "check_file_target", "process_pool", "set_torch_threads"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -30,29 +33,30 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of the packages a checkpoint depends on (recorded for reproducibility)."""
-    out = {}
-    for name in ("torch", "ncps", "numpy", "gymnasium", "furnace-eblnn"):
+    """Versions of Python and the packages an artefact depends on (recorded for reproducibility)."""
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "ncps", "numpy", "gymnasium", "stable-baselines3", "furnace-eblnn"):
         try:
-            out[name] = metadata.version(name)
+            out[name.replace("-", "_")] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            out[name] = "not installed"
+            out[name.replace("-", "_")] = "not installed"
     return out
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = ".tmp") -> Path:
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Write a file atomically: ``write(tmp)`` to a temporary file in the target folder, then rename.
 
     A crash mid-write leaves the previous file intact (``os.replace`` is atomic on one filesystem).
     The data are fsynced before the rename (and the folder after it), so a power loss cannot
     leave a renamed but empty file. The file gets the usual mode (``0666 & ~umask``, e.g. 0644),
     not ``mkstemp``'s private 0600. A temporary file left by a killed process is named
-    ``.<name>.<random>.tmp`` (``suffix`` replaces ``.tmp`` for writers that insist on one, such
-    as SB3's ``save`` and ``.zip``: pass ``".tmp.zip"``); :func:`remove_stale_temps` clears them.
+    ``.<name>.<random>.tmp``; :func:`remove_stale_temps` clears them.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
@@ -96,7 +100,7 @@ def remove_stale_temps(folder: str | Path, names: tuple[str, ...]) -> list[Path]
         return []
     gone = []
     for name in names:
-        for p in folder.glob(f".{name}.*.tmp*"):
+        for p in folder.glob(f".{name}.*.tmp"):
             try:
                 p.unlink()
                 gone.append(p)
@@ -131,3 +135,20 @@ def check_file_target(path: str | Path, flag: str) -> Path:
         raise ValueError(f"{flag} {str(p)!r} is a directory; pass a file path, e.g. {str(p / 'data.npz')!r}")
     check_writable_dir(p.parent if str(p.parent) else ".", f"the folder of {flag}")
     return p
+
+
+def set_torch_threads(threads: int) -> int:
+    """Set torch's CPU threads (the one place episode workers and in-process runs set them); returns the
+    previous count. Torch's default (one per core) makes a small planner step a hundred times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return before
+
+
+def process_pool(workers: int, threads: int = 1) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes with ``threads`` torch threads each (for episode-level parallelism).
+
+    Spawn, not fork: forking a process that has started torch's thread pools can deadlock.
+    """
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                               initializer=set_torch_threads, initargs=(threads,))

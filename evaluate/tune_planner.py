@@ -5,11 +5,11 @@
     python evaluate/tune_planner.py --grid co_backoff=0,0.5 excess_air=-0.05:1.0,0.08:1.0
 
     python evaluate/tune_planner.py --scenario eval --steps 0 --episodes 2 --grid beta=0,0.1
-    python evaluate/tune_planner.py --scenario eval --steps 0 --grid optimizer=cem init_std=0.1 opt_beta=2,3
+    python evaluate/tune_planner.py --scenario eval --steps 0 --grid optimizer=cem init_std=0.1 optimizer.beta=2,3
     python evaluate/tune_planner.py --scenario eval --steps 0 --grid checkpoint=a/best.pt,b/best.pt,a/best.pt:b/best.pt
 
-(``opt_<name>`` sets an optimiser option that an objective option shadows, e.g. CEM's noise
-colour ``opt_beta`` beside the energy weight ``beta``; ``a:b`` as a checkpoint plans on the
+(``optimizer.<name>`` sets an optimiser option that an objective option shadows, e.g. CEM's noise
+colour ``optimizer.beta`` beside the energy weight ``beta``; ``a:b`` as a checkpoint plans on the
 ensemble of both models.)
 
 Every grid point runs the planner (``planners.factories.make_eblnn_planner``) and the reference
@@ -31,9 +31,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planners.benchmark import ControllerSpec, evaluate_controllers  # noqa: E402
+from planners.benchmark import BACKENDS, ControllerSpec, check_backend, evaluate_controllers  # noqa: E402
 from planners.factories import option_value  # noqa: E402
-from planners.world_model import ObjectiveConfig  # noqa: E402
+from planners.objective import ObjectiveConfig  # noqa: E402
 
 TUNE_SEED0 = 900_100
 
@@ -49,8 +49,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=120, help="steps per episode (0: the scenario's own length)")
     parser.add_argument("--scenario", nargs="+", default=["train_mix"],
                         help="scenario names, or 'eval' for the five evaluation scenarios")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="processes with --backend process (0/1: in this one)")
+    parser.add_argument("--backend", choices=BACKENDS, default="process",
+                        help="where the episodes run: a local process pool or a Ray cluster (docs/multi_machine.md)")
+    parser.add_argument("--address", default=None, help="Ray cluster address with --backend ray (default: local)")
     args = parser.parse_args(argv)
+    if args.workers < 0:
+        parser.error(f"--workers {args.workers}: expected >= 0")
+    try:
+        check_backend(args.backend, args.address)
+    except (ValueError, ImportError) as err:
+        parser.error(f"--backend {args.backend}: {err}")
     grid = {}
     for item in args.grid:
         name, _, vals = item.partition("=")
@@ -69,10 +78,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         scenarios = [replace(sc, n_steps=args.steps) for sc in scenarios]
     seeds = [TUNE_SEED0 + i for i in range(args.episodes)]
     points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
-    specs = [ControllerSpec("pi", "planners.pi:make_pi")]
+    specs = [ControllerSpec("pi", "furnace_env.pi:make_pi")]
     specs += [ControllerSpec(f"p{i}", "planners.factories:make_eblnn_planner",
                              {"checkpoint": args.checkpoint, **pt}) for i, pt in enumerate(points)]
-    recs = evaluate_controllers(specs, scenarios, seeds, workers=args.workers)
+    recs = evaluate_controllers(specs, scenarios, seeds, workers=args.workers, backend=args.backend,
+                                address=args.address)
     by: dict[tuple[str, str], list[dict]] = {}
     for r in recs:
         by.setdefault((r.controller, r.scenario), []).append(r.metrics)

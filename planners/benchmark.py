@@ -10,16 +10,16 @@ the same order either way.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
 
+from eblnn_agent.utils import process_pool, set_torch_threads
 from furnace_env.scenarios import Scenario, get_scenario
 from planners.evaluation import (
     Episode,
@@ -32,10 +32,10 @@ from planners.evaluation import (
 __all__ = [
     "ControllerSpec",
     "EpisodeRecord",
-    "process_pool",
     "run_task",
     "evaluate_controllers",
     "BACKENDS",
+    "check_backend",
     "bootstrap_ci",
     "summarise",
     "markdown_table",
@@ -86,37 +86,23 @@ class EpisodeRecord:
 BACKENDS = ("process", "ray")
 
 
-def _worker_init(threads: int) -> None:
-    """Torch threads of an episode worker (the one place they are set, for every backend)."""
-    try:
-        import torch
+def check_backend(backend: str, address: str | None = None) -> None:
+    """``ValueError`` for an unknown backend or an address without Ray; ``ImportError`` naming the
+    extra to install when ``backend="ray"`` and the ``ray`` package is missing. Cheap: imports nothing."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}; allowed: {', '.join(BACKENDS)}")
+    if address is not None and backend != "ray":
+        raise ValueError(f"address={address!r} is for backend='ray' only")
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise ImportError(_NO_RAY)
 
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
 
-
-def _torch_threads() -> int:
-    try:
-        import torch
-
-        return torch.get_num_threads()
-    except ImportError:  # pragma: no cover
-        return 0
+_NO_RAY = "backend='ray' needs the ray package: pip install 'furnace-eblnn[ray]' (or pip install 'ray[default]')"
 
 
 def _ray_task(threads: int, spec: ControllerSpec, scenario: Scenario, seed: int, keep: bool) -> EpisodeRecord:
-    _worker_init(threads)
+    set_torch_threads(threads)
     return run_task(spec, scenario, seed, keep)
-
-
-def process_pool(workers: int, threads: int = 1) -> ProcessPoolExecutor:
-    """A pool of ``workers`` spawned processes with ``threads`` torch threads each (for episode-level parallelism).
-
-    Spawn, not fork: forking a process that has started torch's thread pools can deadlock.
-    """
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                               initializer=_worker_init, initargs=(threads,))
 
 
 def run_task(spec: ControllerSpec, scenario: Scenario | str, seed: int,
@@ -150,10 +136,7 @@ def evaluate_controllers(specs: Sequence[ControllerSpec], scenarios: Sequence[Sc
     times slower. Results come back in task order whatever the backend and completion order,
     so they are reproducible and equal across backends.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r}; allowed: {', '.join(BACKENDS)}")
-    if address is not None and backend != "ray":
-        raise ValueError(f"address={address!r} is for backend='ray' only")
+    check_backend(backend, address)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise ValueError(f"workers={workers!r} must be None or an integer >= 0")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -165,16 +148,14 @@ def evaluate_controllers(specs: Sequence[ControllerSpec], scenarios: Sequence[Sc
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     out = []
     if workers <= 1 or len(tasks) == 1:
-        before = _torch_threads()
-        _worker_init(threads)
+        before = set_torch_threads(threads)
         try:
             for t in tasks:
                 out.append(run_task(*t))
                 if progress:
                     progress(out[-1])
         finally:
-            if before:
-                _worker_init(before)
+            set_torch_threads(before)
         return out
     with process_pool(workers, threads) as pool:
         futures = [pool.submit(run_task, *t) for t in tasks]
@@ -191,8 +172,7 @@ def _evaluate_on_ray(tasks: list, address: str | None, threads: int,
     try:
         import ray
     except ImportError as err:
-        raise ImportError("backend='ray' needs the ray package: pip install 'furnace-eblnn[ray]' "
-                          "(or pip install 'ray[default]')") from err
+        raise ImportError(_NO_RAY) from err
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)

@@ -15,8 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from furnace_env.control import Controller
 from furnace_env.env import validate_observation
-from planners.base import Controller
 from planners.optim import Objective, PlanResult, TrajectoryOptimizer
 
 __all__ = ["PlanningModel", "MPCController"]

@@ -92,7 +92,7 @@ GOOD_OBS = np.array([890.0, 900, 3, 20, 100, 2000, 0, 0], dtype=np.float32)
 def _world_model_controller():
     from planners.mpc import MPCController
     from planners.optim import TrajectoryOptimizer, make_optimizer
-    from planners.world_model import WorldModelPlanningModel
+    from planners.objective import WorldModelPlanningModel
 
     torch.manual_seed(0)
     m = EBLNN(ModelConfig(hidden_size=8, backbone_units=8, physics_hidden_dims=[8], ebm_hidden_dims=[8]))
@@ -103,7 +103,7 @@ def _world_model_controller():
 
 
 def _pi_controller():
-    from planners.pi import PIController
+    from furnace_env.pi import PIController
 
     return PIController(), lambda c: (c._fire.copy(), c._trim.copy(), c._prev_e.copy())
 
@@ -450,6 +450,30 @@ def test_baselines_flags_are_refused_at_parse_time(argv, flag):
         b.parse_config(argv)
 
 
+def _compare_parse(argv):
+    sys.path.insert(0, str(ROOT / "evaluate"))
+    import compare_planners
+
+    return compare_planners.parse_args(argv)
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--controllers", "ppo", "bogus"], "bogus"), (["--planner_set", "bogus_key=3"], "bogus_key"),
+    (["--workers", "-2"], "--workers"), (["--steps", "-1"], "--steps"), (["--scenario", "nope"], "nope"),
+    (["--backend", "dask"], "dask"), (["--address", "auto"], "ray"),
+])
+def test_compare_flags_are_refused_before_any_training(monkeypatch, argv, named):
+    import planners.experiment as experiment
+
+    def no_work(*a, **k):
+        raise AssertionError("trained an artefact before checking the flags")
+
+    monkeypatch.setattr(experiment, "train_missing", no_work)
+    with pytest.raises(SystemExit) as err:
+        _compare_parse(["--controllers", "pi", *argv] if argv[0] != "--controllers" else argv)
+    assert named in str(err.value)
+
+
 # -- 8. torch threads of an in-process evaluation ------------------------------------------------------------
 def test_in_process_evaluation_sets_torch_threads_and_restores_them():
     from planners.benchmark import ControllerSpec, evaluate_controllers
@@ -458,7 +482,7 @@ def test_in_process_evaluation_sets_torch_threads_and_restores_them():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        evaluate_controllers([ControllerSpec("pi", "planners.pi:make_pi")], [Scenario(name="s", n_steps=2)], [0],
+        evaluate_controllers([ControllerSpec("pi", "furnace_env.pi:make_pi")], [Scenario(name="s", n_steps=2)], [0],
                              workers=1, progress=lambda rec: seen.append(torch.get_num_threads()))
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
