@@ -267,7 +267,9 @@ class FurnaceEnv(gym.Env):
     trip_penalty=500.0, render_mode=None)``. ``scenario``: a preset name
     (:data:`~furnace_env.scenarios.SCENARIOS`), a YAML/JSON file, a mapping or a
     :class:`~furnace_env.scenarios.Scenario`; ``sensor_noise`` overrides the scenario's.
-    ``reset(options={"scenario": ...})`` switches scenario for that episode onwards.
+    ``reset(options={"scenario": ...})`` switches scenario for that episode onwards; options are
+    checked before the generator is reseeded, and keys other than ``"scenario"`` are refused.
+    ``sensor_noise`` must be ``None`` or a real bool (a string such as ``"false"`` is refused).
 
     ## Version history
     * v0: initial release.

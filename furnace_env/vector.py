@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
-import gymnasium as gym
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from gymnasium.vector.utils import batch_space
 
 from furnace_env.cost import TRIP_PENALTY, CostWeights, trip_cost
-from furnace_env.env import TRIP_REASONS, check_env_args, measure, observation_bounds, reset_scenario, validate_action
+from furnace_env.env import (
+    TRIP_REASONS,
+    check_env_args,
+    measure,
+    observation_bounds,
+    reset_scenario,
+    validate_action,
+)
 from furnace_env.physics import N_OBS, REPORT_NAMES, FurnaceParams, FurnaceSim
 from furnace_env.scenarios import Scenario, get_scenario
 

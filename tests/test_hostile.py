@@ -91,8 +91,8 @@ GOOD_OBS = np.array([890.0, 900, 3, 20, 100, 2000, 0, 0], dtype=np.float32)
 
 def _world_model_controller():
     from planners.mpc import MPCController
-    from planners.optim import TrajectoryOptimizer, make_optimizer
     from planners.objective import WorldModelPlanningModel
+    from planners.optim import TrajectoryOptimizer, make_optimizer
 
     torch.manual_seed(0)
     m = EBLNN(ModelConfig(hidden_size=8, backbone_units=8, physics_hidden_dims=[8], ebm_hidden_dims=[8]))
