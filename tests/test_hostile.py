@@ -474,6 +474,16 @@ def test_compare_flags_are_refused_before_any_training(monkeypatch, argv, named)
     assert named in str(err.value)
 
 
+@pytest.mark.parametrize("kw,named", [({"workers": -2}, "--workers"), ({"backend": "dask"}, "dask"),
+                                      ({"address": "auto"}, "ray")])
+def test_tuning_settings_are_refused_before_any_episode(monkeypatch, kw, named):
+    import planners.tuning as tuning
+
+    monkeypatch.setattr(tuning, "evaluate_controllers", lambda *a, **k: pytest.fail("ran episodes first"))
+    with pytest.raises(ValueError, match=named):
+        tuning.tune(tuning.TuneConfig(**kw))
+
+
 # -- 8. torch threads of an in-process evaluation ------------------------------------------------------------
 def test_in_process_evaluation_sets_torch_threads_and_restores_them():
     from planners.benchmark import ControllerSpec, evaluate_controllers
