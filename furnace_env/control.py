@@ -48,9 +48,10 @@ class Controller(ABC):
 
 
 def as_batch(observation: np.ndarray) -> tuple[np.ndarray, bool]:
-    """``(obs [N, 8] float64, was_single)`` from one observation ``[8]`` or a batch.
+    """``(obs [N, D] float64, was_single)`` from one observation ``[D]`` or a batch.
 
     Checked by :func:`furnace_env.env.validate_observation` (shape, finiteness): a bad
-    observation raises ``ValueError`` before any controller state changes.
+    observation raises ``ValueError`` before any controller state changes. Any width ``D``: the
+    interface serves other plants too; a controller of Furnace-v0 checks its 8 channels itself.
     """
-    return validate_observation(observation)
+    return validate_observation(observation, obs_dim=None)

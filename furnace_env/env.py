@@ -70,8 +70,10 @@ def validate_action(action: Any, n: int | None = None) -> np.ndarray:
     return np.clip(a, -1.0, 1.0)
 
 
-def validate_observation(observation: Any, obs_dim: int = N_OBS) -> tuple[np.ndarray, bool]:
+def validate_observation(observation: Any, obs_dim: int | None = N_OBS) -> tuple[np.ndarray, bool]:
     """``(obs [N, obs_dim] float64, was_single)`` from one observation ``[obs_dim]`` or a batch.
+
+    ``obs_dim=None`` accepts any width (a model-agnostic controller on another plant).
 
     The one check every controller runs before it touches its state: ``ValueError`` naming the
     value for anything not numeric, of another shape, or with a NaN/inf entry (one bad reading
@@ -86,8 +88,10 @@ def validate_observation(observation: Any, obs_dim: int = N_OBS) -> tuple[np.nda
     single = obs.ndim == 1
     if single:
         obs = obs[None]
-    if obs.ndim != 2 or obs.shape[1] != obs_dim or obs.shape[0] < 1:
-        raise ValueError(f"observation of shape {np.shape(observation)}; expected ({obs_dim},) or (N, {obs_dim}) "
+    width = obs.shape[-1] if obs_dim is None and obs.ndim == 2 else obs_dim
+    if obs.ndim != 2 or obs.shape[1] != width or obs.shape[0] < 1 or obs.shape[1] < 1:
+        dim = "D" if obs_dim is None else obs_dim
+        raise ValueError(f"observation of shape {np.shape(observation)}; expected ({dim},) or (N, {dim}) "
                          f"({', '.join(OBS_NAMES) if obs_dim == N_OBS else 'the features'})")
     if not np.isfinite(obs).all():
         bad = sorted({int(j) for j in np.flatnonzero(~np.isfinite(obs).all(axis=0))})

@@ -83,7 +83,8 @@ class MPCController(Controller):
         self.total_evals = 0
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        obs = validate_observation(obs)[0]  # before the model's filter sees it
+        # Before the model's filter sees it; any width (the controller knows no plant), the model checks its own.
+        obs = validate_observation(obs, obs_dim=None)[0]
         if obs.shape[0] != 1:
             raise ValueError(f"MPCController controls one plant: observation batch of shape {obs.shape}; "
                              "expected (1, obs_dim)")

@@ -319,6 +319,7 @@ class EnsemblePlanningModel:
             m.reset()
 
     def observe(self, obs: np.ndarray) -> None:
+        validate_observation(obs)  # before any member moves
         for m in self.members:
             m.observe(obs)
 
