@@ -135,11 +135,22 @@ def _non_finite(action: Any) -> ValueError:
 
 
 @numba.njit(cache=True)
+def _measure_into(obs_clean, noise, noise_abs, noise_rel, low, high, out):
+    """The measurement model, written once: ``out = clip(x + noise (noise_abs + noise_rel |x|), low, high)``.
+
+    Per channel: ``noise`` holds standard normal draws (zeros: no noise), ``noise_abs`` and
+    ``noise_rel`` the absolute and relative noise stds, ``low`` and ``high`` the instrument range.
+    """
+    for j in range(obs_clean.shape[0]):
+        x = obs_clean[j]
+        y = x + noise[j] * (noise_abs[j] + noise_rel[j] * abs(x))
+        out[j] = min(max(y, low[j]), high[j])
+
+
+@numba.njit(cache=True)
 def _measure_nb(obs_clean, noise, noise_abs, noise_rel, low, high):
     out = np.empty(obs_clean.shape[0], dtype=np.float32)
-    for j in range(obs_clean.shape[0]):
-        x = obs_clean[j] + noise[j] * (noise_abs[j] + noise_rel[j] * abs(obs_clean[j]))
-        out[j] = min(max(x, low[j]), high[j])
+    _measure_into(obs_clean, noise, noise_abs, noise_rel, low, high, out)
     return out
 
 
@@ -183,11 +194,8 @@ def _env_step_nb(action, cmd, sched, k, state, o2_buf, co_buf, k_sub, p, w, obs,
     step_kernel(state, o2_buf, co_buf, k_sub, cmd, sched[k : k + 1], p, w, obs, report, cost, tripped)
     # The observation shows the setpoint of the step to come.
     obs[0, 1] = sched[min(k + 1, sched.shape[0] - 1), 0]
-    for j in range(obs.shape[1]):
-        x = obs[0, j]
-        y = x + noise[noise_row, j] * (meas[0, j] + meas[1, j] * abs(x))
-        out[0, j] = min(max(y, meas[2, j]), meas[3, j])
-        out[1, j] = x
+    _measure_into(obs[0], noise[noise_row], meas[0], meas[1], meas[2], meas[3], out[0])
+    out[1, :] = obs[0]
     return tripped[0], cost[0]
 
 

@@ -43,7 +43,8 @@ from planners.optim import Objective, TrajectoryOptimizer, make_optimizer
 
 __all__ = ["OracleConfig", "OracleModel", "make_oracle", "DEFAULT_ORACLE_OPTIMIZER"]
 
-#: The oracle's default CEM settings (BENCHMARKS.md: doubling the budget changes the return little).
+#: The oracle's default CEM settings: a converged budget, doubling it changes the return little
+#: (docs/benchmarks/oracle.md).
 DEFAULT_ORACLE_OPTIMIZER: dict[str, Any] = {"n_candidates": 128, "iterations": 20, "elite_frac": 0.1,
                                             "init_std": 0.1, "beta": 3.0, "keep_elites": 0.3}
 
@@ -188,7 +189,7 @@ def make_oracle(env, optimizer: str = "cem", horizon: int = 30, seed: int = 0, s
     override :data:`DEFAULT_ORACLE_OPTIMIZER` (for CEM) or the optimiser's defaults. The horizon,
     30 steps (150 s), covers most of the temperature loop's time constant (195 s identified, 20 s
     dead time) and the CO analyser's 15 s delay many times; 40 and 60 steps did no better at the
-    same budget (a larger search space; see BENCHMARKS.md).
+    same budget (a larger search space; docs/benchmarks/oracle.md).
     """
     if optimizer not in ("cem", "mppi", "random"):
         raise ValueError(f"oracle optimizer={optimizer!r}; allowed: 'cem', 'mppi', 'random' "

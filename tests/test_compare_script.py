@@ -132,6 +132,7 @@ def test_sample_efficiency_points_are_paired_by_scenario_and_seed():
     assert p["return"] == pytest.approx((-95 - 200 - 60) / 3)
 
 
+@pytest.mark.slow  # three comparison runs and three tiny trainings
 def test_ensemble_controller_on_tiny_members(tmp_path):
     art = tmp_path / "art"
     _tiny_world_model(art / "world_model" / "best.pt", 3000)
