@@ -53,6 +53,7 @@ __all__ = [
     "step_kernel",
     "N_OBS",
     "OBS_NAMES",
+    "STRUCTURAL_FIELDS",
     "DIST_NAMES",
     "INFO_NAMES",
 ]
@@ -213,6 +214,22 @@ class FurnaceParams:
         """Pack the fields in declaration order, the layout the kernel reads."""
         return np.array([float(getattr(self, f.name)) for f in dataclasses.fields(self)])
 
+    @classmethod
+    def from_array(cls, a: np.ndarray) -> FurnaceParams:
+        """Unpack :meth:`to_array`'s layout (validated like any other construction)."""
+        fields = dataclasses.fields(cls)
+        if np.shape(a) != (len(fields),):
+            raise ValueError(f"FurnaceParams.from_array: shape {np.shape(a)}; expected ({len(fields)},)")
+        return cls(**{f.name: int(v) if f.name == "n_substeps" else float(v)
+                      for f, v in zip(fields, np.asarray(a).tolist(), strict=True)})
+
+
+#: Fields of :class:`FurnaceParams` that fix the layout of a batch's state or the meaning of its
+#: actions and observations: the control step and its sub-steps (the clock of every schedule), the
+#: analyser dead times (the lengths of the ring buffers) and the full-scale flows (the action
+#: scaling and the observation bounds). They cannot change on a built batch or within an
+#: episode; every other field can (:meth:`FurnaceSim.set_params`, ``Scenario.plant``).
+STRUCTURAL_FIELDS = ("dt", "n_substeps", "o2_delay", "co_delay", "fuel_max", "air_max")
 
 # Field positions in ``FurnaceParams.to_array()``; numba reads IntEnum members as constants.
 _I = enum.IntEnum("_I", [(f.name, i) for i, f in enumerate(dataclasses.fields(FurnaceParams))])
@@ -515,13 +532,30 @@ class FurnaceSim:
         """Cost terms [N, len(TERM_NAMES)] of the last step (a view of ``report``)."""
         return self.report[:, len(INFO_NAMES) + len(DIST_NAMES):]
 
-    def reset_rows(self, rows, dist: np.ndarray, lam0: np.ndarray, cmd_out: np.ndarray) -> None:
+    def set_params(self, params: FurnaceParams) -> None:
+        """Make ``params`` the plant every furnace of this batch is stepped with from now on.
+
+        The state stays as it is. Only fields that leave the buffers' layout alone may differ
+        from the construction-time plant (the control step, the sub-steps and the analyser dead
+        times size the state; see :data:`STRUCTURAL_FIELDS`); a change of those raises ``ValueError``.
+        """
+        changed = [f for f in STRUCTURAL_FIELDS if getattr(params, f) != getattr(self.params, f)]
+        if changed:
+            raise ValueError(f"FurnaceSim.set_params: {changed} differ from the batch's construction "
+                             f"({[getattr(self.params, f) for f in changed]}); these fields "
+                             f"{list(STRUCTURAL_FIELDS)} cannot change on a built batch")
+        self.params = params
+        self.p[:] = params.to_array()
+
+    def reset_rows(self, rows, dist: np.ndarray, lam0: np.ndarray, cmd_out: np.ndarray,
+                   params: FurnaceParams | None = None) -> None:
         """Put furnaces ``rows`` at steady state on their setpoint at burner air ratio ``lam0``.
 
         ``dist`` [len(rows), 4] are their current exogenous inputs; the matching commands
-        (in [-1, 1]) are written to ``cmd_out`` [len(rows), 2].
+        (in [-1, 1]) are written to ``cmd_out`` [len(rows), 2]. ``params`` is the plant whose
+        steady state is taken (default: the batch's own, ``self.params``).
         """
-        pr = self.params
+        pr = self.params if params is None else params
         sp, load, q, leak = dist[:, 0], dist[:, 1], dist[:, 2], dist[:, 3]
         fuel = steady_state_fuel(pr, sp, load, q, leak, lam0)
         fuel = np.clip(fuel, 0.0, pr.fuel_max)
@@ -529,7 +563,8 @@ class FurnaceSim:
         lam = air / (pr.afr * q * np.maximum(fuel, 1e-9))
         ea = (air + leak) / (pr.afr * q * np.maximum(fuel, 1e-9)) - 1.0
         o2 = np.array([flue_o2(x) for x in ea])
-        co = np.array([co_ppm(la, f / pr.fuel_max, *self.p[_CO_SLICE]) for la, f in zip(lam, fuel, strict=True)])
+        p_co = pr.to_array()[_CO_SLICE]
+        co = np.array([co_ppm(la, f / pr.fuel_max, *p_co) for la, f in zip(lam, fuel, strict=True)])
         co = co * (fuel + air) / (fuel + air + leak)
         st = self.state
         st[rows, _T] = sp
