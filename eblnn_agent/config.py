@@ -35,6 +35,11 @@ __all__ = [
 ]
 
 
+#: Largest Langevin step size: the chains live in the box [-sample_clamp, sample_clamp] (1 by
+#: default), so a step of this size already jumps across it; larger values only add overflow.
+STEP_SIZE_MAX = 10.0
+
+
 def _check(cond: bool, section: str, name: str, value: Any, allowed: str) -> None:
     if not cond:
         raise ConfigError(f"{section}.{name}={value!r} is invalid: {allowed}")
@@ -140,8 +145,8 @@ class EnergyConfig:
             v = getattr(self, name)
             _check(isinstance(v, int | float) and math.isfinite(v) and v >= 0, s, name, v,
                    "must be a finite number >= 0")
-        _check(isinstance(self.step_size, int | float) and math.isfinite(self.step_size) and self.step_size > 0,
-               s, "step_size", self.step_size, "must be a finite number > 0")
+        _check(isinstance(self.step_size, int | float) and 0 < self.step_size <= STEP_SIZE_MAX,
+               s, "step_size", self.step_size, f"must be a number in (0, {STEP_SIZE_MAX}]")
         _check(isinstance(self.n_steps, int) and self.n_steps >= 0, s, "n_steps", self.n_steps,
                "must be an integer >= 0")
         _check(isinstance(self.cd_batch, int) and self.cd_batch >= 1, s, "cd_batch", self.cd_batch,
@@ -186,6 +191,14 @@ class DataConfig:
         _check(isinstance(self.window, int) and self.window >= 2, s, "window", self.window,
                "must be an integer >= 2")
         _check(0.0 <= self.pi_fraction <= 1.0, s, "pi_fraction", self.pi_fraction, "must be in [0, 1]")
+        _check(isinstance(self.data_path, str) and self.data_path.strip() != "", s, "data_path", self.data_path,
+               "must be a file path")
+        try:
+            from furnace_env.scenarios import get_scenario
+
+            get_scenario(self.scenario)
+        except ValueError as err:
+            raise ConfigError(f"{s}.scenario={self.scenario!r} is invalid: {err}") from err
         _check(self.data_seed is None or (isinstance(self.data_seed, int) and self.data_seed >= 0), s,
                "data_seed", self.data_seed, "must be null or an integer >= 0")
         for name in ("val_fraction", "test_fraction"):
@@ -252,6 +265,10 @@ class TrainConfig:
             _check(isinstance(v, int | float) and math.isfinite(v) and v >= 0, s, name, v,
                    "must be a finite number >= 0")
         _check(self.wandb in WANDB_MODES, s, "wandb", self.wandb, f"allowed values: {WANDB_MODES}")
+        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**32, s,
+               "seed", self.seed, "must be an integer in [0, 2**32)")
+        _check(isinstance(self.threads, int) and not isinstance(self.threads, bool) and self.threads >= 0, s,
+               "threads", self.threads, "must be an integer >= 0 (0: torch's default)")
         dev = str(self.device)
         _check(dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:"), s, "device", dev,
                "allowed values: auto, cpu, cuda, cuda:N, mps")
