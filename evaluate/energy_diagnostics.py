@@ -27,39 +27,10 @@ from eblnn_agent.model import EBLNN
 from eblnn_agent.negatives import HELD_OUT_PLANTS, perturbed_next_pairs, plant_params, prediction_error
 from eblnn_agent.sampler import LangevinSampler, uniform_init
 from furnace_env.physics import FurnaceParams
-from furnace_env.scenarios import get_scenario
-from furnace_env.vector import FurnaceVectorEnv
-from planners.pi import PIController
+from planners.trust import pi_episodes
 
-__all__ = ["pi_episodes", "step_scores", "window_scores", "plant_auroc", "energy_error_spearman", "EnergySamples",
+__all__ = ["step_scores", "window_scores", "plant_auroc", "energy_error_spearman", "EnergySamples",
            "energy_samples", "plot_energy_histograms", "cd_gap_summary", "spearman"]
-
-
-def pi_episodes(params: FurnaceParams, seeds: Sequence[int], scenario: str = "train_mix") -> TransitionData:
-    """Episodes of the tuned PI controller (no noise) on plant ``params``, one per env seed."""
-    scen = get_scenario(scenario)
-    n, horizon = len(seeds), scen.n_steps
-    env = FurnaceVectorEnv(num_envs=n, scenario=scen, params=params)
-    obs, _ = env.reset(seed=[int(s) for s in seeds])
-    pi = PIController(params=params)
-    obs_all = np.zeros((n, horizon + 1, 8), dtype=np.float32)
-    act_all = np.zeros((n, horizon, 2), dtype=np.float32)
-    lengths = np.zeros(n, dtype=np.int64)
-    alive = np.ones(n, dtype=bool)
-    obs_all[:, 0] = obs
-    for k in range(horizon):
-        a = pi.act(obs.astype(np.float64))
-        obs, _, term, trunc, _ = env.step(a)
-        rows = np.flatnonzero(alive)
-        act_all[rows, k], obs_all[rows, k + 1] = a[rows], obs[rows]
-        lengths[rows] += 1
-        alive &= ~(term | trunc)
-        if not alive.any():
-            break
-    env.close()
-    for e in np.flatnonzero(lengths < horizon):
-        obs_all[e, lengths[e] + 1:] = obs_all[e, lengths[e]]
-    return TransitionData(obs_all, act_all, lengths, np.zeros(n, dtype=np.int8), {"controller": "pi"})
 
 
 @torch.no_grad()
@@ -243,3 +214,28 @@ def kstep_innovation(model: EBLNN, data: TransitionData, k: int) -> np.ndarray:
     err = prediction_error(model, pred, obs[:, starts + k])
     out[:, (starts + k - 1).numpy()] = err.numpy()  # aligned with step t = s + k - 1's energy index
     return out
+
+
+def monitor_alarms(model: EBLNN, calibration, seeds: Sequence[int], plants=HELD_OUT_PLANTS,
+                   scenario: str = "train_mix") -> dict:
+    """The trust monitor's alarms on PI episodes: the share of steps alarmed on the nominal plant (false
+    alarms) and on each out-of-range plant, and the share of out-of-range episodes alarmed at all.
+
+    ``calibration``: a :class:`~planners.trust.TrustCalibration` (its settings and threshold).
+    """
+    from planners.trust import Hysteresis, calibration_scores
+
+    c = calibration.config
+
+    def shares(data: TransitionData) -> tuple[float, float]:
+        e, i, mask = calibration_scores(model, data, c)
+        s = calibration.score(e, i)
+        h = Hysteresis(s.shape[0], calibration.threshold, calibration.release, c.raise_steps, c.release_steps,
+                       c.burn_in)
+        on = np.stack([h.step(s[:, t]) for t in range(s.shape[1])], axis=1) & mask
+        return float(on[mask].mean()), float(on.any(axis=1).mean())
+
+    nominal = shares(pi_episodes(FurnaceParams(), seeds, scenario))
+    per = [{"plant": dict(p), "alarm_share": a, "episodes_alarmed": b}
+           for p, (a, b) in ((p, shares(pi_episodes(plant_params(p), seeds, scenario))) for p in plants)]
+    return {"nominal_false_alarm_share": nominal[0], "nominal_episodes_alarmed": nominal[1], "per_plant": per}

@@ -103,7 +103,7 @@ class PIController(Controller):
         if a.shape != (obs.shape[0], 2) or not np.isfinite(a).all():
             raise ValueError(f"handover action of shape {a.shape} (finite, one row per observation "
                              f"{obs.shape[0]}) expected, got {action!r}")
-        fuel_cmd, air_cmd = (np.clip(a, -1.0, 1.0) + 1.0) / 2.0
+        fuel_cmd, air_cmd = ((np.clip(a, -1.0, 1.0) + 1.0) / 2.0).T
         fuel_meas = obs[:, 4] / 3600.0 / p.fuel_max
         self._fire = fuel_cmd.copy()
         base = p.afr * (1.0 + c.excess_air) * p.fuel_max / p.air_max

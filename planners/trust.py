@@ -13,9 +13,9 @@ is not trusted, and back when trust returns:
   dynamics differ shows as a drift over a few steps). Each is averaged over the last ``window``
   steps and standardised with statistics from in-distribution validation data; the trust score
   is one of them or their mean (``TrustConfig.score``).
-* :func:`calibrate` runs the monitor over validation episodes and sets the alarm threshold at a
-  quantile of the score there, so false alarms stay near ``1 - quantile`` of in-distribution
-  steps; :class:`TrustCalibration` stores it as JSON beside the checkpoint.
+* :func:`calibrate` runs the monitor over in-distribution validation episodes and sets the alarm
+  threshold at the lowest level whose alarms (with the hysteresis) stay within the false-alarm
+  target there; :class:`TrustCalibration` stores it as JSON beside the checkpoint.
 * :class:`Hysteresis`: the alarm is raised after ``raise_steps`` consecutive steps above the
   threshold and cleared after ``release_steps`` consecutive steps below the (lower) release level.
 * The hand-over is bumpless: PI's integrators start from the action last applied
@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,11 +41,15 @@ import torch
 
 from eblnn_agent.data import TransitionData
 from eblnn_agent.negatives import prediction_error
+from furnace_env.physics import FurnaceParams
+from furnace_env.scenarios import get_scenario
+from furnace_env.vector import FurnaceVectorEnv
 from planners.base import Controller
 from planners.pi import PIController
 
 __all__ = ["TrustConfig", "TrustCalibration", "TrustMonitor", "Hysteresis", "calibrate", "calibration_scores",
-           "TrustSupervisedController", "make_supervised_planner", "SCORES"]
+           "TrustSupervisedController", "make_supervised_planner", "SCORES", "pi_episodes", "calibrate_checkpoint",
+           "default_calibration_path", "CALIBRATION_SEED0"]
 
 #: The trust scores: the window energy, the window k-step innovation, or the mean of both (standardised).
 SCORES = ("energy", "innovation", "combined")
@@ -55,7 +59,7 @@ SCORES = ("energy", "innovation", "combined")
 class TrustConfig:
     """Settings of the trust monitor and its alarm."""
 
-    score: str = "combined"
+    score: str = "energy"
     """Which standardised window statistic is the trust score: "energy", "innovation" or "combined"
     (their mean)."""
     window: int = 20
@@ -65,8 +69,10 @@ class TrustConfig:
     many steps ago with the actions applied since."""
     burn_in: int = 20
     """Steps after a reset during which no alarm is raised (the filter's start-up transient)."""
-    quantile: float = 0.995
-    """The alarm threshold is this quantile of the score over in-distribution validation steps."""
+    false_alarm_target: float = 0.005
+    """The alarm threshold is the lowest score level at which the alarm (with its hysteresis) is on for
+    at most this share of the in-distribution validation steps (the false-alarm budget is 1 %; half
+    of it is kept as a margin for episodes the calibration did not see)."""
     release_quantile: float = 0.9
     """Trust returns below this quantile of the validation score (hysteresis: lower than the threshold)."""
     raise_steps: int = 3
@@ -83,9 +89,10 @@ class TrustConfig:
                 raise ValueError(f"TrustConfig.{name}={v!r} must be an integer >= 1")
         if not (isinstance(self.burn_in, int) and self.burn_in >= 0):
             raise ValueError(f"TrustConfig.burn_in={self.burn_in!r} must be an integer >= 0")
-        if not 0.5 <= self.release_quantile <= self.quantile < 1.0:
-            raise ValueError(f"TrustConfig quantiles: need 0.5 <= release_quantile ({self.release_quantile!r}) "
-                             f"<= quantile ({self.quantile!r}) < 1")
+        if not 0.0 < self.false_alarm_target < 0.5:
+            raise ValueError(f"TrustConfig.false_alarm_target={self.false_alarm_target!r} must lie in (0, 0.5)")
+        if not 0.5 <= self.release_quantile < 1.0:
+            raise ValueError(f"TrustConfig.release_quantile={self.release_quantile!r} must lie in [0.5, 1)")
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,34 @@ class TrustCalibration:
             raise ValueError(f"{str(p)!r} is not a trust calibration (written by evaluate/calibrate_trust.py)")
         d["config"] = TrustConfig(**d["config"])
         return cls(**d)
+
+
+def pi_episodes(params: FurnaceParams, seeds: Sequence[int], scenario: str = "train_mix") -> TransitionData:
+    """Episodes of the tuned PI controller (no noise) on plant ``params``, one per env seed."""
+    scen = get_scenario(scenario)
+    n, horizon = len(seeds), scen.n_steps
+    env = FurnaceVectorEnv(num_envs=n, scenario=scen, params=params)
+    obs, _ = env.reset(seed=[int(s) for s in seeds])
+    pi = PIController(params=params)
+    obs_all = np.zeros((n, horizon + 1, 8), dtype=np.float32)
+    act_all = np.zeros((n, horizon, 2), dtype=np.float32)
+    lengths = np.zeros(n, dtype=np.int64)
+    alive = np.ones(n, dtype=bool)
+    obs_all[:, 0] = obs
+    for k in range(horizon):
+        a = pi.act(obs.astype(np.float64))
+        obs, _, term, trunc, _ = env.step(a)
+        rows = np.flatnonzero(alive)
+        act_all[rows, k], obs_all[rows, k + 1] = a[rows], obs[rows]
+        lengths[rows] += 1
+        alive &= ~(term | trunc)
+        if not alive.any():
+            break
+    env.close()
+    for e in np.flatnonzero(lengths < horizon):
+        obs_all[e, lengths[e] + 1:] = obs_all[e, lengths[e]]
+    return TransitionData(obs_all, act_all, lengths, np.zeros(n, dtype=np.int8), {"controller": "pi"})
+
 
 
 class TrustMonitor:
@@ -247,12 +282,18 @@ def calibrate(model, data: TransitionData, config: TrustConfig | None = None, so
                  innovation_mean=float(i.mean()), innovation_std=float(max(i.std(), 1e-6)))
     probe = TrustCalibration(cfg, **stats, threshold=0.0, release=0.0, false_alarm_share=0.0, n_steps=0)
     scores = probe.score(energy, innov)
-    thr = float(np.quantile(scores[mask], cfg.quantile))
-    rel = float(np.quantile(scores[mask], cfg.release_quantile))
-    hyst = Hysteresis(scores.shape[0], thr, rel, cfg.raise_steps, cfg.release_steps, cfg.burn_in)
-    on = np.stack([hyst.step(scores[:, t]) for t in range(scores.shape[1])], axis=1)
-    return dataclasses.replace(probe, threshold=thr, release=rel, false_alarm_share=float(on[mask].mean()),
-                               n_steps=int(mask.sum()), source=source)
+    rel_q = float(np.quantile(scores[mask], cfg.release_quantile))
+
+    def alarm_share(thr: float) -> float:
+        hyst = Hysteresis(scores.shape[0], thr, min(rel_q, thr), cfg.raise_steps, cfg.release_steps, cfg.burn_in)
+        on = np.stack([hyst.step(scores[:, t]) for t in range(scores.shape[1])], axis=1)
+        return float(on[mask].mean())
+
+    # The lowest candidate level (quantiles of the validation score, then beyond its maximum) within the target.
+    levels = [*np.quantile(scores[mask], np.linspace(0.9, 1.0, 201)), float(scores[mask].max()) + 1e-6]
+    thr = next(lv for lv in levels if alarm_share(lv) <= cfg.false_alarm_target)
+    return dataclasses.replace(probe, threshold=float(thr), release=float(min(rel_q, thr)),
+                               false_alarm_share=alarm_share(thr), n_steps=int(mask.sum()), source=source)
 
 
 class TrustSupervisedController(Controller):
@@ -346,23 +387,23 @@ def default_calibration_path(checkpoint: str | Path) -> Path:
     return Path(checkpoint).with_name("trust_calibration.json")
 
 
-def calibrate_checkpoint(checkpoint: str | Path, config: TrustConfig | None = None, data_path: str | None = None,
-                         max_episodes: int = 64, log: Callable[[str], None] | None = print) -> TrustCalibration:
-    """Calibrate on the validation split of the checkpoint's own data (the first ``max_episodes``) and
-    store the result beside the checkpoint."""
-    from eblnn_agent.checkpoint import load_checkpoint
-    from eblnn_agent.data import split_episodes
+#: First env seed of the calibration episodes (disjoint from training, tuning and evaluation seeds).
+CALIBRATION_SEED0 = 40_000
 
-    model, cfg, _ = load_checkpoint(Path(checkpoint), device="cpu")
+
+def calibrate_checkpoint(checkpoint: str | Path, config: TrustConfig | None = None, episodes: int = 32,
+                         scenario: str = "train_mix", log: Callable[[str], None] | None = print) -> TrustCalibration:
+    """Calibrate on in-distribution validation episodes: the base controller (PI) on the nominal plant
+    over the training scenario mix, ``episodes`` env seeds from :data:`CALIBRATION_SEED0`; store the
+    result beside the checkpoint. (The world model's own validation split mixes in random-action
+    episodes, far from closed-loop operation, which would set the threshold too high to detect anything.)"""
+    from eblnn_agent.checkpoint import load_checkpoint
+
+    model, _, _ = load_checkpoint(Path(checkpoint), device="cpu")
     model.eval()
-    path = data_path or cfg.data.data_path
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"calibration data {path!r} not found: it is the checkpoint's training dataset; "
-                                f"pass data_path=... (evaluate/calibrate_trust.py --data_path)")
-    data = TransitionData.load(path)
-    val = split_episodes(data, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data_seed).val
-    val = val.subset(np.arange(min(val.n_episodes, max_episodes)))
-    cal = calibrate(model, val, config, source=f"{checkpoint} on the validation split of {path}")
+    data = pi_episodes(FurnaceParams(), range(CALIBRATION_SEED0, CALIBRATION_SEED0 + episodes), scenario)
+    cal = calibrate(model, data, config, source=f"{checkpoint}: PI on the nominal plant, {scenario}, "
+                                              f"{episodes} seeds from {CALIBRATION_SEED0}")
     cal.save(default_calibration_path(checkpoint))
     if log is not None:
         log(f"trust calibration: threshold {cal.threshold:.3f}, release {cal.release:.3f}, "

@@ -284,7 +284,7 @@ def test_bad_norm_stats_rejected():
         m.set_norm_stats(torch.zeros(8), torch.zeros(8), torch.zeros(8), torch.ones(8))
 
 
-def _tiny_trainer(tmp_path, **overrides):
+def _tiny_trainer(tmp_path, other_plants=None, **overrides):
     import numpy as np
 
     from eblnn_agent.data import TransitionData, compute_norm_stats, split_episodes
@@ -303,7 +303,8 @@ def _tiny_trainer(tmp_path, **overrides):
     torch.manual_seed(0)
     m = EBLNN(cfg.model)
     m.set_norm_stats(*compute_norm_stats(split.train, co_log_scale=m.cfg.co_log_scale))
-    return Trainer(m, cfg, split, MetricLogger(quiet=True), torch.device("cpu"), 1, tmp_path), split
+    return Trainer(m, cfg, split, MetricLogger(quiet=True), torch.device("cpu"), 1, tmp_path,
+                   other_plants=other_plants), split
 
 
 @pytest.mark.parametrize("opt", [
