@@ -19,7 +19,7 @@ is not trusted, and back when trust returns:
 * :class:`Hysteresis`: the alarm is raised after ``raise_steps`` consecutive steps above the
   threshold and cleared after ``release_steps`` consecutive steps below the (lower) release level.
 * The hand-over is bumpless: PI's integrators start from the action last applied
-  (:meth:`~planners.pi.PIController.handover`); the model-based controller keeps filtering the plant
+  (:meth:`~furnace_env.pi.PIController.handover`); the model-based controller keeps filtering the plant
   while PI holds it (``track``, when it has one) and resumes from the action PI last applied.
 
 Alarms are logged under ``planner/trust`` (console and the controller's :meth:`stats`), and
@@ -44,8 +44,8 @@ from eblnn_agent.negatives import prediction_error
 from furnace_env.physics import FurnaceParams
 from furnace_env.scenarios import get_scenario
 from furnace_env.vector import FurnaceVectorEnv
-from planners.base import Controller
-from planners.pi import PIController
+from furnace_env.control import Controller
+from furnace_env.pi import PIController
 
 __all__ = ["TrustConfig", "TrustCalibration", "TrustMonitor", "Hysteresis", "calibrate", "calibration_scores",
            "TrustSupervisedController", "make_supervised_planner", "SCORES", "pi_episodes", "calibrate_checkpoint",
@@ -421,7 +421,7 @@ def make_supervised_planner(env, checkpoint: str, calibration: str | None = None
     """
     from eblnn_agent.checkpoint import load_checkpoint
     from planners.factories import make_eblnn_planner
-    from planners.pi import make_pi
+    from furnace_env.pi import make_pi
 
     cal_path = Path(calibration) if calibration is not None else default_calibration_path(checkpoint)
     if not cal_path.is_file():

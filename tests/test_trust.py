@@ -14,7 +14,7 @@ from furnace_env.physics import FurnaceParams
 from planners.evaluation import episode_metrics, run_episode
 from planners.mpc import MPCController
 from planners.optim import TrajectoryOptimizer, make_optimizer
-from planners.pi import PIController
+from furnace_env.pi import PIController
 from planners.trust import (
     Hysteresis,
     TrustCalibration,
@@ -25,7 +25,7 @@ from planners.trust import (
     calibration_scores,
     pi_episodes,
 )
-from planners.world_model import ObjectiveConfig, WorldModelPlanningModel
+from planners.objective import ObjectiveConfig, WorldModelPlanningModel
 
 CFG = TrustConfig(score="innovation", window=5, kstep=3, burn_in=5, raise_steps=2, release_steps=4)
 
