@@ -36,7 +36,7 @@ from eblnn_agent.model import EBLNN
 from furnace_env.physics import FurnaceParams
 
 __all__ = ["Pairs", "NEGATIVE_PLANTS", "HELD_OUT_PLANTS", "MEASURED_CHANNELS", "plant_params",
-           "collect_plants", "load_or_collect_plants", "perturbed_next_pairs", "spliced_pairs", "rollout_pairs",
+           "collect_plants", "load_or_collect_plants", "other_plant_path", "other_plants_for", "perturbed_next_pairs", "spliced_pairs", "rollout_pairs",
            "prediction_error"]
 
 _P = FurnaceParams()
@@ -124,6 +124,24 @@ def load_or_collect_plants(path: str | Path, n_env_steps: int, seed: int, plants
     data.save(path)
     log(f"dataset {path}: collected {data.n_episodes} other-plant episodes, {data.env_steps} transitions")
     return data
+
+
+def other_plant_path(other_path: str, data_path: str) -> Path:
+    """Where the other plants' dataset lives: ``other_path``, or beside ``data_path`` when it is ""."""
+    if other_path:
+        return Path(other_path)
+    d = Path(data_path)
+    return d.with_name(f"{d.stem}_other_plants.npz")
+
+
+def other_plants_for(cfg, log=print) -> TransitionData | None:
+    """The other plants' episodes a run config's trainer needs (``None`` when ``other_plant_weight`` is 0):
+    :data:`NEGATIVE_PLANTS` on the run's scenario, collected once and reloaded."""
+    ec, dc = cfg.energy, cfg.data
+    if ec.other_plant_weight <= 0:
+        return None
+    return load_or_collect_plants(other_plant_path(ec.other_plant_path, dc.data_path), ec.other_plant_steps,
+                                  cfg.data_seed + 1000, scenario=dc.scenario, num_envs=dc.num_envs, log=log)
 
 
 def prediction_error(model: EBLNN, pred: Tensor, truth: Tensor) -> Tensor:

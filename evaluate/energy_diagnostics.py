@@ -24,7 +24,12 @@ import torch
 from eblnn_agent.data import TransitionData
 from eblnn_agent.losses import energy_auroc
 from eblnn_agent.model import EBLNN
-from eblnn_agent.negatives import HELD_OUT_PLANTS, perturbed_next_pairs, plant_params, prediction_error
+from eblnn_agent.negatives import (
+    HELD_OUT_PLANTS,
+    perturbed_next_pairs,
+    plant_params,
+    prediction_error,
+)
 from eblnn_agent.sampler import LangevinSampler, uniform_init
 from furnace_env.physics import FurnaceParams
 from planners.trust import pi_episodes

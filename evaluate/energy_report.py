@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"({auroc.n_windows[0]} nominal / {auroc.n_windows[1]} out-of-range windows)")
     print(f"Spearman(energy, {args.horizon}-step open-loop error): during {rho['during']:.3f}, "
           f"before {rho['before']:.3f} ({rho['n_windows']} windows)")
-    print(f"energy means: " + ", ".join(f"{k} {v:.1f}" for k, v in result["energy_means"].items()))
+    print("energy means: " + ", ".join(f"{k} {v:.1f}" for k, v in result["energy_means"].items()))
     print(f"cd_gap: {result['cd_gap']}")
     print(f"wrote {out / 'energy_report.json'} and {out / 'energy_hist.png'}")
     return result

@@ -41,11 +41,11 @@ import torch
 
 from eblnn_agent.data import TransitionData
 from eblnn_agent.negatives import prediction_error
+from furnace_env.control import Controller
 from furnace_env.physics import FurnaceParams
+from furnace_env.pi import PIController
 from furnace_env.scenarios import get_scenario
 from furnace_env.vector import FurnaceVectorEnv
-from furnace_env.control import Controller
-from furnace_env.pi import PIController
 
 __all__ = ["TrustConfig", "TrustCalibration", "TrustMonitor", "Hysteresis", "calibrate", "calibration_scores",
            "TrustSupervisedController", "make_supervised_planner", "SCORES", "pi_episodes", "calibrate_checkpoint",
@@ -420,8 +420,8 @@ def make_supervised_planner(env, checkpoint: str, calibration: str | None = None
     checkpoint, made by ``python evaluate/calibrate_trust.py --checkpoint ...``).
     """
     from eblnn_agent.checkpoint import load_checkpoint
-    from planners.factories import make_eblnn_planner
     from furnace_env.pi import make_pi
+    from planners.factories import make_eblnn_planner
 
     cal_path = Path(calibration) if calibration is not None else default_calibration_path(checkpoint)
     if not cal_path.is_file():

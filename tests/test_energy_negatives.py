@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_model import _model, _obs, _tiny_trainer
 
 from eblnn_agent.config import ConfigError, WorldModelRunConfig
 from eblnn_agent.data import TransitionData, sample_windows
@@ -17,7 +18,6 @@ from eblnn_agent.negatives import (
     rollout_pairs,
     spliced_pairs,
 )
-from test_model import _model, _obs, _tiny_trainer
 
 #: Log keys of each new negative type.
 _KEYS = {

@@ -298,7 +298,7 @@ def _tiny_trainer(tmp_path, other_plants=None, **overrides):
     split = split_episodes(data, 0.2, 0.2, 0)
     base = dict(hidden_size=8, backbone_units=8, physics_hidden_dims=[8], ebm_hidden_dims=[8], window=8,
                 batch_size=4, max_windows_per_epoch=8, n_steps=2, cd_batch=16, buffer_capacity=32, epochs=1,
-                progress=False)
+                progress=False, next_obs_negative_weight=0.0, other_plant_weight=0.0, rollout_negative_weight=0.0)
     cfg = WorldModelRunConfig().with_overrides(**{**base, **overrides})
     torch.manual_seed(0)
     m = EBLNN(cfg.model)

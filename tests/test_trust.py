@@ -11,10 +11,11 @@ import furnace_env  # noqa: F401
 from eblnn_agent.config import ModelConfig
 from eblnn_agent.model import EBLNN
 from furnace_env.physics import FurnaceParams
+from furnace_env.pi import PIController
 from planners.evaluation import episode_metrics, run_episode
 from planners.mpc import MPCController
+from planners.objective import ObjectiveConfig, WorldModelPlanningModel
 from planners.optim import TrajectoryOptimizer, make_optimizer
-from furnace_env.pi import PIController
 from planners.trust import (
     Hysteresis,
     TrustCalibration,
@@ -25,7 +26,6 @@ from planners.trust import (
     calibration_scores,
     pi_episodes,
 )
-from planners.objective import ObjectiveConfig, WorldModelPlanningModel
 
 CFG = TrustConfig(score="innovation", window=5, kstep=3, burn_in=5, raise_steps=2, release_steps=4)
 
