@@ -7,7 +7,9 @@ its data's held-out test split, then writes to ``--out``:
   one-step innovation), the Spearman correlation of window energy with the 20-step open-loop
   error on the test split, and ``train/cd_gap`` over the run (from the checkpoint's
   ``report.json`` when it is beside it);
-* ``energy_hist.png``: energies of real data, Langevin fantasies and out-of-distribution transitions.
+* ``energy_hist.png``: energies of real data, Langevin fantasies and out-of-distribution transitions;
+* with a trust calibration beside the checkpoint (``evaluate/calibrate_trust.py``): the monitor's
+  alarms on nominal and out-of-range-plant PI episodes (false-alarm share, episodes alarmed).
 
 Example: ``python evaluate/energy_report.py --checkpoint runs/world_model/best.pt --out runs/energy``.
 """
@@ -29,10 +31,11 @@ from evaluate.energy_diagnostics import (
     cd_gap_summary,
     energy_error_spearman,
     energy_samples,
-    pi_episodes,
+    monitor_alarms,
     plant_auroc,
     plot_energy_histograms,
 )
+from planners.trust import TrustCalibration, default_calibration_path, pi_episodes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,12 +79,16 @@ def main(argv: list[str] | None = None) -> dict:
     plot_energy_histograms(samples, out / "energy_hist.png", title=str(ckpt))
     report_path = ckpt.parent / "report.json"
     history = json.loads(report_path.read_text()).get("history", []) if report_path.is_file() else []
+    cal_path = default_calibration_path(ckpt)
+    trust = (monitor_alarms(model, TrustCalibration.load(cal_path), seeds) if cal_path.is_file()
+             else {"available": False, "why": f"no {cal_path}; run evaluate/calibrate_trust.py"})
     result = {
         "checkpoint": str(ckpt),
         "plant_auroc": {"energy": auroc.energy, "innovation": auroc.innovation, "per_plant": auroc.per_plant,
                         "n_windows": list(auroc.n_windows), "goal_0.9": auroc.energy >= 0.9},
         "spearman_energy_vs_open_loop_error": {**rho, "goal_0.5": rho["during"] >= 0.5},
         "cd_gap": cd_gap_summary(history, ec.l2_reg),
+        "trust_monitor": trust,
         "energy_means": {k: float(np.mean(v)) for k, v in samples._asdict().items()},
         "args": vars(args),
     }
@@ -92,6 +99,9 @@ def main(argv: list[str] | None = None) -> dict:
           f"before {rho['before']:.3f} ({rho['n_windows']} windows)")
     print("energy means: " + ", ".join(f"{k} {v:.1f}" for k, v in result["energy_means"].items()))
     print(f"cd_gap: {result['cd_gap']}")
+    if "per_plant" in trust:
+        print(f"trust monitor: {trust['nominal_false_alarm_share']:.2%} of nominal steps alarmed; out-of-range "
+              f"episodes alarmed: " + ", ".join(f"{p['episodes_alarmed']:.0%}" for p in trust["per_plant"]))
     print(f"wrote {out / 'energy_report.json'} and {out / 'energy_hist.png'}")
     return result
 
