@@ -134,7 +134,9 @@ class EnergySamples(NamedTuple):
     """Energies for the histogram (seed 004)."""
 
     real: np.ndarray
-    """Filtered states of real held-out data."""
+    """Filtered states of real held-out data (the dataset's mix of behaviours)."""
+    nominal_pi: np.ndarray
+    """Filtered states of nominal-plant PI episodes (the fixed controller of ``ood_plant``)."""
     fantasy: np.ndarray
     """Langevin fantasies (chains from uniform noise with the training sampler's settings)."""
     ood_plant: np.ndarray
@@ -144,10 +146,13 @@ class EnergySamples(NamedTuple):
 
 
 @torch.no_grad()
-def energy_samples(model: EBLNN, real: TransitionData, ood: TransitionData, sampler: LangevinSampler,
-                   n_fantasy: int, next_obs_noise: float, generator: torch.Generator) -> EnergySamples:
-    """Energies of real states, Langevin fantasies and out-of-distribution transitions."""
+def energy_samples(model: EBLNN, real: TransitionData, nominal: TransitionData, ood: TransitionData,
+                   sampler: LangevinSampler, n_fantasy: int, next_obs_noise: float,
+                   generator: torch.Generator) -> EnergySamples:
+    """Energies of real states (held-out data; nominal-plant PI episodes), Langevin fantasies and
+    out-of-distribution transitions (out-of-range-plant PI episodes; perturbed next observations)."""
     e_real, _, m_real = step_scores(model, real)
+    e_nom, _, m_nom = step_scores(model, nominal)
     e_ood, _, m_ood = step_scores(model, ood)
     x0 = uniform_init(n_fantasy, model.hidden_size, sampler.clamp or 1.0, generator, "cpu", torch.float32)
     fant, _ = sampler.run(model.energy, x0, generator)
@@ -156,7 +161,7 @@ def energy_samples(model: EBLNN, real: TransitionData, ood: TransitionData, samp
     hidden = model.filter(obs[:, :-1], act)
     mask = torch.as_tensor(m_real)
     p = perturbed_next_pairs(model, obs[:, :-1], act, hidden, mask, 4096, next_obs_noise, generator)
-    return EnergySamples(e_real[m_real], model.energy(fant).numpy(), e_ood[m_ood], model.energy(p.neg).numpy())
+    return EnergySamples(e_real[m_real], e_nom[m_nom], model.energy(fant).numpy(), e_ood[m_ood], model.energy(p.neg).numpy())
 
 
 def plot_energy_histograms(s: EnergySamples, path: str | Path, title: str = "") -> Path:
@@ -167,7 +172,7 @@ def plot_energy_histograms(s: EnergySamples, path: str | Path, title: str = "") 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    parts = {"real (held-out data)": s.real, "Langevin fantasies": s.fantasy,
+    parts = {"real (held-out data)": s.real, "nominal plant (PI)": s.nominal_pi, "Langevin fantasies": s.fantasy,
              "out-of-range plants (PI)": s.ood_plant, "perturbed next observation": s.wrong_next}
     lo = min(float(np.percentile(v, 0.5)) for v in parts.values())
     hi = max(float(np.percentile(v, 99.5)) for v in parts.values())

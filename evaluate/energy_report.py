@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
     ec = cfg.energy
     sampler = LangevinSampler(ec.n_steps, ec.step_size, ec.noise_scale, ec.langevin_grad_clip, ec.sample_clamp)
     ood = pi_episodes(plant_params(HELD_OUT_PLANTS[0]), seeds[:4])
-    samples = energy_samples(model, test, ood, sampler, 2048, ec.next_obs_noise, torch.Generator().manual_seed(0))
+    nominal = pi_episodes(plant_params({}), seeds[:4])
+    samples = energy_samples(model, test, nominal, ood, sampler, 2048, ec.next_obs_noise, torch.Generator().manual_seed(0))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plot_energy_histograms(samples, out / "energy_hist.png", title=str(ckpt))
