@@ -411,7 +411,7 @@ def calibrate_checkpoint(checkpoint: str | Path, config: TrustConfig | None = No
     return cal
 
 
-def make_supervised_planner(env, checkpoint: str, calibration: str | None = None, log: bool = False,
+def make_supervised_planner(env, checkpoint: str, calibration: str | None = None, log: bool = True,
                             **planner_kwargs: Any) -> TrustSupervisedController:
     """Factory for the comparison harness: the EB-LNN planner (:func:`~planners.factories.make_eblnn_planner`,
     ``planner_kwargs`` go there) supervised by the trust monitor on the same world model, PI as fallback.

@@ -174,3 +174,23 @@ def test_handover_is_bumpless():
     assert jump_fresh.max() > jump_taken.max()  # without the hand-over PI would jump
     with pytest.raises(ValueError, match="handover action"):
         taken.handover(obs[None], np.array([[np.nan, 0.0]]))
+
+
+def test_factory_builds_from_a_checkpoint_and_its_calibration(model, calibration, tmp_path):
+    from eblnn_agent.checkpoint import save_checkpoint
+    from eblnn_agent.config import WorldModelRunConfig
+    from planners.experiment import CONTROLLERS, DEFAULT_CONTROLLERS, WORLD_MODEL_VARIANTS
+    from planners.trust import default_calibration_path, make_supervised_planner
+
+    cfg = WorldModelRunConfig().with_overrides(hidden_size=16, backbone_units=16, physics_hidden_dims=[16],
+                                               ebm_hidden_dims=[16, 8])
+    ckpt = save_checkpoint(tmp_path / "best.pt", model, cfg, {"env_steps": 1})
+    env = gym.make("Furnace-v0", scenario={"name": "short", "n_steps": 3})
+    with pytest.raises(FileNotFoundError, match="calibrate_trust.py"):
+        make_supervised_planner(env, str(ckpt))
+    calibration.save(default_calibration_path(ckpt))
+    ctl = make_supervised_planner(env, str(ckpt), horizon=4, n_candidates=4, iterations=1)
+    ep = run_episode(ctl, env, seed=0)
+    assert ep.actions.shape == (3, 2) and not ep.extras["trust_held"].any()  # inside the burn-in
+    assert "eblnn-supervised" in CONTROLLERS and "eblnn-supervised" in WORLD_MODEL_VARIANTS
+    assert "eblnn-supervised" not in DEFAULT_CONTROLLERS
