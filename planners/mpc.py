@@ -107,6 +107,12 @@ class MPCController(Controller):
         self.latencies.append(time.perf_counter() - t0)
         return action[None].astype(np.float32)
 
+    def applied(self, action: np.ndarray) -> None:
+        """Tell the model the action actually sent to the plant, where it differs from the one
+        :meth:`act` returned (exploration noise, a supervisor's override)."""
+        if callable(getattr(self.model, "applied", None)):
+            self.model.applied(np.asarray(action))
+
     def track(self, obs: np.ndarray, action: np.ndarray) -> None:
         """Follow the plant while another controller holds it: filter ``obs`` as :meth:`act` would and
         record ``action`` as the one applied, so the model's state and the warm start are those of
@@ -114,8 +120,7 @@ class MPCController(Controller):
         o = np.asarray(obs, dtype=np.float64).reshape(-1)
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
         self.model.observe(o)
-        if callable(getattr(self.model, "applied", None)):
-            self.model.applied(a)
+        self.applied(a)
         encode = getattr(self.model, "encode", None)
         self._last_action = encode(a) if callable(encode) else a
         self.trajopt.reset()  # the stored plan was not followed
