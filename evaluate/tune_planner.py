@@ -14,7 +14,7 @@ ensemble of both models.)
 
 Every grid point runs the planner and the reference PI controller on the same tuning episodes
 (:mod:`planners.tuning`, which does the work; the training mix by default, or named scenarios,
-``eval`` for the five named presets) and prints each one's margin over PI.
+``eval`` for the ``tune`` family; test-family scenarios are refused) and prints each one's margin over PI.
 """
 
 from __future__ import annotations

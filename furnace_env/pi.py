@@ -1,7 +1,7 @@
 """The industrial reference: temperature PI on fuel, O2-trim PI on air, air/fuel cross-limiting.
 
 This is the zero point of the score scale, so it is tuned honestly (see
-``evaluate/tune_pi.py`` and the README): the gains start from SIMC rules on an identified
+``evaluate/tune_pi.py`` and docs/tuning.md): the gains start from SIMC rules on an identified
 first-order-plus-dead-time model of the temperature loop and are then refined by a grid
 search on the training scenario mix, on the very cost the env rewards.
 

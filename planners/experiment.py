@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from furnace_env.scenarios import EVAL_SCENARIOS, get_scenario
+from furnace_env.scenarios import EVAL_SCENARIOS, FAMILIES, family_scenarios, get_scenario
 from planners.benchmark import (
     ControllerSpec,
     evaluate_controllers,
@@ -83,7 +83,10 @@ class CompareConfig:
     controllers: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROLLERS))
     """Controllers to evaluate (see ``--list``)."""
     scenario: list[str] = field(default_factory=lambda: list(EVAL_SCENARIOS))
-    """Scenario names or YAML/JSON files."""
+    """Scenario names or YAML/JSON files (ignored with ``--family``)."""
+    family: str = ""
+    """Evaluate every scenario of this family instead (``furnace_env.scenarios.FAMILIES``: ``tune``,
+    the named examples defaults are chosen on; ``test``, the held-out scenarios results are reported on)."""
     seeds: int = 3
     """Evaluation seeds per scenario (10 000, 10 001, ...)."""
     workers: int = 2
@@ -332,6 +335,8 @@ def validate_config(cfg: CompareConfig) -> CompareConfig:
     """Check the settings before any work; ``SystemExit`` naming the bad value otherwise."""
     if cfg.seeds < 1:
         raise SystemExit(f"--seeds {cfg.seeds}: must be >= 1")
+    if cfg.family and cfg.family not in FAMILIES:
+        raise SystemExit(f"--family {cfg.family!r}: not a scenario family; allowed: {', '.join(FAMILIES)}")
     if cfg.paired_focus not in CONTROLLERS:
         raise SystemExit(f"--paired_focus {cfg.paired_focus!r}: not a controller; allowed: {', '.join(CONTROLLERS)}")
     try:
@@ -356,8 +361,7 @@ def run_comparison(cfg: CompareConfig) -> list[dict]:
     out = Path(cfg.out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     scenarios = []
-    for s in cfg.scenario:
-        sc = get_scenario(s)
+    for sc in family_scenarios(cfg.family) if cfg.family else map(get_scenario, cfg.scenario):
         if cfg.steps:
             sc = replace(sc, n_steps=min(cfg.steps, sc.n_steps))
         scenarios.append(sc)

@@ -45,7 +45,8 @@ class TuneConfig:
     steps: int = 120
     """Steps per episode (0: the scenario's own length)."""
     scenario: list[str] = field(default_factory=lambda: ["train_mix"])
-    """Scenario names or files, or ``eval`` for the five named evaluation presets."""
+    """Scenario names or files, or ``eval`` for the ``tune`` family (the five named presets);
+    test-family scenarios are refused (``furnace_env.scenarios.FAMILIES``)."""
     workers: int = 2
     """Episodes run in parallel in this many processes (1: in this process)."""
 
@@ -66,13 +67,14 @@ def tune(cfg: TuneConfig, report=print) -> list[dict[str, Any]]:
 
     ``report`` receives one line for PI and one per grid point as they are ready.
     """
-    from furnace_env.scenarios import EVAL_SCENARIOS, get_scenario
+    from furnace_env.scenarios import FAMILIES, get_scenario, refuse_test_family
 
     if cfg.steps < 0:
         raise ValueError(f"--steps {cfg.steps}: expected >= 0 (0: each scenario's own length)")
     grid = parse_grid(cfg.grid)
-    names = list(EVAL_SCENARIOS) if cfg.scenario == ["eval"] else cfg.scenario
+    names = list(FAMILIES["tune"]) if cfg.scenario == ["eval"] else cfg.scenario
     scenarios = [get_scenario(n) for n in names]
+    refuse_test_family(scenarios, "tuning")  # defaults are chosen on the tune family only
     if cfg.steps:
         scenarios = [replace(sc, n_steps=cfg.steps) for sc in scenarios]
     names = [sc.name for sc in scenarios]
