@@ -35,6 +35,13 @@ __all__ = [
     "OracleConfig",
     "OracleModel",
     "make_oracle",
+    # planners.trust
+    "TrustConfig",
+    "TrustCalibration",
+    "TrustMonitor",
+    "TrustSupervisedController",
+    "calibrate",
+    "make_supervised_planner",
 ]
 
 _OPTIM = ("Optimizer", "OptimResult", "PlanResult", "TrajectoryOptimizer", "LangevinConfig",
@@ -47,6 +54,8 @@ _LAZY = {
     "OracleConfig": "planners.oracle",
     "OracleModel": "planners.oracle",
     "make_oracle": "planners.oracle",
+    **{name: "planners.trust" for name in ("TrustConfig", "TrustCalibration", "TrustMonitor",
+                                           "TrustSupervisedController", "calibrate", "make_supervised_planner")},
 }
 
 

@@ -67,12 +67,14 @@ CONTROLLERS: dict[str, str] = {
     "cem-10x": "iCEM on the same world model at ten times the compute (not in the default set)",
     "eblnn-ensemble": "Langevin MPC on an ensemble of three world models (the main one and two more "
                       "initialisations on its data), averaging their objectives (not in the default set)",
+    "eblnn-supervised": "Langevin MPC supervised by the energy trust monitor, PI fallback (planners/trust.py; "
+                        "not in the default set)",
     "pi": "reference PI: temperature PI on fuel, O2-trim PI on air, cross-limiting (tuned)",
     "oracle": "CEM MPC on the true batched physics with the true hidden state (upper bound)",
     "ppo": "stable-baselines3 PPO (VecNormalize)",
     "sac": "stable-baselines3 SAC",
 }
-DEFAULT_CONTROLLERS = [c for c in CONTROLLERS if c not in ("cem-10x", "eblnn-ensemble")]
+DEFAULT_CONTROLLERS = [c for c in CONTROLLERS if c not in ("cem-10x", "eblnn-ensemble", "eblnn-supervised")]
 
 
 @dataclass
@@ -136,6 +138,7 @@ WORLD_MODEL_VARIANTS: dict[str, dict] = {
     "random": {"optimizer": "random"},
     "cem-10x": {"optimizer": "cem", "compute": 10.0},
     "eblnn-ensemble": {"optimizer": "langevin"},
+    "eblnn-supervised": {"optimizer": "langevin"},
 }
 #: Initialisation seeds of the ensemble's further members (the main world model is seed 0); each is
 #: trained on the main model's data and split (``--data_seed 0``) into ``world_model_seeds/seed_<k>``.
@@ -267,6 +270,16 @@ def controller_specs(cfg: CompareConfig) -> list[ControllerSpec]:
                 specs.append(ControllerSpec(name, "planners.factories:make_eblnn_planner",
                                             {"checkpoint": tuple(str(p) for p in paths), **cfg.planner_options,
                                              **WORLD_MODEL_VARIANTS[name]}, env_steps=steps.pop()))
+        elif name == "eblnn-supervised":
+            from planners.trust import calibrate_checkpoint, default_calibration_path
+
+            path = ensure_artefact(cfg, "world_model")
+            if path is not None:
+                if not default_calibration_path(path).is_file():
+                    calibrate_checkpoint(path)  # once per checkpoint, stored beside it
+                kw = {"checkpoint": str(path), **cfg.planner_options, **WORLD_MODEL_VARIANTS[name]}
+                specs.append(ControllerSpec(name, "planners.trust:make_supervised_planner", kw,
+                                            env_steps=_world_model_env_steps(path)))
         else:
             path = ensure_artefact(cfg, "world_model")
             if path is not None:

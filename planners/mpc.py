@@ -113,6 +113,18 @@ class MPCController(Controller):
         if callable(getattr(self.model, "applied", None)):
             self.model.applied(np.asarray(action))
 
+    def track(self, obs: np.ndarray, action: np.ndarray) -> None:
+        """Follow the plant while another controller holds it: filter ``obs`` as :meth:`act` would and
+        record ``action`` as the one applied, so the model's state and the warm start are those of
+        the plant when control comes back (a bumpless return)."""
+        o = np.asarray(obs, dtype=np.float64).reshape(-1)
+        a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
+        self.model.observe(o)
+        self.applied(a)
+        encode = getattr(self.model, "encode", None)
+        self._last_action = encode(a) if callable(encode) else a
+        self.trajopt.reset()  # the stored plan was not followed
+
     def stats(self) -> dict[str, Any]:
         """Planner diagnostics of the episode so far (namespaced ``planner/``)."""
         lat = np.asarray(self.latencies) if self.latencies else np.zeros(1)

@@ -22,6 +22,7 @@ from eblnn_agent.config import ConfigError, config_from_cli
 from eblnn_agent.data import compute_norm_stats, load_or_collect, split_episodes
 from eblnn_agent.logger import make_logger
 from eblnn_agent.model import EBLNN
+from eblnn_agent.negatives import other_plants_for
 from eblnn_agent.trainer import Trainer
 from eblnn_agent.utils import check_file_target, check_writable_dir, resolve_device
 
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> dict:
     logger = make_logger(tc.wandb, tc.wandb_project, cfg.to_dict(), dir=str(out))
     logger.log({"data/env_steps": data.env_steps, "data/episodes": data.n_episodes,
                 "data/train_episodes": split.train.n_episodes, "data/seconds": t_data}, step=0)
-    trainer = Trainer(model, cfg, split, logger, device, env_steps=data.env_steps, out_dir=out)
+    other = other_plants_for(cfg)
+    trainer = Trainer(model, cfg, split, logger, device, env_steps=data.env_steps, out_dir=out, other_plants=other)
     if tc.resume:
         trainer.resume()
     result = trainer.fit()
