@@ -35,6 +35,11 @@ __all__ = [
 ]
 
 
+#: Largest Langevin step size: the chains live in the box [-sample_clamp, sample_clamp] (1 by
+#: default), so a step of this size already jumps across it; larger values only add overflow.
+STEP_SIZE_MAX = 10.0
+
+
 def _check(cond: bool, section: str, name: str, value: Any, allowed: str) -> None:
     if not cond:
         raise ConfigError(f"{section}.{name}={value!r} is invalid: {allowed}")
@@ -68,6 +73,11 @@ class ModelConfig:
     see :mod:`eblnn_agent.transforms`. On a linear scale the model under-predicted CO at the knee
     by about half, and the planner exploited it."""
 
+    latent_l2: float = 0.0
+    """L2 on the latent (seed 003): the fine energy is ``E(h) = head(c) + latent_l2 * |c|^2`` for the
+    CfC state ``c``, everywhere the energy is read (training, Langevin, planning). It keeps the
+    energy from hiding information in large latents (a flat, degenerate landscape); 0: off."""
+
     setpoint_input: bool = True
     """Feed the setpoint channel to the cell. The furnace does not know its setpoint, and a model
     that reads it can learn from controller-driven data a dependence the plant does not have (the
@@ -77,6 +87,8 @@ class ModelConfig:
 
     def validate(self) -> None:
         s = "model"
+        _check(isinstance(self.latent_l2, int | float) and math.isfinite(self.latent_l2) and self.latent_l2 >= 0,
+               s, "latent_l2", self.latent_l2, "must be a finite number >= 0")
         _check(isinstance(self.setpoint_input, bool), s, "setpoint_input", self.setpoint_input, "must be true or false")
         for name in ("hidden_size", "backbone_units", "backbone_layers"):
             v = getattr(self, name)
@@ -131,17 +143,55 @@ class EnergyConfig:
     action_negative_weight: float = 1.0
     """Weight of the action-negative hinge: the state reached from the same real (obs, h) with a
     uniformly random action must sit hard_negative_margin above the real one (0: off)."""
+    langevin_negatives: bool = True
+    """Contrast real states with Langevin fantasies from the replay buffer (the CD term with its
+    l2_reg regulariser). False: no chains run; only the l2_reg term on real energies and the hinges
+    train the energy (an ablation)."""
+    hard_negative_prob: float = 1.0
+    """Probability (seed 003) that a training step includes the hard-negative hinge (drawn from the
+    trainer's generator); validation weights the hinge by it. 1: every step, 0: never."""
+    next_obs_negative_weight: float = 1.0
+    """Weight of the perturbed-next-observation hinge: a real history ``h_{t+1}`` followed by a
+    next observation ``obs_{t+1}`` moved off the truth (temperature, O2, CO and the flows) must sit
+    above the state of the real next observation, by a margin that grows with the size of the move
+    (see :func:`eblnn_agent.negatives.perturbed_next_pairs`). 0: off."""
+    next_obs_noise: float = 3.0
+    """Largest perturbation of the next observation, in one-step delta standard deviations (each
+    negative draws its size uniformly up to this, and its margin scales with it)."""
+    other_plant_weight: float = 1.0
+    """Weight of the other-plant hinge: windows whose second half is an episode of another plant of
+    the family (``other_plant_steps`` transitions collected on
+    :data:`eblnn_agent.negatives.NEGATIVE_PLANTS`) filtered on from this plant's history must sit
+    above this plant's own continuation. 0: off (no other-plant data collected)."""
+    other_plant_steps: int = 30000
+    """Transitions collected across the negative plants (when ``other_plant_weight > 0``)."""
+    other_plant_path: str = ""
+    """Dataset of the other plants' transitions (reloaded when its provenance matches); "" : beside
+    ``data_path``, its name ending ``_other_plants.npz``."""
+    splice_skip: int = 4
+    """Steps after the splice whose states are not used as other-plant negatives (the jump at the
+    splice is itself a perturbed observation; the steps after it show the other plant's dynamics)."""
+    rollout_negative_weight: float = 1.0
+    """Weight of the rollout hinge: the states of the model's own open-loop predictions (the real
+    actions from a real filtered state) where the predicted observation has left the truth by
+    more than ``rollout_negative_threshold`` must sit above the real filtered states. 0: off."""
+    rollout_negative_steps: int = 20
+    """Length of the open-loop predictions of the rollout negatives (capped at the window - 1)."""
+    rollout_negative_threshold: float = 3.0
+    """Prediction error beyond which a rollout state is a negative: RMS over the physical channels of
+    the error in one-step delta standard deviations (the model's space)."""
 
     def validate(self) -> None:
         s = "energy"
         for name in ("alpha", "l2_reg", "noise_scale", "langevin_grad_clip", "sample_clamp",
                      "hard_negative_noise", "hard_negative_margin", "hard_negative_weight",
-                     "action_negative_weight"):
+                     "action_negative_weight", "next_obs_negative_weight", "next_obs_noise", "other_plant_weight",
+                     "rollout_negative_weight", "rollout_negative_threshold"):
             v = getattr(self, name)
             _check(isinstance(v, int | float) and math.isfinite(v) and v >= 0, s, name, v,
                    "must be a finite number >= 0")
-        _check(isinstance(self.step_size, int | float) and math.isfinite(self.step_size) and self.step_size > 0,
-               s, "step_size", self.step_size, "must be a finite number > 0")
+        _check(isinstance(self.step_size, int | float) and 0 < self.step_size <= STEP_SIZE_MAX,
+               s, "step_size", self.step_size, f"must be a number in (0, {STEP_SIZE_MAX}]")
         _check(isinstance(self.n_steps, int) and self.n_steps >= 0, s, "n_steps", self.n_steps,
                "must be an integer >= 0")
         _check(isinstance(self.cd_batch, int) and self.cd_batch >= 1, s, "cd_batch", self.cd_batch,
@@ -150,6 +200,15 @@ class EnergyConfig:
                self.buffer_capacity, "must be an integer >= 1")
         _check(isinstance(self.buffer_prob, int | float) and 0.0 <= self.buffer_prob <= 1.0, s,
                "buffer_prob", self.buffer_prob, "must be a probability in [0, 1]")
+        _check(isinstance(self.hard_negative_prob, int | float) and 0.0 <= self.hard_negative_prob <= 1.0, s,
+               "hard_negative_prob", self.hard_negative_prob, "must be a probability in [0, 1]")
+        for name in ("other_plant_steps", "rollout_negative_steps"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and v >= 1, s, name, v, "must be an integer >= 1")
+        _check(isinstance(self.splice_skip, int) and self.splice_skip >= 0, s, "splice_skip", self.splice_skip,
+               "must be an integer >= 0")
+        _check(isinstance(self.langevin_negatives, bool), s, "langevin_negatives", self.langevin_negatives,
+               "must be true or false")
 
 
 @dataclass
@@ -186,6 +245,14 @@ class DataConfig:
         _check(isinstance(self.window, int) and self.window >= 2, s, "window", self.window,
                "must be an integer >= 2")
         _check(0.0 <= self.pi_fraction <= 1.0, s, "pi_fraction", self.pi_fraction, "must be in [0, 1]")
+        _check(isinstance(self.data_path, str) and self.data_path.strip() != "", s, "data_path", self.data_path,
+               "must be a file path")
+        try:
+            from furnace_env.scenarios import get_scenario
+
+            get_scenario(self.scenario)
+        except ValueError as err:
+            raise ConfigError(f"{s}.scenario={self.scenario!r} is invalid: {err}") from err
         _check(self.data_seed is None or (isinstance(self.data_seed, int) and self.data_seed >= 0), s,
                "data_seed", self.data_seed, "must be null or an integer >= 0")
         for name in ("val_fraction", "test_fraction"):
@@ -252,6 +319,10 @@ class TrainConfig:
             _check(isinstance(v, int | float) and math.isfinite(v) and v >= 0, s, name, v,
                    "must be a finite number >= 0")
         _check(self.wandb in WANDB_MODES, s, "wandb", self.wandb, f"allowed values: {WANDB_MODES}")
+        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**32, s,
+               "seed", self.seed, "must be an integer in [0, 2**32)")
+        _check(isinstance(self.threads, int) and not isinstance(self.threads, bool) and self.threads >= 0, s,
+               "threads", self.threads, "must be an integer >= 0 (0: torch's default)")
         dev = str(self.device)
         _check(dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:"), s, "device", dev,
                "allowed values: auto, cpu, cuda, cuda:N, mps")

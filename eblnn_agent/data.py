@@ -172,11 +172,12 @@ class _RandomBehaviour:
 
 def collect_transitions(n_env_steps: int, seed: int, scenario: str = "train_mix", num_envs: int = 64,
                         pi_fraction: float = 0.5, path: str | Path | None = None,
-                        progress: bool = False) -> TransitionData:
+                        progress: bool = False, params: FurnaceParams | None = None) -> TransitionData:
     """Collect ``ceil(n_env_steps / episode_length)`` episodes of exploratory behaviour (see module doc).
 
     All randomness derives from ``seed`` (``np.random.default_rng`` and the env seeds), so
-    the same arguments give the same dataset. Saved to ``path`` when given.
+    the same arguments give the same dataset. Saved to ``path`` when given. ``params``: the
+    plant (default: the nominal :class:`~furnace_env.physics.FurnaceParams`).
     """
     if n_env_steps < 1:
         raise ValueError(f"n_env_steps={n_env_steps!r} must be >= 1")
@@ -188,7 +189,7 @@ def collect_transitions(n_env_steps: int, seed: int, scenario: str = "train_mix"
     act_all = np.zeros((n_episodes, horizon, 2), dtype=np.float32)
     lengths = np.zeros(n_episodes, dtype=np.int64)
     behaviour = np.zeros(n_episodes, dtype=np.int8)
-    params = FurnaceParams()
+    params = params if params is not None else FurnaceParams()
     rounds = range(0, n_episodes, num_envs)
     if progress:
         from tqdm import tqdm

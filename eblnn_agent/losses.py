@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["CDTerms", "cd_loss", "hard_negative_loss", "masked_mse", "energy_auroc"]
+__all__ = ["CDTerms", "cd_loss", "hard_negative_loss", "pair_hinge", "masked_mse", "energy_auroc"]
 
 
 class CDTerms(NamedTuple):
@@ -34,6 +34,17 @@ def cd_loss(e_real: Tensor, e_fantasy: Tensor, l2_reg: float) -> CDTerms:
 def hard_negative_loss(e_real: Tensor, e_perturbed: Tensor, margin: float) -> Tensor:
     """Hinge ``mean relu(margin + E(real) - E(perturbed real))``: perturbed states must sit ``margin`` higher."""
     return torch.relu(margin + e_real - e_perturbed).mean()
+
+
+def pair_hinge(e_pos: Tensor, e_neg: Tensor, margin: float, scale: Tensor | None = None) -> Tensor:
+    """Hinge over pairs ``mean relu(margin * scale + E(pos) - E(neg))`` (0 for no pairs).
+
+    ``scale [N]`` grades each pair's margin (a negative further from the truth must sit higher).
+    """
+    if e_pos.numel() == 0:
+        return e_pos.new_zeros(())
+    m = margin if scale is None else margin * scale
+    return torch.relu(m + e_pos - e_neg).mean()
 
 
 def masked_mse(pred: Tensor, target: Tensor, mask: Tensor, weights: Tensor | None = None) -> Tensor:

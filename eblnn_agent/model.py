@@ -243,9 +243,14 @@ class EBLNN(nn.Module):
     def energy(self, h: Tensor) -> Tensor:
         """Fine energy ``[...]`` of states ``[..., state_size]`` or CfC states ``[..., hidden_size]``.
 
-        Low energy = looks like real furnace behaviour.
+        Low energy = looks like real furnace behaviour. With ``latent_l2 > 0`` (seed 003) the
+        energy includes ``latent_l2 * |c|^2`` of the CfC state ``c``.
         """
-        return self.energy_head(self.cfc_state(h))
+        c = self.cfc_state(h)
+        e = self.energy_head(c)
+        if self.cfg.latent_l2 > 0:
+            e = e + self.cfg.latent_l2 * c.pow(2).sum(-1)
+        return e
 
     def coarse_energy(self, pooled: Tensor) -> Tensor:
         """Coarse energy ``[B]`` of time-pooled (CfC) states ``[B, H]`` (0 without multi-scale)."""
@@ -256,7 +261,7 @@ class EBLNN(nn.Module):
     def sequence_energy(self, hidden: Tensor) -> Tensor:
         """Energy of state sequences ``[B, T, S] -> [B]``: mean fine energy + coarse energy of the mean."""
         c = self.cfc_state(hidden)
-        e = self.energy_head(c).mean(dim=1)
+        e = self.energy(c).mean(dim=1)
         if self.coarse_head is not None:
             e = e + self.coarse_head(c.mean(dim=1))
         return e
@@ -303,7 +308,7 @@ class EBLNN(nn.Module):
             rw = self._rollout_weights()
             if rw is not None:  # frozen weights (planning): one autograd node, hand-written backward
                 obs_seq, hidden = rollout_fused(obs0, h0, actions, rw)
-                return RolloutOut(obs_seq, hidden, self.energy_head(hidden[..., :self.hidden_size]))
+                return RolloutOut(obs_seq, hidden, self.energy(hidden))
         return self._rollout_fused_autograd(obs0, h0, actions)
 
     def _rollout_weights(self) -> RolloutWeights | None:
@@ -391,4 +396,4 @@ class EBLNN(nn.Module):
                                             [m.bias for m in phys], w_last, _ACT_CODES[fw.act])
         norm_in = self._norm(obs_in)
         hidden = torch.cat([cfc, norm_in, torch.ones_like(norm_in[..., :1])], dim=-1)
-        return RolloutOut(obs_seq, hidden, self.energy_head(cfc))
+        return RolloutOut(obs_seq, hidden, self.energy(cfc))

@@ -10,7 +10,10 @@ One gradient step on a batch of real windows:
    under uniformly random actions (action negatives);
 4. coarse CD (multi-scale): the time-pooled hidden state of each window against fantasies
    of a second sampler/buffer, with its own hinge;
-5. ``L = L_physics + alpha * L_CD``; clip the gradient norm; Adam; cosine learning rate.
+5. dynamically wrong negatives (:mod:`eblnn_agent.negatives`), each its own hinge in L_CD when
+   its weight is > 0: real histories with a wrong next observation, this plant's history
+   continued by another plant's, the model's own open-loop predictions where they leave the truth;
+6. ``L = L_physics + alpha * L_CD``; clip the gradient norm; Adam; cosine learning rate.
 
 The Trainer gets everything it needs from its caller (model, config, data split, logger,
 device) and owns only the optimisation state; ``train/world_model.py`` wires them.
@@ -30,15 +33,16 @@ from torch import Tensor
 
 from eblnn_agent.checkpoint import CheckpointError, save_checkpoint
 from eblnn_agent.config import WorldModelRunConfig
-from eblnn_agent.data import DataSplit, Windows, sample_windows, tile_windows
+from eblnn_agent.data import DataSplit, TransitionData, Windows, sample_windows, tile_windows
 from eblnn_agent.logger import MetricLogger
-from eblnn_agent.losses import cd_loss, hard_negative_loss, masked_mse
+from eblnn_agent.losses import cd_loss, hard_negative_loss, masked_mse, pair_hinge
 from eblnn_agent.metrics import ood_aurocs
 from eblnn_agent.model import EBLNN, PHYSICS_CHANNELS
+from eblnn_agent.negatives import perturbed_next_pairs, rollout_pairs, spliced_pairs
 from eblnn_agent.sampler import LangevinSampler, ReplayBuffer, uniform_init
-from eblnn_agent.utils import atomic_write
+from eblnn_agent.utils import atomic_write, remove_stale_temps
 
-__all__ = ["Trainer", "FitResult"]
+__all__ = ["Trainer", "FitResult", "config_differences", "RESUME_MAY_CHANGE"]
 
 _PHYS = list(PHYSICS_CHANNELS)
 
@@ -62,8 +66,13 @@ class Trainer:
 
     def __init__(self, model: EBLNN, cfg: WorldModelRunConfig, split: DataSplit, logger: MetricLogger,
                  device: torch.device, env_steps: int, out_dir: str | Path | None = None,
-                 episode_weights: np.ndarray | None = None) -> None:
-        """``episode_weights``: probabilities of drawing each training episode for a window (None: uniform)."""
+                 episode_weights: np.ndarray | None = None, other_plants: TransitionData | None = None) -> None:
+        """``episode_weights``: probabilities of drawing each training episode for a window (None: uniform).
+        ``other_plants``: episodes of other plants of the family (required when ``other_plant_weight > 0``)."""
+        if cfg.energy.other_plant_weight > 0 and other_plants is None:
+            raise ValueError(f"other_plant_weight={cfg.energy.other_plant_weight!r} needs other-plant data: pass "
+                             f"other_plants (eblnn_agent.negatives.load_or_collect_plants), or set it to 0")
+        self.other_plants = other_plants
         self.model, self.cfg, self.split, self.logger = model.to(device), cfg, split, logger
         self.episode_weights = episode_weights
         self.device, self.env_steps = device, int(env_steps)
@@ -86,6 +95,9 @@ class Trainer:
         # Explicit generators: one for torch sampling (Langevin, buffer, perturbations), one for windows.
         self.gen = torch.Generator(device=device).manual_seed(tc.seed + 1)
         self.rng = np.random.default_rng(tc.seed + 2)
+        # Separate streams for the new negatives, so switching one on leaves every other draw as it was.
+        self.neg_gen = torch.Generator(device=device).manual_seed(tc.seed + 3)
+        self.other_rng = np.random.default_rng(tc.seed + 4)
         self.val_windows = tile_windows(split.val, cfg.data.window, device)
         self.epoch = 0
         self.step = 0
@@ -104,34 +116,82 @@ class Trainer:
     def _cd_terms(self, e_fn, real: Tensor, buffer: ReplayBuffer, train: bool) -> dict[str, Any]:
         """CD (+ hard negatives) of energy ``e_fn`` on ``real`` states against Langevin fantasies."""
         ec = self.cfg.energy
-        # Chains run with the energy heads in eval mode: spectral norm then skips its power
-        # iteration (one per training step is enough), which is most of a Langevin step's cost.
-        modes = [(m, m.training) for m in (self.model.energy_head, self.model.coarse_head) if m is not None]
-        for m, _ in modes:
-            m.eval()
-        if train:
-            fant, st = self.sampler.sample(e_fn, buffer, real.shape[0], self.gen)
+        out: dict[str, Any] = {}
+        e_real = e_fn(real)
+        if ec.langevin_negatives:
+            # Chains run with the energy heads in eval mode: spectral norm then skips its power
+            # iteration (one per training step is enough), which is most of a Langevin step's cost.
+            modes = [(m, m.training) for m in (self.model.energy_head, self.model.coarse_head) if m is not None]
+            for m, _ in modes:
+                m.eval()
+            if train:
+                fant, st = self.sampler.sample(e_fn, buffer, real.shape[0], self.gen)
+            else:
+                # Validation: chains from fixed noise with a fixed generator, nothing written back, so
+                # val/loss depends on the model only (buffer starts would add epoch-to-epoch noise).
+                g = torch.Generator(device=real.device).manual_seed(12345)
+                x0 = uniform_init(real.shape[0], real.shape[1], buffer.init_scale, g, real.device, real.dtype)
+                fant, st = self.sampler.run(e_fn, x0, g)
+            for m, was in modes:
+                m.train(was)
+            terms = cd_loss(e_real, e_fn(fant), ec.l2_reg)
+            loss = terms.loss
+            out.update(cd=terms, langevin=st)
         else:
-            # Validation: chains from fixed noise with a fixed generator, nothing written back, so
-            # val/loss depends on the model only (buffer starts would add epoch-to-epoch noise).
-            g = torch.Generator(device=real.device).manual_seed(12345)
-            x0 = uniform_init(real.shape[0], real.shape[1], buffer.init_scale, g, real.device, real.dtype)
-            fant, st = self.sampler.run(e_fn, x0, g)
-        for m, was in modes:
-            m.train(was)
-        e_real, e_fant = e_fn(real), e_fn(fant)
-        terms = cd_loss(e_real, e_fant, ec.l2_reg)
-        loss = terms.loss
-        out: dict[str, Any] = {"cd": terms, "langevin": st}
-        if ec.hard_negatives:
+            loss = ec.l2_reg * e_real.pow(2).mean()
+            out["e_pos"] = e_real.detach().mean()
+        # Hard negatives with probability hard_negative_prob per training step (seed 003); the draw is
+        # made only for a probability strictly between 0 and 1, so 1 replays the always-on stream.
+        p = ec.hard_negative_prob if ec.hard_negatives else 0.0
+        use_hn = p > 0 and (not train or p >= 1.0 or bool(torch.rand(1, generator=self.gen, device=real.device) < p))
+        if use_hn:
             g = self.gen if train else torch.Generator(device=real.device).manual_seed(54321)
             pert = real + ec.hard_negative_noise * torch.randn(real.shape, generator=g, device=real.device,
                                                                dtype=real.dtype)
             hn = hard_negative_loss(e_real, e_fn(pert), ec.hard_negative_margin)
-            loss = loss + ec.hard_negative_weight * hn
+            loss = loss + ec.hard_negative_weight * (1.0 if train else p) * hn
             out["hard_neg"] = hn.detach()
         out["loss"] = loss
         return out
+
+    def _neg_generator(self, train: bool, seed: int) -> torch.Generator:
+        return self.neg_gen if train else torch.Generator(device=self.device).manual_seed(seed)
+
+    def _other_windows(self, n: int, train: bool) -> Windows:
+        rng = self.other_rng if train else np.random.default_rng(4321)
+        return sample_windows(self.other_plants, n, self.cfg.data.window, rng, self.device)
+
+    def _transition_negatives(self, w: Windows, obs_in: Tensor, hidden: Tensor, train: bool) -> tuple[Tensor, dict]:
+        """The dynamically wrong negatives' hinges (weighted sum) and their logs (see :mod:`eblnn_agent.negatives`)."""
+        m, ec = self.model, self.cfg.energy
+        hidden = hidden.detach()
+        total = hidden.new_zeros(())
+        logs: dict[str, float] = {}
+        margin = ec.hard_negative_margin
+        if ec.next_obs_negative_weight > 0:
+            p = perturbed_next_pairs(m, obs_in, w.actions, hidden, w.mask, ec.cd_batch, ec.next_obs_noise,
+                                     self._neg_generator(train, 1111))
+            loss = pair_hinge(m.energy(p.pos), m.energy(p.neg), margin, p.scale)
+            total = total + ec.next_obs_negative_weight * loss
+            logs["next_obs_neg"] = float(loss.detach())
+        if ec.other_plant_weight > 0:
+            other = self._other_windows(w.actions.shape[0], train)
+            p = spliced_pairs(m, w, hidden, other, ec.splice_skip, ec.cd_batch, self._neg_generator(train, 2222))
+            loss = pair_hinge(m.energy(p.pos), m.energy(p.neg), margin)
+            total = total + ec.other_plant_weight * loss
+            logs["other_plant_neg"] = float(loss.detach())
+        if ec.rollout_negative_weight > 0:
+            p, frac = rollout_pairs(m, w, hidden, ec.rollout_negative_steps, ec.rollout_negative_threshold,
+                                    self._neg_generator(train, 3333), fast=self.cfg.train.fast_cell)
+            if p.pos.shape[0] > ec.cd_batch:
+                keep = torch.randperm(p.pos.shape[0], generator=self._neg_generator(train, 3334),
+                                      device=p.pos.device)[:ec.cd_batch]
+                p = p._replace(pos=p.pos[keep], neg=p.neg[keep], scale=p.scale[keep])
+            loss = pair_hinge(m.energy(p.pos), m.energy(p.neg), margin)
+            total = total + ec.rollout_negative_weight * loss
+            logs["rollout_neg"] = float(loss.detach())
+            logs["rollout_neg_fraction"] = frac
+        return total, logs
 
     def _open_loop_loss(self, w: Windows, hidden: Tensor, train: bool) -> Tensor:
         """Squared error of ``rollout_steps``-step open-loop predictions, one random start per window.
@@ -177,10 +237,16 @@ class Trainer:
                 h_neg = m.step(obs_in[b_idx, t_idx], a_rand, h_prev[b_idx, t_idx].detach())
             an = hard_negative_loss(m.energy(real), m.energy(h_neg), ec.hard_negative_margin)
             cd_total = cd_total + ec.action_negative_weight * an
-        logs = {"physics": float(phys.detach()), "cd_gap": float(fine["cd"].gap), "e_pos": float(fine["cd"].e_pos),
-                "e_neg": float(fine["cd"].e_neg), "langevin_nonfinite": fine["langevin"].nonfinite,
-                "langevin_grad_norm": fine["langevin"].grad_norm,
-                "langevin_fresh": fine["langevin"].fresh_fraction}
+        wrong, wrong_logs = self._transition_negatives(w, obs_in, hidden, train)
+        cd_total = cd_total + wrong
+        logs: dict[str, float] = {"physics": float(phys.detach())}
+        if "cd" in fine:
+            logs.update(cd_gap=float(fine["cd"].gap), e_pos=float(fine["cd"].e_pos), e_neg=float(fine["cd"].e_neg),
+                        langevin_nonfinite=fine["langevin"].nonfinite, langevin_grad_norm=fine["langevin"].grad_norm,
+                        langevin_fresh=fine["langevin"].fresh_fraction)
+        else:
+            logs["e_pos"] = float(fine["e_pos"])
+        logs.update(wrong_logs)
         if "hard_neg" in fine:
             logs["hard_neg"] = float(fine["hard_neg"])
         if ec.action_negative_weight > 0:
@@ -190,8 +256,9 @@ class Trainer:
             pooled = (h_src * msk).sum(1) / msk.sum(1).clamp_min(1.0)
             coarse = self._cd_terms(m.coarse_energy, pooled, self.coarse_buffer, train)
             cd_total = cd_total + coarse["loss"]
-            logs["coarse_cd_gap"] = float(coarse["cd"].gap)
-            logs["langevin_nonfinite"] += coarse["langevin"].nonfinite
+            if "cd" in coarse:
+                logs["coarse_cd_gap"] = float(coarse["cd"].gap)
+                logs["langevin_nonfinite"] += coarse["langevin"].nonfinite
         loss = phys + ec.alpha * cd_total
         tc = self.cfg.train
         if tc.rollout_weight > 0:
@@ -236,14 +303,16 @@ class Trainer:
         tc, dc = self.cfg.train, self.cfg.data
         t_start = time.perf_counter()
         n_seq = 0
-        stopped = False
         bar = None
         if tc.progress:
             from tqdm import tqdm
 
             bar = tqdm(total=(tc.epochs - self.epoch) * self.steps_per_epoch, desc="train", unit="batch",
                        leave=False, mininterval=1.0)
-        while self.epoch < tc.epochs:
+        # Files of a save that was killed half-way are of no use to anyone.
+        remove_stale_temps(self.out_dir, ("best.pt", "last.pt"))
+        # A resumed run that had stopped early (or finished) trains no more and keeps its best.pt.
+        while self.epoch < tc.epochs and self.bad_epochs < tc.patience:
             acc: dict[str, list[float]] = {}
             for _ in range(self.steps_per_epoch):
                 w = sample_windows(self.split.train, tc.batch_size, dc.window, self.rng, self.device,
@@ -256,7 +325,8 @@ class Trainer:
                     self.logger.log(_namespaced(logs, "train"), step=self.step)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(phys=f"{logs['physics']:.3g}", gap=f"{logs['cd_gap']:.3g}", refresh=False)
+                    bar.set_postfix(phys=f"{logs['physics']:.3g}", gap=f"{logs.get('cd_gap', float('nan')):.3g}",
+                                    refresh=False)
             self.epoch += 1
             val = self.evaluate()
             epoch_logs = {**_namespaced({k: float(np.mean(v)) for k, v in acc.items()}, "train"),
@@ -270,9 +340,7 @@ class Trainer:
             else:
                 self.bad_epochs += 1
             self.save_last()
-            if self.bad_epochs >= tc.patience:
-                stopped = True
-                break
+        stopped = self.bad_epochs >= tc.patience
         if bar is not None:
             bar.close()
         secs = time.perf_counter() - t_start
@@ -293,6 +361,7 @@ class Trainer:
             "model_state": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
             "buffer": self.buffer.state_dict(), "coarse_buffer": self.coarse_buffer.state_dict(),
             "gen": self.gen.get_state(), "rng": _rng_state(self.rng),
+            "neg_gen": self.neg_gen.get_state(), "other_rng": _rng_state(self.other_rng),
             "counters": {"epoch": self.epoch, "step": self.step, "best_val": self.best_val,
                          "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs},
             "history": self.history,
@@ -311,14 +380,11 @@ class Trainer:
                                   f"delete it and start afresh") from err
         if not isinstance(st, dict) or st.get("format") != "eblnn-world-model-resume":
             raise CheckpointError(f"--resume: {str(path)!r} is not a resume state (expected last.pt)")
-        saved = dict(st["config"])
-        now = self.cfg.to_dict()
-        for d in (saved, now):
-            d["train"] = {k: v for k, v in d["train"].items()
-                          if k not in ("resume", "epochs", "wandb", "progress", "log_every", "device", "threads")}
-        if saved != now:
-            raise CheckpointError(f"--resume: the config differs from the run in {str(path)!r}; "
-                                  f"use the same settings (only epochs/logging/device may change)")
+        diffs = config_differences(st["config"], self.cfg.to_dict())
+        if diffs:
+            raise CheckpointError(f"--resume: the config differs from the run in {str(path)!r} in "
+                                  f"{'; '.join(diffs)}; use the same settings (only "
+                                  f"{', '.join(RESUME_MAY_CHANGE)} may change)")
         self.model.load_state_dict(st["model_state"])
         self.opt.load_state_dict(st["opt"])
         self.sched.load_state_dict(st["sched"])
@@ -326,11 +392,44 @@ class Trainer:
         self.coarse_buffer.load_state_dict(st["coarse_buffer"])
         self.gen.set_state(st["gen"])
         self.rng.bit_generator.state = st["rng"]
+        if "neg_gen" in st:
+            self.neg_gen.set_state(st["neg_gen"])
+            self.other_rng.bit_generator.state = st["other_rng"]
         c = st["counters"]
         self.epoch, self.step, self.best_val = c["epoch"], c["step"], c["best_val"]
         self.best_epoch, self.bad_epochs = c["best_epoch"], c["bad_epochs"]
         self.history = list(st["history"])
         self.logger.log({"train/resumed_epoch": self.epoch}, step=self.step)
+
+
+#: Settings a ``--resume`` may change (they do not affect the optimisation).
+RESUME_MAY_CHANGE = ("resume", "epochs", "wandb", "progress", "log_every", "device", "threads")
+# Fields holding paths, compared after resolving (an absolute path or a trailing slash is the same run).
+_PATH_FIELDS = ("out_dir", "data_path")
+
+
+def config_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``"section.field: saved A, now B"`` for every field in which two run configs differ.
+
+    Ignores :data:`RESUME_MAY_CHANGE`; paths are compared resolved.
+    """
+    def norm(key: str, v: Any) -> Any:
+        return str(Path(v).expanduser().resolve()) if key in _PATH_FIELDS and isinstance(v, str) else v
+
+    out = []
+    for sec in sorted(set(saved) | set(now)):
+        a, b = saved.get(sec), now.get(sec)
+        if not (isinstance(a, dict) and isinstance(b, dict)):
+            if a != b:
+                out.append(f"{sec}: saved {a!r}, now {b!r}")
+            continue
+        for key in sorted(set(a) | set(b)):
+            if sec == "train" and key in RESUME_MAY_CHANGE:
+                continue
+            va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+            if norm(key, va) != norm(key, vb):
+                out.append(f"{sec}.{key}: saved {va!r}, now {vb!r}")
+    return out
 
 
 def _namespaced(d: dict[str, Any], ns: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cfg, _ = parse_dataclass_args(TuneConfig, argv, parser=parser)
     try:
         return tune(cfg, report=lambda line: print(line, flush=True))
-    except ValueError as err:
+    except (ValueError, ImportError) as err:
         parser.error(str(err))
 
 

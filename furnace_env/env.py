@@ -13,6 +13,7 @@ from gymnasium import spaces
 from furnace_env.cost import TRIP_PENALTY, CostWeights, trip_cost
 from furnace_env.physics import (
     N_OBS,
+    OBS_NAMES,
     REPORT_NAMES,
     FurnaceParams,
     FurnaceSim,
@@ -21,8 +22,11 @@ from furnace_env.physics import (
 from furnace_env.scenarios import Scenario, get_scenario
 from furnace_env.state import FurnaceState, frozen_copy
 
-__all__ = ["FurnaceEnv", "FurnaceState", "observation_bounds", "validate_action", "measure", "TRIP_REASONS",
-           "NOISE_ABS", "NOISE_REL"]
+__all__ = ["FurnaceEnv", "FurnaceState", "observation_bounds", "validate_action", "validate_observation",
+           "reset_scenario", "measure", "TRIP_REASONS", "RESET_OPTIONS", "NOISE_ABS", "NOISE_REL"]
+
+#: Keys ``reset(options=...)`` understands; any other key is refused.
+RESET_OPTIONS = ("scenario",)
 
 #: Trip codes reported by the kernel, and their meaning.
 TRIP_REASONS = {0: "", 1: "over-temperature", 2: "flame safeguard (fuel-rich burner)"}
@@ -66,6 +70,66 @@ def validate_action(action: Any, n: int | None = None) -> np.ndarray:
     if not np.isfinite(a).all():
         raise _non_finite(action)
     return np.clip(a, -1.0, 1.0)
+
+
+def validate_observation(observation: Any, obs_dim: int | None = N_OBS) -> tuple[np.ndarray, bool]:
+    """``(obs [N, obs_dim] float64, was_single)`` from one observation ``[obs_dim]`` or a batch.
+
+    ``obs_dim=None`` accepts any width (a model-agnostic controller on another plant).
+
+    The one check every controller runs before it touches its state: ``ValueError`` naming the
+    value for anything not numeric, of another shape, or with a NaN/inf entry (one bad reading
+    would otherwise enter a filter or an integrator and stay there). Ranges are not checked:
+    the env clips its readings to the instrument ranges, and a controller may see other plants.
+    """
+    try:
+        obs = np.asarray(observation, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"observation {observation!r} is not numeric: expected shape ({obs_dim},) "
+                         f"or (N, {obs_dim})") from err
+    single = obs.ndim == 1
+    if single:
+        obs = obs[None]
+    width = obs.shape[-1] if obs_dim is None and obs.ndim == 2 else obs_dim
+    if obs.ndim != 2 or obs.shape[1] != width or obs.shape[0] < 1 or obs.shape[1] < 1:
+        dim = "D" if obs_dim is None else obs_dim
+        raise ValueError(f"observation of shape {np.shape(observation)}; expected ({dim},) or (N, {dim}) "
+                         f"({', '.join(OBS_NAMES) if obs_dim == N_OBS else 'the features'})")
+    if not np.isfinite(obs).all():
+        bad = sorted({int(j) for j in np.flatnonzero(~np.isfinite(obs).all(axis=0))})
+        names = [OBS_NAMES[j] if obs_dim == N_OBS else str(j) for j in bad]
+        raise ValueError(f"observation has non-finite entries in {names}: {observation!r}; a controller "
+                         "needs finite readings (hold the last action outside the controller if a sensor fails)")
+    return obs, single
+
+
+def reset_scenario(options: Any, current: Scenario) -> Scenario:
+    """The scenario a ``reset(options=...)`` asks for (``current`` without one), checked in full.
+
+    Unknown option keys are refused, so a misspelt ``"scenrio"`` cannot silently run the old one.
+    """
+    if options is None:
+        return current
+    if not isinstance(options, dict):
+        raise ValueError(f"reset options={options!r}: expected a dict (keys: {list(RESET_OPTIONS)}) or None")
+    unknown = sorted(set(options) - set(RESET_OPTIONS))
+    if unknown:
+        raise ValueError(f"reset options: unknown key(s) {unknown}; allowed: {list(RESET_OPTIONS)}")
+    return get_scenario(options["scenario"]) if "scenario" in options else current
+
+
+def check_env_args(sensor_noise: Any, trip_penalty: Any) -> None:
+    """Constructor arguments shared by the single and the vector env, checked strictly.
+
+    ``sensor_noise`` must be ``None`` or a real bool: the string ``"false"`` is truthy, and
+    reading it as noise on would silently change every observation.
+    """
+    if sensor_noise is not None and not isinstance(sensor_noise, bool | np.bool_):
+        raise ValueError(f"sensor_noise={sensor_noise!r} must be None (the scenario's), True or False, "
+                         f"not a {type(sensor_noise).__name__}")
+    if (isinstance(trip_penalty, bool) or not isinstance(trip_penalty, int | float | np.integer | np.floating)
+            or not (math.isfinite(trip_penalty) and trip_penalty >= 0)):
+        raise ValueError(f"trip_penalty={trip_penalty!r} must be a finite number >= 0")
 
 
 def _non_finite(action: Any) -> ValueError:
@@ -208,13 +272,27 @@ class FurnaceEnv(gym.Env):
     ## Episode end
     Terminated on a trip: furnace above 1200 degC, or a fuel-rich burner (lambda < 1) for
     20 s (the flame safeguard). Truncated after the scenario's ``n_steps`` (240 = 20 min).
+    Once an episode has ended, ``step()`` raises ``RuntimeError`` ("call reset()") and changes
+    nothing, as Gymnasium's convention asks: the schedule has no row beyond the last step.
+
+    Time limit: the env owns the episode length (the scenario's ``n_steps``, which a
+    ``reset(options={"scenario": ...})`` may change). The registration records
+    ``max_episode_steps=240``, the length of every preset, so that tools reading the spec see
+    the limit; ``gym.make`` then adds a ``TimeLimit(240)`` that agrees with the env on every
+    preset and never fires first on a shorter scenario. For a longer scenario pass
+    ``gym.make("Furnace-v0", scenario=..., max_episode_steps=n_steps)`` (as
+    :func:`planners.evaluation.make_scenario_env` does); otherwise the wrapper truncates at 240.
+    The effective limit is ``min(n_steps, max_episode_steps)`` in both the single and the
+    native vector env (which receives ``max_episode_steps`` from ``gym.make_vec``).
 
     ## Arguments
     ``gym.make("Furnace-v0", scenario="nominal", params=None, weights=None, sensor_noise=None,
     trip_penalty=500.0, render_mode=None)``. ``scenario``: a preset name
     (:data:`~furnace_env.scenarios.SCENARIOS`), a YAML/JSON file, a mapping or a
     :class:`~furnace_env.scenarios.Scenario`; ``sensor_noise`` overrides the scenario's.
-    ``reset(options={"scenario": ...})`` switches scenario for that episode onwards.
+    ``reset(options={"scenario": ...})`` switches scenario for that episode onwards; options are
+    checked before the generator is reseeded, and keys other than ``"scenario"`` are refused.
+    ``sensor_noise`` must be ``None`` or a real bool (a string such as ``"false"`` is refused).
 
     ## Version history
     * v0: initial release.
@@ -233,8 +311,7 @@ class FurnaceEnv(gym.Env):
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}; allowed: {self.metadata['render_modes']} or None")
-        if not (np.isfinite(trip_penalty) and trip_penalty >= 0):
-            raise ValueError(f"trip_penalty={trip_penalty!r} must be finite and >= 0")
+        check_env_args(sensor_noise, trip_penalty)
         self.scenario = get_scenario(scenario)
         self.params = params if params is not None else FurnaceParams()
         self.weights = weights if weights is not None else CostWeights()
@@ -250,6 +327,7 @@ class FurnaceEnv(gym.Env):
         self._sched: np.ndarray | None = None
         self._k = 0
         self._n_steps = self.scenario.n_steps
+        self._done = False
         self._history: list[tuple[np.ndarray, np.ndarray, float]] = []
         # Per-channel noise stds and ranges, one array for the fused step kernel.
         self._meas = np.stack([NOISE_ABS, NOISE_REL, self._low, self._high])
@@ -296,10 +374,12 @@ class FurnaceEnv(gym.Env):
         return self._k
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        # Options are checked before anything moves (the generator included).
+        scenario = reset_scenario(options, self.scenario)
         self._return_noise()
         super().reset(seed=seed)
-        if options and "scenario" in options:
-            self.scenario = get_scenario(options["scenario"])
+        self.scenario = scenario
+        self._done = False
         self._n_steps = self.scenario.n_steps
         self._sched = self.scenario.sample_schedule(self.np_random, self.params.dt)
         plant, self._plant_table = self.scenario.sample_plant(self.np_random, self.params)
@@ -322,6 +402,9 @@ class FurnaceEnv(gym.Env):
     def step(self, action):
         if self._sched is None:
             raise RuntimeError("call reset() before step()")
+        if self._done:
+            raise RuntimeError("step() called after the episode ended (terminated or truncated); call reset() "
+                               "to start a new one")
         # Float arrays of shape (2,) go straight to the fused kernel, which checks finiteness
         # before it touches any state; anything else is checked and converted here first.
         if type(action) is not np.ndarray or action.dtype not in _FAST_DTYPES or action.shape != (2,):
@@ -351,10 +434,12 @@ class FurnaceEnv(gym.Env):
         obs = out[0]
         if self.render_mode == "rgb_array":
             self._history.append((obs, self._cmd[0].copy(), reward))
+        terminated, truncated = trip != 0, self._k >= self._n_steps
+        self._done = terminated or truncated
         info = self._info(trip, out[1])
         if plant_changed:
             info["plant"] = self._plant_info()
-        return obs, reward, trip != 0, self._k >= self._n_steps, info
+        return obs, reward, terminated, truncated, info
 
     # -- state ---------------------------------------------------------------------------------
     def get_state(self) -> FurnaceState:
@@ -415,6 +500,7 @@ class FurnaceEnv(gym.Env):
         self._sched = np.array(state.schedule)
         self._k = state.step
         self._n_steps = state.n_steps
+        self._done = state.step >= state.n_steps
         self._plant_table = None if state.plant_table is None else np.array(state.plant_table)
         self._plant_change = None if self._plant_table is None else self._changes(self._plant_table)
         self._plant_names = tuple(state.plant_names)

@@ -44,6 +44,7 @@ from furnace_env.row_threads import CHUNK_ROWS, N_THREADS, run_row_chunks
 
 __all__ = [
     "FurnaceParams",
+    "PARAM_RANGES",
     "FurnaceSim",
     "flue_o2",
     "co_ppm",
@@ -93,6 +94,25 @@ _R_TERMS = _R_DIST + _N_DIST
 # State columns.
 _T, _TC, _FUEL, _AIR, _O2M, _COM, _RICH = range(7)
 _N_STATE = 7
+
+
+#: Physically meaningful ranges of the parameters that have one (degC, ppm, % dry, -). Outside
+#: them the model is not a furnace any more: combustion air below -60 or above 100 degC, a trip
+#: above the thermocouple's 1600 degC range, negative CO.
+PARAM_RANGES = {
+    "t_amb": (-60.0, 100.0),
+    "t_max": (200.0, 1600.0),
+    "co_base": (0.0, 1.0e4),
+    "co_knee_amp": (0.0, 1.0e4),
+    "co_rich": (0.0, 1.0e7),
+    "co_max": (1.0, 1.0e6),
+    "o2_knee": (0.0, 21.0),
+    "knee_slope": (0.0, 21.0),
+    "fire_ref": (0.0, 1.0),
+    "afr": (1.0, 100.0),
+    "lhv": (1.0e6, 1.5e8),
+    "n_substeps": (1, 1000),
+}
 
 
 @dataclass(frozen=True)
@@ -161,8 +181,15 @@ class FurnaceParams:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            # Type first: a string such as "5e7" would otherwise reach math.isfinite's TypeError.
+            if isinstance(v, bool | np.bool_) or not isinstance(v, int | float | np.integer | np.floating):
+                raise ValueError(f"FurnaceParams.{f.name}={v!r}: must be a number, not a {type(v).__name__}")
             if not math.isfinite(v):
                 raise ValueError(f"FurnaceParams.{f.name}={v!r}: must be finite")
+        for name, (lo, hi) in PARAM_RANGES.items():
+            v = getattr(self, name)
+            if not lo <= v <= hi:
+                raise ValueError(f"FurnaceParams.{name}={v!r}: outside the physically meaningful range [{lo}, {hi}]")
         positive = ("lhv", "afr", "cp_fg", "heat_capacity", "fuel_max", "air_max", "tau_fuel",
                     "tau_air", "rate_fuel", "rate_air", "tau_tc", "tau_o2", "tau_co", "co_width",
                     "dt", "fire_ref", "rich_trip_time")

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from furnace_env.control import Controller
+from furnace_env.env import validate_observation
 from furnace_env.physics import FurnaceParams
 
 __all__ = ["PIConfig", "PIController", "make_pi"]
@@ -87,12 +88,35 @@ class PIController(Controller):
         self._prev_e: np.ndarray | None = None
         self._prev_eo2: np.ndarray | None = None
 
+    def handover(self, obs: np.ndarray, action: np.ndarray) -> None:
+        """Take over bumplessly from another controller that applied ``action [N, 2]`` (or ``[2]``).
+
+        The integrators start where that controller left the commands: the firing demand at its
+        fuel command and the trim at the ratio its air command implied (within the trim limits);
+        the previous errors are the current ones, so the first PI step moves the commands only by
+        its own integral increment, not by a proportional kick.
+        """
+        c, p = self.cfg, self.params
+        obs = np.atleast_2d(np.asarray(obs, dtype=np.float64))
+        a = np.atleast_2d(np.asarray(action, dtype=np.float64))
+        if a.shape != (obs.shape[0], 2) or not np.isfinite(a).all():
+            raise ValueError(f"handover action of shape {a.shape} (finite, one row per observation "
+                             f"{obs.shape[0]}) expected, got {action!r}")
+        fuel_cmd, air_cmd = ((np.clip(a, -1.0, 1.0) + 1.0) / 2.0).T
+        fuel_meas = obs[:, 4] / 3600.0 / p.fuel_max
+        self._fire = fuel_cmd.copy()
+        base = p.afr * (1.0 + c.excess_air) * p.fuel_max / p.air_max
+        self._trim = np.clip(air_cmd / np.maximum(np.maximum(fuel_cmd, fuel_meas) * base, 1e-6), *c.trim_limits)
+        self._prev_e = obs[:, 1] - obs[:, 0]
+        self._prev_eo2 = self.o2_setpoint(fuel_meas) - obs[:, 2]
+
     def o2_setpoint(self, fire: np.ndarray) -> np.ndarray:
         """Measured-O2 setpoint curve against firing fraction, % dry."""
         c = self.cfg
         return np.clip(c.o2_sp_ref + c.o2_sp_slope * (c.fire_ref - fire), 1.0, 6.0)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
+        obs = validate_observation(obs)[0]  # before the integrators see it
         c, p = self.cfg, self.params
         temp, sp, o2 = obs[:, 0], obs[:, 1], obs[:, 2]
         fuel_meas = obs[:, 4] / 3600.0 / p.fuel_max

@@ -39,6 +39,7 @@ __all__ = [
     "family_scenarios",
     "refuse_test_family",
     "LOAD_REF",
+    "N_STEPS_MAX",
     "get_scenario",
     "load_scenario",
     "save_scenario",
@@ -68,6 +69,59 @@ _LIMITS = {
 }
 
 
+#: Longest episode a scenario may ask for, in control steps (about 5.8 days at 5 s): the schedule
+#: is an array of this many rows, so a typo such as ``n_steps: 1e12`` must fail here, not in ``reset``.
+N_STEPS_MAX = 100_000
+
+
+def _is_real(v: Any) -> bool:
+    """A real number: int or float (numpy's too), not a bool and not a string."""
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_)
+
+
+def _check_number(where: str, key: str, v: Any, lo: float, hi: float, low_open: bool = False) -> None:
+    ok = _is_real(v) and math.isfinite(v) and (lo < v if low_open else lo <= v) and v <= hi
+    if not ok:
+        kind = "" if _is_real(v) else f" (a {type(v).__name__}; expected a number)"
+        rng = f"({lo}, {hi}]" if low_open else f"[{lo}, {hi}]"
+        raise ValueError(f"{where}: {key}={v!r}{kind} outside the allowed range {rng}")
+
+
+def _check_count(where: str, key: str, v: Any, lo: int, hi: int) -> int:
+    """An integer in [lo, hi]; an integral float (``240.0``, as YAML may write it) becomes an int."""
+    if _is_real(v) and math.isfinite(v) and float(v).is_integer() and lo <= v <= hi:
+        return int(v)
+    raise ValueError(f"{where}: {key}={v!r} must be an integer in [{lo}, {hi}]")
+
+
+def _check_bool(where: str, key: str, v: Any) -> None:
+    # Strings are refused, not parsed: "false" is truthy, and guessing would hide the mistake.
+    if not isinstance(v, bool | np.bool_):
+        raise ValueError(f"{where}: {key}={v!r} must be true or false (a boolean, not a {type(v).__name__})")
+
+
+def _check_text(where: str, key: str, v: Any) -> None:
+    if not isinstance(v, str):
+        raise ValueError(f"{where}: {key}={v!r} must be a string")
+
+
+def _check_events(where: str, key: str, events: Any, lo: float, hi: float) -> tuple[Event, ...]:
+    """A sequence of ``(time_s, value)`` pairs with ``time_s >= 0`` and ``value`` in [lo, hi], as floats."""
+    if isinstance(events, str | bytes | Mapping) or not isinstance(events, list | tuple):
+        raise ValueError(f"{where}: {key}={events!r} must be a list of [time_s, value] pairs")
+    out = []
+    for ev in events:
+        if isinstance(ev, str | bytes | Mapping) or not isinstance(ev, list | tuple) or len(ev) != 2:
+            raise ValueError(f"{where}: {key} entry {ev!r} must be a pair [time_s, value]")
+        t, val = ev
+        if not (_is_real(t) and math.isfinite(t) and t >= 0):
+            raise ValueError(f"{where}: {key} time {t!r} must be a finite number of seconds >= 0")
+        if not (_is_real(val) and math.isfinite(val) and lo <= val <= hi):
+            raise ValueError(f"{where}: {key} value {val!r} outside [{lo}, {hi}]")
+        out.append((float(t), float(val)))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One episode's programme. Events are ``(time_s, new_value)`` pairs, applied as steps."""
@@ -77,7 +131,7 @@ class Scenario:
     description: str = ""
     """One line for reports and docs."""
     n_steps: int = 240
-    """Episode length in control steps (240 x 5 s = 20 min)."""
+    """Episode length in control steps (240 x 5 s = 20 min), at most :data:`N_STEPS_MAX`."""
     setpoint: float = 900.0
     """Initial temperature setpoint, degC."""
     setpoint_events: tuple[Event, ...] = ()
@@ -117,32 +171,22 @@ class Scenario:
     :data:`PlantEvent`), applied at control-step resolution and never jittered (hidden)."""
 
     def __post_init__(self) -> None:
+        # Each check is a small module-level helper, so that new fields add one line each.
+        where = f"Scenario {self.name!r}"
+        _check_text(where, "name", self.name)
+        _check_text(where, "description", self.description)
+        object.__setattr__(self, "n_steps", _check_count(where, "n_steps", self.n_steps, 1, N_STEPS_MAX))
         _check_plant(self)
-        if int(self.n_steps) != self.n_steps or self.n_steps < 1:
-            raise ValueError(f"Scenario {self.name!r}: n_steps={self.n_steps!r} must be an integer >= 1")
         for key, (lo, hi) in _LIMITS.items():
-            v = getattr(self, key)
-            if not (isinstance(v, int | float) and lo <= v <= hi):
-                raise ValueError(f"Scenario {self.name!r}: {key}={v!r} outside the allowed range [{lo}, {hi}]")
-            events = getattr(self, f"{key}_events")
-            for ev in events:
-                if len(ev) != 2:
-                    raise ValueError(f"Scenario {self.name!r}: {key}_events entry {ev!r} must be (time_s, value)")
-                t, val = ev
-                if not (isinstance(val, int | float) and lo <= val <= hi):
-                    raise ValueError(
-                        f"Scenario {self.name!r}: {key}_events value {val!r} outside [{lo}, {hi}]"
-                    )
-                if not (isinstance(t, int | float) and math.isfinite(t) and t >= 0):
-                    raise ValueError(f"Scenario {self.name!r}: {key}_events time {t!r} must be >= 0 s")
+            _check_number(where, key, getattr(self, key), lo, hi)
+            object.__setattr__(self, f"{key}_events",
+                               _check_events(where, f"{key}_events", getattr(self, f"{key}_events"), lo, hi))
         for key in ("time_jitter", "size_jitter", "load_wander"):
-            v = getattr(self, key)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"Scenario {self.name!r}: {key}={v!r} must be finite and >= 0")
-        if not self.load_wander_tau > 0:
-            raise ValueError(f"Scenario {self.name!r}: load_wander_tau={self.load_wander_tau!r} must be > 0")
-        if not 1.0 <= self.lambda0 <= 2.0:
-            raise ValueError(f"Scenario {self.name!r}: lambda0={self.lambda0!r} outside [1.0, 2.0]")
+            _check_number(where, key, getattr(self, key), 0.0, math.inf)
+        _check_number(where, "load_wander_tau", self.load_wander_tau, 0.0, math.inf, low_open=True)
+        _check_bool(where, "randomize", self.randomize)
+        _check_bool(where, "sensor_noise", self.sensor_noise)
+        _check_number(where, "lambda0", self.lambda0, 1.0, 2.0)
 
     # -- schedules -------------------------------------------------------------------
     def sample_schedule(self, rng: np.random.Generator, dt: float) -> np.ndarray:
@@ -232,11 +276,7 @@ class Scenario:
         unknown = sorted(set(d) - allowed)
         if unknown:
             raise ValueError(f"unknown scenario field(s) {unknown}; allowed: {sorted(allowed)}")
-        kw = dict(d)
-        for key in list(kw):
-            if key.endswith("_events") and key != "plant_events":
-                kw[key] = tuple(tuple(float(x) for x in ev) for ev in kw[key])
-        return cls(**kw)
+        return cls(**d)  # the fields (events included) are checked and normalised in __post_init__
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (lists for events), the inverse of :meth:`from_dict`."""
@@ -457,22 +497,41 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Read a scenario from a ``.yaml``/``.yml`` or ``.json`` file."""
-    path = Path(path)
-    if path.suffix.lower() not in (".yaml", ".yml", ".json"):
-        raise ValueError(f"scenario file {str(path)!r}: expected a .yaml, .yml or .json file")
-    text = path.read_text()
-    if path.suffix.lower() == ".json":
-        data = json.loads(text)
-    else:
-        import yaml
+    """Read a scenario from a ``.yaml``/``.yml`` or ``.json`` file.
 
-        data = yaml.safe_load(text)
+    Every failure (no such file, a directory, unreadable or binary content, malformed YAML or
+    JSON, bad fields) raises ``ValueError`` naming the file.
+    """
+    path = Path(path)
+    where = f"scenario file {str(path)!r}"
+    if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+        raise ValueError(f"{where}: expected a .yaml, .yml or .json file")
+    if path.is_dir():
+        raise ValueError(f"{where} is a directory; pass a .yaml or .json file")
+    if not path.is_file():
+        raise ValueError(f"{where} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{where} cannot be read as UTF-8 text ({type(err).__name__}: {err})") from err
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as err:  # noqa: BLE001 - json/yaml raise their own error types; all mean "malformed"
+        raise ValueError(f"{where} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: "
+                         f"{err}") from err
     if not isinstance(data, Mapping):
-        raise ValueError(f"scenario file {str(path)!r}: expected a mapping of fields, got {type(data).__name__}")
+        raise ValueError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
     data = dict(data)
     data.setdefault("name", path.stem)
-    return Scenario.from_dict(data)
+    try:
+        return Scenario.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from err
 
 
 def save_scenario(scenario: Scenario, path: str | Path) -> None:
@@ -499,8 +558,6 @@ def get_scenario(spec: str | Path | Scenario | Mapping[str, Any]) -> Scenario:
     if s in SCENARIOS:
         return SCENARIOS[s]
     if s.lower().endswith((".yaml", ".yml", ".json")):
-        if not Path(s).is_file():
-            raise ValueError(f"scenario file {s!r} does not exist")
         return load_scenario(s)
     raise ValueError(f"unknown scenario {s!r}; allowed: {sorted(SCENARIOS)} or a .yaml/.json file")
 

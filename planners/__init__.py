@@ -43,6 +43,13 @@ __all__ = [
     # planners.external_mppi (the pytorch-mppi package as a peer)
     "PyTorchMPPIConfig",
     "PyTorchMPPIController",
+    # planners.trust
+    "TrustConfig",
+    "TrustCalibration",
+    "TrustMonitor",
+    "TrustSupervisedController",
+    "calibrate",
+    "make_supervised_planner",
 ]
 
 _OPTIM = ("Optimizer", "OptimResult", "PlanResult", "TrajectoryOptimizer", "LangevinConfig",
@@ -61,6 +68,8 @@ _LAZY = {
     "make_physics_mpc": "planners.physics_mpc",
     "PyTorchMPPIConfig": "planners.external_mppi",
     "PyTorchMPPIController": "planners.external_mppi",
+    **{name: "planners.trust" for name in ("TrustConfig", "TrustCalibration", "TrustMonitor",
+                                           "TrustSupervisedController", "calibrate", "make_supervised_planner")},
 }
 
 

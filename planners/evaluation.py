@@ -76,10 +76,12 @@ def run_episode(controller, env: gym.Env, seed: int, deterministic: bool = True,
             trip = info["trip"]
             break
     unwrapped = env.unwrapped
+    extras_fn = getattr(controller, "episode_extras", None)
     return Episode(
         obs=np.asarray(obs_l), obs_clean=np.asarray(clean_l), actions=np.asarray(act_l),
         rewards=np.asarray(rew_l, dtype=np.float64), fuel=np.asarray(fuel_l), co_true=np.asarray(co_l),
         trip=trip, latency=np.asarray(lat_l), dt=float(unwrapped.params.dt),
+        extras=extras_fn() if callable(extras_fn) else {},
     )
 
 
@@ -116,6 +118,9 @@ def episode_metrics(ep: Episode, weights: CostWeights | None = None) -> dict[str
         "steps": float(len(ep.rewards)),
         "travel_fuel": float(travel[0]),
         "travel_air": float(travel[1]),
+        # A supervised controller's record: the share of steps its fallback held control, and its alarms.
+        **({"trust_held_share": float(np.mean(ep.extras["trust_held"])) if len(ep.extras["trust_held"]) else 0.0,
+            "trust_alarms": float(ep.extras.get("trust_alarms", 0))} if "trust_held" in ep.extras else {}),
     }
 
 
@@ -129,7 +134,14 @@ def normalised_score(ret: float | np.ndarray, ret_ref: float | np.ndarray,
 
 
 def make_scenario_env(scenario: str | Scenario, **kw: Any) -> gym.Env:
-    """``gym.make("Furnace-v0", scenario=...)`` with the project's defaults."""
-    import furnace_env  # noqa: F401  (registers the id)
+    """``gym.make("Furnace-v0", scenario=...)`` with the project's defaults.
 
-    return gym.make("Furnace-v0", scenario=scenario, **kw)
+    The ``TimeLimit`` is the scenario's own length, so a scenario longer than the registered
+    240 steps runs to its end (see ``FurnaceEnv``, "Time limit").
+    """
+    import furnace_env  # noqa: F401  (registers the id)
+    from furnace_env.scenarios import get_scenario
+
+    sc = get_scenario(scenario)
+    kw.setdefault("max_episode_steps", sc.n_steps)
+    return gym.make("Furnace-v0", scenario=sc, **kw)

@@ -22,6 +22,7 @@ from pathlib import Path
 from furnace_env.scenarios import EVAL_SCENARIOS, FAMILIES, family_scenarios, get_scenario
 from planners.benchmark import (
     ControllerSpec,
+    check_backend,
     evaluate_controllers,
     markdown_table,
     paired_differences,
@@ -67,6 +68,8 @@ CONTROLLERS: dict[str, str] = {
     "cem-10x": "iCEM on the same world model at ten times the compute (not in the default set)",
     "eblnn-ensemble": "Langevin MPC on an ensemble of three world models (the main one and two more "
                       "initialisations on its data), averaging their objectives (not in the default set)",
+    "eblnn-supervised": "Langevin MPC supervised by the energy trust monitor, PI fallback (planners/trust.py; "
+                        "not in the default set)",
     "pi": "reference PI: temperature PI on fuel, O2-trim PI on air, cross-limiting (tuned)",
     "oracle": "CEM MPC on the true batched physics with the true hidden state (upper bound)",
     "physics-mpc": "the oracle's CEM MPC on nominal physics from an unscented Kalman filter's estimate of the "
@@ -79,7 +82,8 @@ CONTROLLERS: dict[str, str] = {
     "sac": "stable-baselines3 SAC",
 }
 #: Controllers outside the default set (a larger budget, further artefacts, or peers of the issue-21 study).
-EXTRA_CONTROLLERS = ("cem-10x", "eblnn-ensemble", "physics-mpc", "physics-mpc-backoff", "pytorch-mppi")
+EXTRA_CONTROLLERS = ("cem-10x", "eblnn-ensemble", "eblnn-supervised", "physics-mpc", "physics-mpc-backoff",
+                     "pytorch-mppi")
 DEFAULT_CONTROLLERS = [c for c in CONTROLLERS if c not in EXTRA_CONTROLLERS]
 
 
@@ -117,6 +121,12 @@ class CompareConfig:
     planner_set: list[str] = field(default_factory=list)
     """Options for every world-model planner, ``KEY=VALUE`` (``make_eblnn_planner`` keywords, e.g.
     ``beta=1 horizon=20``); a variant's own setting wins (``eblnn-beta0`` keeps beta 0)."""
+    backend: str = "process"
+    """Where the episodes run: "process" (a pool of ``workers`` processes on this machine) or "ray"
+    (one Ray task per episode on the cluster at ``address``; ``pip install 'furnace-eblnn[ray]'``,
+    ``docs/multi_machine.md``). Same records in the same order either way."""
+    address: str = ""
+    """Ray cluster to join with ``backend ray`` (``auto``, ``ray://head:10001``); empty: a local instance."""
 
     @property
     def planner_options(self) -> dict:
@@ -139,6 +149,7 @@ WORLD_MODEL_VARIANTS: dict[str, dict] = {
     "cem-10x": {"optimizer": "cem", "compute": 10.0},
     "pytorch-mppi": {"optimizer": "pytorch-mppi"},
     "eblnn-ensemble": {"optimizer": "langevin"},
+    "eblnn-supervised": {"optimizer": "langevin"},
 }
 #: Initialisation seeds of the ensemble's further members (the main world model is seed 0); each is
 #: trained on the main model's data and split (``--data_seed 0``) into ``world_model_seeds/seed_<k>``.
@@ -276,6 +287,16 @@ def controller_specs(cfg: CompareConfig) -> list[ControllerSpec]:
                 specs.append(ControllerSpec(name, "planners.factories:make_eblnn_planner",
                                             {"checkpoint": tuple(str(p) for p in paths), **cfg.planner_options,
                                              **WORLD_MODEL_VARIANTS[name]}, env_steps=steps.pop()))
+        elif name == "eblnn-supervised":
+            from planners.trust import calibrate_checkpoint, default_calibration_path
+
+            path = ensure_artefact(cfg, "world_model")
+            if path is not None:
+                if not default_calibration_path(path).is_file():
+                    calibrate_checkpoint(path)  # once per checkpoint, stored beside it
+                kw = {"checkpoint": str(path), **cfg.planner_options, **WORLD_MODEL_VARIANTS[name]}
+                specs.append(ControllerSpec(name, "planners.trust:make_supervised_planner", kw,
+                                            env_steps=_world_model_env_steps(path)))
         else:
             path = ensure_artefact(cfg, "world_model")
             if path is not None:
@@ -338,6 +359,24 @@ def validate_config(cfg: CompareConfig) -> CompareConfig:
     """Check the settings before any work; ``SystemExit`` naming the bad value otherwise."""
     if cfg.seeds < 1:
         raise SystemExit(f"--seeds {cfg.seeds}: must be >= 1")
+    unknown = [c for c in cfg.controllers if c not in CONTROLLERS]
+    if unknown:
+        raise SystemExit(f"--controllers: unknown {unknown}; allowed: {', '.join(CONTROLLERS)} (see --list)")
+    if not cfg.controllers:
+        raise SystemExit("--controllers: name at least one controller (see --list)")
+    if cfg.workers < 0:
+        raise SystemExit(f"--workers {cfg.workers}: must be >= 0 (0 or 1: in this process)")
+    if cfg.steps < 0:
+        raise SystemExit(f"--steps {cfg.steps}: must be >= 0 (0: the scenario's own length)")
+    for s in cfg.scenario:
+        try:
+            get_scenario(s)
+        except ValueError as err:
+            raise SystemExit(f"--scenario: {err}") from None
+    try:
+        check_backend(cfg.backend, cfg.address or None)
+    except (ValueError, ImportError) as err:
+        raise SystemExit(f"--backend {cfg.backend}: {err}") from None
     if cfg.family and cfg.family not in FAMILIES:
         raise SystemExit(f"--family {cfg.family!r}: not a scenario family; allowed: {', '.join(FAMILIES)}")
     if cfg.paired_focus not in CONTROLLERS:
@@ -386,7 +425,8 @@ def run_comparison(cfg: CompareConfig) -> list[dict]:
               f"latency {rec.metrics['latency_ms']:.2f} ms", flush=True)
 
     records = evaluate_controllers(specs, scenarios, seeds, workers=cfg.workers,
-                                   trajectory_seed=seeds[0], progress=progress)
+                                   trajectory_seed=seeds[0], progress=progress, backend=cfg.backend,
+                                   address=cfg.address or None)
     rows = [r.row() for r in records]
     write_csv(rows, out / "episodes.csv")
     summary = summarise(records)
@@ -424,7 +464,8 @@ def run_sample_efficiency(cfg: CompareConfig, scenarios, seeds: list[int], recor
     specs = [s for s in sample_efficiency_specs(cfg) if (s.name, s.env_steps) not in final]
     print(f"sample efficiency: {len(specs)} intermediate artefacts x {len(scenarios)} scenarios x "
           f"{len(seeds)} seeds = {len(specs) * len(scenarios) * len(seeds)} episodes")
-    recs = evaluate_controllers(specs, scenarios, seeds, workers=cfg.workers)
+    recs = evaluate_controllers(specs, scenarios, seeds, workers=cfg.workers, backend=cfg.backend,
+                                address=cfg.address or None)
     if recs:
         write_csv([r.row() for r in recs], out / "sample_efficiency_episodes.csv")
     # The final artefacts of the main comparison are points too, and pi / oracle are the references.

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from furnace_env.control import Controller
+from furnace_env.env import validate_observation
 from planners.optim import Objective, PlanResult, TrajectoryOptimizer
 
 __all__ = ["PlanningModel", "MPCController"]
@@ -82,9 +83,8 @@ class MPCController(Controller):
         self.total_evals = 0
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.asarray(obs, dtype=np.float64)
-        if obs.ndim == 1:
-            obs = obs[None]
+        # Before the model's filter sees it; any width (the controller knows no plant), the model checks its own.
+        obs = validate_observation(obs, obs_dim=None)[0]
         if obs.shape[0] != 1:
             raise ValueError(f"MPCController controls one plant: observation batch of shape {obs.shape}; "
                              "expected (1, obs_dim)")
@@ -112,6 +112,18 @@ class MPCController(Controller):
         :meth:`act` returned (exploration noise, a supervisor's override)."""
         if callable(getattr(self.model, "applied", None)):
             self.model.applied(np.asarray(action))
+
+    def track(self, obs: np.ndarray, action: np.ndarray) -> None:
+        """Follow the plant while another controller holds it: filter ``obs`` as :meth:`act` would and
+        record ``action`` as the one applied, so the model's state and the warm start are those of
+        the plant when control comes back (a bumpless return)."""
+        o = np.asarray(obs, dtype=np.float64).reshape(-1)
+        a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
+        self.model.observe(o)
+        self.applied(a)
+        encode = getattr(self.model, "encode", None)
+        self._last_action = encode(a) if callable(encode) else a
+        self.trajopt.reset()  # the stored plan was not followed
 
     def stats(self) -> dict[str, Any]:
         """Planner diagnostics of the episode so far (namespaced ``planner/``)."""

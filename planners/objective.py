@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from furnace_env.cost import CostWeights, obs_cost, obs_cost_terms
+from furnace_env.env import validate_observation
 from furnace_env.physics import FurnaceParams
 from furnace_env.ratio import DEFAULT_EXCESS_AIR, RatioActions
 
@@ -157,18 +158,31 @@ class WorldModelPlanningModel:
 
     @torch.no_grad()
     def observe(self, obs: np.ndarray) -> None:
-        """Filter one real observation: ``h_t = step(o_{t-1}, a_{t-1}, h_{t-1})``."""
+        """Filter one real observation: ``h_t = step(o_{t-1}, a_{t-1}, h_{t-1})``.
+
+        The observation is checked first (:func:`~furnace_env.env.validate_observation`), and the
+        new hidden state and bias estimate are committed only when finite: a ``ValueError`` leaves
+        the filter as it was, so its state can never turn NaN silently.
+        """
+        obs = validate_observation(obs)[0]
+        if obs.shape[0] != 1:
+            raise ValueError(f"observation batch of shape {obs.shape}: the planning model filters one furnace")
         o = self._tensor(obs)
-        if self._h is None:
-            self._h = self.model.initial_state(1).to(self.device, self._dtype)
+        h, bias = self._h, self.bias
+        if h is None:
+            h = self.model.initial_state(1).to(self.device, self._dtype)
         elif self._last_action is not None:
-            self._h = self.model.step(self._last_obs, self._last_action, self._h)
+            h = self.model.step(self._last_obs, self._last_action, h)
             if self.cfg.bias_filter > 0:
-                pred = self.model.predict_next(self._last_obs, self._h, self._last_action)
+                pred = self.model.predict_next(self._last_obs, h, self._last_action)
                 err = torch.stack([o[0, 0] - pred[0, 0], o[0, 2] - pred[0, 2],
                                    torch.log((o[0, 3].clamp_min(0) + self.cfg.co_floor)
                                              / (pred[0, 3].clamp_min(0) + self.cfg.co_floor))])
-                self.bias = self.bias + self.cfg.bias_filter * (err - self.bias)
+                bias = bias + self.cfg.bias_filter * (err - bias)
+        if not (bool(torch.isfinite(h).all()) and bool(torch.isfinite(bias).all())):
+            raise ValueError(f"the world model's filtered state turned non-finite on observation {obs[0].tolist()}; "
+                             "the planner's state is left as it was (check the observation's scale)")
+        self._h, self.bias = h, bias
         if self.cfg.track_integral > 0:
             self._integrate(o)
         self._last_obs = o
@@ -298,6 +312,7 @@ class EnsemblePlanningModel:
             m.reset()
 
     def observe(self, obs: np.ndarray) -> None:
+        validate_observation(obs)  # before any member moves
         for m in self.members:
             m.observe(obs)
 

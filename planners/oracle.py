@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from furnace_env.env import validate_observation
 from furnace_env.physics import FurnaceParams
 from furnace_env.ratio import DEFAULT_EXCESS_AIR
 from furnace_env.state import FurnaceState
@@ -101,7 +102,9 @@ class OracleModel:
         """Nothing to forget: the true state is read afresh at every plan."""
 
     def observe(self, obs: np.ndarray) -> None:
-        """Ignored: the oracle reads the true state in :meth:`make_objective`."""
+        """Checked (:func:`~furnace_env.env.validate_observation`) and otherwise ignored: the oracle
+        reads the true state in :meth:`make_objective`, but a bad reading is the caller's bug all the same."""
+        validate_observation(obs)
 
     def nominal_action(self) -> np.ndarray:
         """The commands now applied to the plant, in search coordinates (a bumpless start)."""

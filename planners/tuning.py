@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from planners.benchmark import ControllerSpec, evaluate_controllers
+from planners.benchmark import ControllerSpec, check_backend, evaluate_controllers
 from planners.factories import option_value
 
 __all__ = ["TUNE_SEED0", "TuneConfig", "parse_grid", "tune"]
@@ -48,7 +48,11 @@ class TuneConfig:
     """Scenario names or files, or ``eval`` for the ``tune`` family (the five named presets);
     test-family scenarios are refused (``furnace_env.scenarios.FAMILIES``)."""
     workers: int = 2
-    """Episodes run in parallel in this many processes (1: in this process)."""
+    """Episodes run in parallel in this many processes (1: in this process; ignored with ``backend ray``)."""
+    backend: str = "process"
+    """Where the episodes run: "process" (this machine) or "ray" (a Ray cluster; ``docs/multi_machine.md``)."""
+    address: str = ""
+    """Ray cluster to join with ``backend ray`` (``auto``, ``ray://head:10001``); empty: a local instance."""
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
@@ -71,6 +75,9 @@ def tune(cfg: TuneConfig, report=print) -> list[dict[str, Any]]:
 
     if cfg.steps < 0:
         raise ValueError(f"--steps {cfg.steps}: expected >= 0 (0: each scenario's own length)")
+    if cfg.workers < 0:
+        raise ValueError(f"--workers {cfg.workers}: expected >= 0 (0 or 1: in this process)")
+    check_backend(cfg.backend, cfg.address or None)
     grid = parse_grid(cfg.grid)
     names = list(FAMILIES["tune"]) if cfg.scenario == ["eval"] else cfg.scenario
     scenarios = [get_scenario(n) for n in names]
@@ -83,7 +90,8 @@ def tune(cfg: TuneConfig, report=print) -> list[dict[str, Any]]:
     specs = [ControllerSpec("pi", "furnace_env.pi:make_pi")]
     specs += [ControllerSpec(f"p{i}", "planners.factories:make_eblnn_planner",
                              {"checkpoint": cfg.checkpoint, **pt}) for i, pt in enumerate(points)]
-    recs = evaluate_controllers(specs, scenarios, seeds, workers=cfg.workers)
+    recs = evaluate_controllers(specs, scenarios, seeds, workers=cfg.workers, backend=cfg.backend,
+                                address=cfg.address or None)
     by: dict[tuple[str, str], list[dict]] = {}
     for r in recs:
         by.setdefault((r.controller, r.scenario), []).append(r.metrics)

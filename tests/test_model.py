@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from eblnn_agent.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from eblnn_agent.checkpoint import CheckpointError, content_digest, load_checkpoint, save_checkpoint
 from eblnn_agent.config import ModelConfig, WorldModelRunConfig
 from eblnn_agent.losses import cd_loss, energy_auroc, hard_negative_loss, masked_mse
 from eblnn_agent.model import EBLNN, RolloutOut
@@ -268,6 +268,7 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
         load_checkpoint(foreign)
     payload = torch.load(p, weights_only=True)
     payload["config"]["model"]["hidden_size"] = H * 2  # architecture no longer matches the weights
+    payload["sha256"] = content_digest(payload)  # a consistent file, only of another architecture
     bad = tmp_path / "bad.pt"
     torch.save(payload, bad)
     with pytest.raises(CheckpointError, match="does not match"):
@@ -284,7 +285,7 @@ def test_bad_norm_stats_rejected():
         m.set_norm_stats(torch.zeros(8), torch.zeros(8), torch.zeros(8), torch.ones(8))
 
 
-def _tiny_trainer(tmp_path, **overrides):
+def _tiny_trainer(tmp_path, other_plants=None, **overrides):
     import numpy as np
 
     from eblnn_agent.data import TransitionData, compute_norm_stats, split_episodes
@@ -298,12 +299,13 @@ def _tiny_trainer(tmp_path, **overrides):
     split = split_episodes(data, 0.2, 0.2, 0)
     base = dict(hidden_size=8, backbone_units=8, physics_hidden_dims=[8], ebm_hidden_dims=[8], window=8,
                 batch_size=4, max_windows_per_epoch=8, n_steps=2, cd_batch=16, buffer_capacity=32, epochs=1,
-                progress=False)
+                progress=False, next_obs_negative_weight=0.0, other_plant_weight=0.0, rollout_negative_weight=0.0)
     cfg = WorldModelRunConfig().with_overrides(**{**base, **overrides})
     torch.manual_seed(0)
     m = EBLNN(cfg.model)
     m.set_norm_stats(*compute_norm_stats(split.train, co_log_scale=m.cfg.co_log_scale))
-    return Trainer(m, cfg, split, MetricLogger(quiet=True), torch.device("cpu"), 1, tmp_path), split
+    return Trainer(m, cfg, split, MetricLogger(quiet=True), torch.device("cpu"), 1, tmp_path,
+                   other_plants=other_plants), split
 
 
 @pytest.mark.parametrize("opt", [
@@ -419,6 +421,7 @@ def _tampered_checkpoint(tmp_path, edit):
     save_checkpoint(path, EBLNN(cfg.model), cfg)
     payload = torch.load(path, weights_only=False)
     edit(payload["model_state"])
+    payload["sha256"] = content_digest(payload)  # a consistent file of another layout, not a damaged one
     torch.save(payload, path)
     return path
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
     "model": {"hidden_size": 8, "backbone_units": 8, "physics_hidden_dims": [8], "ebm_hidden_dims": [8]},
-    "energy": {"n_steps": 2, "buffer_capacity": 64},
+    "energy": {"n_steps": 2, "buffer_capacity": 64, "other_plant_steps": 600, "rollout_negative_steps": 4},
     "data": {"window": 8, "num_envs": 4},
     "train": {"batch_size": 8, "max_windows_per_epoch": 16, "progress": False, "threads": 1},
 }

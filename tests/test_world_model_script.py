@@ -22,12 +22,13 @@ from eblnn_agent.data import (
     split_episodes,
 )
 from eblnn_agent.logger import make_logger, wandb_mode
+from eblnn_agent.negatives import other_plants_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--n_env_steps", "1500", "--epochs", "2", "--max_windows_per_epoch", "32", "--batch_size", "16",
         "--window", "8", "--n_steps", "2", "--cd_batch", "32", "--hidden_size", "8", "--backbone_units", "8",
         "--physics_hidden_dims", "8", "--ebm_hidden_dims", "8", "--buffer_capacity", "64",
-        "--no_progress", "--threads", "1"]
+        "--no_progress", "--threads", "1", "--other_plant_steps", "600", "--rollout_negative_steps", "4"]
 
 
 def _run(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
@@ -103,7 +104,8 @@ def test_same_seed_same_checkpoint(tmp_path):
         torch.manual_seed(0)
         m = EBLNN(cfg.model)
         m.set_norm_stats(*compute_norm_stats(split.train, co_log_scale=m.cfg.co_log_scale))
-        Trainer(m, cfg, split, MetricLogger(quiet=True), torch.device("cpu"), 1, tmp_path / f"o{k}").fit()
+        Trainer(m, cfg, split, MetricLogger(quiet=True), torch.device("cpu"), 1, tmp_path / f"o{k}",
+                other_plants=other_plants_for(cfg, log=lambda *_: None)).fit()
         states.append(load_checkpoint(tmp_path / f"o{k}" / "best.pt")[0].state_dict())
     for key in states[0]:
         torch.testing.assert_close(states[0][key], states[1][key])

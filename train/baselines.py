@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,7 +41,7 @@ from eblnn_agent.cli import (
     read_yaml_mapping,
 )
 from eblnn_agent.logger import WANDB_DEFAULT, WANDB_MODES, open_wandb_run
-from eblnn_agent.utils import atomic_write, package_versions
+from eblnn_agent.utils import atomic_write, check_writable_dir, package_versions
 
 ALGOS = ("ppo", "sac")
 
@@ -200,6 +201,20 @@ def validate(algo: str, run: RunConfig, cfg: PPOConfig | SACConfig) -> None:
                           f"{run.log_interval!r} >= 1")
     if not 0.0 < cfg.gamma <= 1.0:
         raise ConfigError(f"gamma={cfg.gamma!r} must lie in (0, 1]")
+    if not (isinstance(run.seed, int) and 0 <= run.seed < 2**32):
+        raise ConfigError(f"seed={run.seed!r} must be an integer in [0, 2**32) (numpy and gymnasium refuse others)")
+    if run.threads < 0:
+        raise ConfigError(f"threads={run.threads!r} must be >= 0 (0: torch's default)")
+    if not (math.isfinite(cfg.learning_rate) and cfg.learning_rate > 0):
+        raise ConfigError(f"learning_rate={cfg.learning_rate!r} must be a finite number > 0")
+    if not all(isinstance(w, int) and w >= 1 for w in cfg.net_arch):
+        raise ConfigError(f"net_arch={list(cfg.net_arch)!r}: every layer width must be an integer >= 1")
+    from furnace_env.scenarios import get_scenario
+
+    try:
+        get_scenario(run.scenario)
+    except ValueError as err:
+        raise ConfigError(f"scenario={run.scenario!r}: {err}") from err
     if isinstance(cfg, PPOConfig) and (cfg.n_steps * cfg.n_envs) % cfg.batch_size:
         raise ConfigError(f"batch_size={cfg.batch_size} must divide n_steps * n_envs = "
                           f"{cfg.n_steps * cfg.n_envs} (PPO drops no samples)")
@@ -378,8 +393,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     if run.threads > 0:
         torch.set_num_threads(run.threads)
-    out = Path(run.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # before any training: a run must not fail only when it first saves
+        out = check_writable_dir(run.out, "--out")
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     config = {"algo": algo, "run": asdict(run), algo: asdict(cfg)}
     print(f"training {algo.upper()} on Furnace-v0 ({run.scenario}) for {cfg.steps} env steps, "
           f"{cfg.n_envs} env(s), seed {run.seed} -> {out}", flush=True)

@@ -43,6 +43,7 @@ from eblnn_agent.config import WorldModelRunConfig
 from eblnn_agent.data import TransitionData, compute_norm_stats, load_or_collect, split_episodes
 from eblnn_agent.logger import WANDB_DEFAULT, make_logger
 from eblnn_agent.model import EBLNN
+from eblnn_agent.negatives import other_plants_for
 from eblnn_agent.trainer import Trainer
 from eblnn_agent.utils import atomic_write, process_pool, resolve_device
 from furnace_env.scenarios import get_scenario
@@ -261,7 +262,8 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         split = split_episodes(data, wm.data.val_fraction, wm.data.test_fraction, cfg.seed + it)
         trainer = Trainer(model, wm, split, StepOffsetLogger(logger, offset), device, env_steps=data.env_steps,
-                          out_dir=out / f"iter_{it}", episode_weights=episode_weights(split.train, cfg.planner_weight))
+                          out_dir=out / f"iter_{it}", episode_weights=episode_weights(split.train, cfg.planner_weight),
+                          other_plants=other_plants_for(wm))
         res = trainer.fit()
         offset += trainer.step + 1
         history.append({"iteration": it, "env_steps": data.env_steps, "best_val_loss": res.best_val_loss,
