@@ -20,7 +20,7 @@ from furnace_env.physics import (
 )
 from furnace_env.scenarios import Scenario, get_scenario
 
-__all__ = ["FurnaceEnv", "observation_bounds", "validate_action", "measure", "TRIP_REASONS"]
+__all__ = ["FurnaceEnv", "observation_bounds", "validate_action", "measure", "measurement_noise_std", "TRIP_REASONS"]
 
 #: Trip codes reported by the kernel, and their meaning.
 TRIP_REASONS = {0: "", 1: "over-temperature", 2: "flame safeguard (fuel-rich burner)"}
@@ -28,6 +28,16 @@ TRIP_REASONS = {0: "", 1: "over-temperature", 2: "flame safeguard (fuel-rich bur
 # Measurement noise: std = absolute + relative * |reading|, per observation channel.
 _NOISE_ABS = np.array([1.0, 0.0, 0.05, 1.0, 0.0, 0.0, 0.0, 0.0])
 _NOISE_REL = np.array([0.0, 0.0, 0.0, 0.03, 0.005, 0.005, 0.0, 0.0])
+
+
+def measurement_noise_std(obs: np.ndarray) -> np.ndarray:
+    """Standard deviation of the sensor noise ``[..., 8]`` on readings ``obs [..., 8]`` (physical units).
+
+    ``absolute + relative * |reading|`` per channel: temperature 1 K, O2 0.05 points, CO 1 ppm +
+    3 %, fuel and air flow 0.5 %; setpoint and commands are exact. What a state estimator (or a
+    noise floor) needs to know about the instruments.
+    """
+    return _NOISE_ABS + _NOISE_REL * np.abs(np.asarray(obs, dtype=np.float64))
 
 
 def observation_bounds(params: FurnaceParams) -> tuple[np.ndarray, np.ndarray]:
