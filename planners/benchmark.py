@@ -11,13 +11,12 @@ import importlib
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
 
+from eblnn_agent.utils import process_pool
 from furnace_env.scenarios import Scenario, get_scenario
 from planners.evaluation import (
     Episode,
@@ -30,7 +29,6 @@ from planners.evaluation import (
 __all__ = [
     "ControllerSpec",
     "EpisodeRecord",
-    "process_pool",
     "run_task",
     "evaluate_controllers",
     "bootstrap_ci",
@@ -77,24 +75,6 @@ class EpisodeRecord:
     def row(self) -> dict[str, Any]:
         return {"controller": self.controller, "scenario": self.scenario, "seed": self.seed,
                 "env_steps": self.env_steps, **self.metrics}
-
-
-def _worker_init(threads: int) -> None:
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-
-
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of ``workers`` spawned processes with one torch thread each (for episode-level parallelism).
-
-    Spawn, not fork: forking a process that has started torch's thread pools can deadlock.
-    """
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                               initializer=_worker_init, initargs=(1,))
 
 
 def run_task(spec: ControllerSpec, scenario: Scenario | str, seed: int,

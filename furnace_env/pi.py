@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from furnace_env.control import Controller
 from furnace_env.physics import FurnaceParams
-from planners.base import Controller
 
 __all__ = ["PIConfig", "PIController", "make_pi"]
 
