@@ -27,6 +27,7 @@ from eblnn_agent.data import TransitionData
 from eblnn_agent.metrics import one_step_predictions, open_loop_errors
 from eblnn_agent.model import EBLNN
 from furnace_env.physics import FurnaceParams
+from furnace_env.pi import PIController
 
 __all__ = ["PlantCase", "DEFAULT_CASES", "REPORT_CHANNELS", "collect_case", "case_errors",
            "generalisation_report", "markdown_table", "cases_from_dicts"]
@@ -98,8 +99,6 @@ def collect_case(case: PlantCase, seeds: list[int], controller=None) -> Transiti
     PI (tuned on the nominal plant, the same for every case, so the cases differ only in the
     plant and the programme) when omitted. Ends at truncation or a trip (``lengths``).
     """
-    from planners.pi import PIController
-
     if not seeds:
         raise ValueError("collect_case: expected at least one seed")
     params = case.params()

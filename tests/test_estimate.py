@@ -19,7 +19,7 @@ from planners.estimate import (
     gains_from_errors,
     steady_state_gain,
 )
-from planners.world_model import ObjectiveConfig, WorldModelPlanningModel
+from planners.objective import ObjectiveConfig, WorldModelPlanningModel
 
 # A steady furnace reading: T, setpoint, O2, CO, fuel flow, air flow, previous commands.
 TRUE_OBS = np.array([950.0, 950.0, 3.0, 20.0, 110.0, 2150.0, 0.2, 0.0])
