@@ -229,12 +229,13 @@ def flue_o2(excess_air):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def co_ppm(lam, fire_fraction, p_co_base=5.0, p_co_amp=5.0, p_knee=2.0, p_slope=2.0,
-           p_fire_ref=0.6, p_width=0.34, p_rich=1.0e5, p_max=5.0e4):
+def co_ppm(lam, fire_fraction, p_co_base, p_co_amp, p_knee, p_slope, p_fire_ref, p_width, p_rich, p_max):
     """Burner CO in ppm (dry, undiluted) from the burner's air ratio ``lam`` and the firing fraction.
 
     ``CO = co_base + amp * exp(-(O2 - knee) / width)`` with ``knee`` rising at low fire, plus
-    ``co_rich * (1 - lam)`` when fuel-rich; capped at ``co_max``. Scalars (compiled by numba).
+    ``co_rich * (1 - lam)`` when fuel-rich; capped at ``co_max``. Scalars (compiled by numba); the
+    ``p_*`` arguments are the :class:`FurnaceParams` CO fields, in that order (no defaults here: the
+    plant's values are written once, in :class:`FurnaceParams`).
     """
     o2 = flue_o2(lam - 1.0)
     knee = p_knee + p_slope * (p_fire_ref - fire_fraction)

@@ -28,7 +28,7 @@ from planners.benchmark import (
     paired_table,
     summarise,
 )
-from planners.factories import parse_options
+from planners.factories import PlannerConfig, parse_options
 from planners.report import plot_sample_efficiency, plot_scores, sample_efficiency_points, write_csv
 
 __all__ = [
@@ -327,6 +327,10 @@ def validate_config(cfg: CompareConfig) -> CompareConfig:
         raise SystemExit(f"--planner_set: {err}") from None
     if named:
         raise SystemExit(f"--planner_set {named}: set by the controller's name (--controllers), not here")
+    try:
+        PlannerConfig.from_options(**cfg.planner_options)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"--planner_set: {err}") from None
     return cfg
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from furnace_env.physics import FurnaceSim
+from furnace_env.ratio import DEFAULT_EXCESS_AIR
 from planners.mpc import MPCController
 from planners.optim import Objective, TrajectoryOptimizer, make_optimizer
 
@@ -56,7 +57,7 @@ class OracleConfig:
     """Cost of a trip within the horizon (None: the env's own ``trip_penalty``)."""
     coords: str = "ratio"
     """Search coordinates: ``"ratio"`` (fuel command, excess air) or ``"raw"`` (the env's actions)."""
-    excess_air: tuple[float, float] = (-0.05, 1.0)
+    excess_air: tuple[float, float] = DEFAULT_EXCESS_AIR
     """Excess-air range ``lambda - 1`` mapped onto [-1, 1] in ``"ratio"`` coordinates."""
 
     def __post_init__(self) -> None:

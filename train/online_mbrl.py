@@ -46,6 +46,7 @@ from eblnn_agent.model import EBLNN
 from eblnn_agent.trainer import Trainer
 from eblnn_agent.utils import atomic_write, process_pool, resolve_device
 from furnace_env.scenarios import get_scenario
+from planners.evaluation import run_episode
 from planners.factories import make_eblnn_planner
 
 #: Behaviour code of planner-collected episodes (the collector uses 0 = PI + noise, 1 = random).
@@ -135,30 +136,25 @@ def _planner_episode(checkpoint: str, cfg: OnlineConfig, seed: int, horizon: int
     if cfg.episode_steps:
         scenario = replace(scenario, n_steps=min(cfg.episode_steps, horizon))
     env = gym.make("Furnace-v0", scenario=scenario)
-    obs_ep = np.zeros((horizon + 1, 8), dtype=np.float32)
-    act_ep = np.zeros((horizon, 2), dtype=np.float32)
     rng = np.random.default_rng((cfg.seed, seed))
     a_noise = float(np.exp(-env.unwrapped.params.dt / cfg.explore_tau))
+    noise = np.zeros(2)
+
+    def perturb(action: np.ndarray) -> np.ndarray:
+        nonlocal noise
+        noise = a_noise * noise + np.sqrt(1 - a_noise**2) * cfg.explore_std * rng.standard_normal(2)
+        return np.clip(np.asarray(action, dtype=np.float64).reshape(2) + noise, -1.0, 1.0).astype(np.float32)
+
     try:
         ctrl = make_eblnn_planner(env, checkpoint=checkpoint, optimizer=cfg.optimizer, seed=seed)
-        obs, _ = env.reset(seed=seed)
-        obs_ep[0] = obs
-        noise = np.zeros(2)
-        ret, length = 0.0, 0
-        for k in range(scenario.n_steps):
-            action, _ = ctrl.predict(obs)
-            noise = a_noise * noise + np.sqrt(1 - a_noise**2) * cfg.explore_std * rng.standard_normal(2)
-            a = np.clip(np.asarray(action, dtype=np.float64).reshape(2) + noise, -1.0, 1.0).astype(np.float32)
-            if hasattr(ctrl.model, "applied"):
-                ctrl.model.applied(a)  # the filter must see what the plant got, noise included
-            obs, r, term, trunc, _ = env.step(a)
-            ret += float(r)
-            act_ep[k], obs_ep[k + 1] = a, obs
-            length += 1
-            if term or trunc:
-                break
+        ep = run_episode(ctrl, env, seed=seed, perturb=perturb)
     finally:
         env.close()
+    length = len(ep.actions)
+    obs_ep = np.zeros((horizon + 1, 8), dtype=np.float32)
+    act_ep = np.zeros((horizon, 2), dtype=np.float32)
+    obs_ep[:length + 1], act_ep[:length] = ep.obs, ep.actions
+    ret = sum(float(r) for r in ep.rewards)
     obs_ep[length + 1:] = obs_ep[length]
     return obs_ep, act_ep, length, ret
 
