@@ -35,6 +35,11 @@ __all__ = [
 ]
 
 
+#: Largest Langevin step size: the chains live in the box [-sample_clamp, sample_clamp] (1 by
+#: default), so a step of this size already jumps across it; larger values only add overflow.
+STEP_SIZE_MAX = 10.0
+
+
 def _check(cond: bool, section: str, name: str, value: Any, allowed: str) -> None:
     if not cond:
         raise ConfigError(f"{section}.{name}={value!r} is invalid: {allowed}")
@@ -54,12 +59,13 @@ class ModelConfig:
     """Backbone activation of the CfC cell: lecun_tanh, silu, tanh, gelu or relu."""
     physics_hidden_dims: list[int] = field(default_factory=lambda: [128, 128])
     """Widths of the physics head MLP (h -> normalised observation delta); [] for a linear head.
-    [64] left the CO ratio at 0.107 on seed 1 ([128, 128]: 0.097)."""
+    Two layers of 128 resolve CO better than one of 64 (docs/benchmarks/world_model.md)."""
     ebm_hidden_dims: list[int] = field(default_factory=lambda: [128, 64])
     """Widths of the energy head MLP (h -> scalar energy), SiLU activations."""
     spectral_norm: bool = False
     """Spectral normalisation on every linear layer of the energy head(s) (Lipschitz <= 1). Off by
-    default: it stops the head from resolving the one-step effect of an action on h (AUROC ~0.8)."""
+    default: it stops the head from resolving the one-step effect of an action on h
+    (docs/benchmarks/world_model.md, "How")."""
     multiscale: bool = True
     """Add a coarse energy head on the time-pooled hidden sequence to the per-step fine energy."""
     co_log_scale: float = 10.0
@@ -70,9 +76,9 @@ class ModelConfig:
     setpoint_input: bool = True
     """Feed the setpoint channel to the cell. The furnace does not know its setpoint, and a model
     that reads it can learn from controller-driven data a dependence the plant does not have (the
-    default model's 20-step temperature prediction moves about 0.1 K per K of setpoint under a held
-    action); false removes it. Measured with ``evaluate/tune_planner.py`` (16 training-mix
-    episodes): no gain in closed loop (BENCHMARKS.md, world model), so it stays on."""
+    default model's 20-step temperature prediction moves with the setpoint under a held action);
+    false removes it. The setpoint-blind model is no better in closed loop, so it stays on
+    (docs/tuning.md, "Training-objective and input variants")."""
 
     def validate(self) -> None:
         s = "model"
@@ -123,7 +129,8 @@ class EnergyConfig:
     """Std of the Gaussian perturbation of real hidden states that makes hard negatives."""
     hard_negative_margin: float = 20.0
     """Margin of the hinges relu(margin + E(real) - E(negative)); relative to the energy scale
-    1 / (2 l2_reg) = 50 (0.5 gave transition AUROC 0.92, 5: 0.96, 20: 0.975 in a head-only test)."""
+    1 / (2 l2_reg) = 50: a margin well below that scale separates real from bang-bang transitions
+    less well (docs/tuning.md, "Settings recorded in docstrings before")."""
     hard_negative_weight: float = 1.0
     """Weight of the hard-negative hinge inside L_CD."""
     action_negative_weight: float = 1.0
@@ -138,8 +145,8 @@ class EnergyConfig:
             v = getattr(self, name)
             _check(isinstance(v, int | float) and math.isfinite(v) and v >= 0, s, name, v,
                    "must be a finite number >= 0")
-        _check(isinstance(self.step_size, int | float) and math.isfinite(self.step_size) and self.step_size > 0,
-               s, "step_size", self.step_size, "must be a finite number > 0")
+        _check(isinstance(self.step_size, int | float) and 0 < self.step_size <= STEP_SIZE_MAX,
+               s, "step_size", self.step_size, f"must be a number in (0, {STEP_SIZE_MAX}]")
         _check(isinstance(self.n_steps, int) and self.n_steps >= 0, s, "n_steps", self.n_steps,
                "must be an integer >= 0")
         _check(isinstance(self.cd_batch, int) and self.cd_batch >= 1, s, "cd_batch", self.cd_batch,
@@ -184,6 +191,14 @@ class DataConfig:
         _check(isinstance(self.window, int) and self.window >= 2, s, "window", self.window,
                "must be an integer >= 2")
         _check(0.0 <= self.pi_fraction <= 1.0, s, "pi_fraction", self.pi_fraction, "must be in [0, 1]")
+        _check(isinstance(self.data_path, str) and self.data_path.strip() != "", s, "data_path", self.data_path,
+               "must be a file path")
+        try:
+            from furnace_env.scenarios import get_scenario
+
+            get_scenario(self.scenario)
+        except ValueError as err:
+            raise ConfigError(f"{s}.scenario={self.scenario!r} is invalid: {err}") from err
         _check(self.data_seed is None or (isinstance(self.data_seed, int) and self.data_seed >= 0), s,
                "data_seed", self.data_seed, "must be null or an integer >= 0")
         for name in ("val_fraction", "test_fraction"):
@@ -250,6 +265,10 @@ class TrainConfig:
             _check(isinstance(v, int | float) and math.isfinite(v) and v >= 0, s, name, v,
                    "must be a finite number >= 0")
         _check(self.wandb in WANDB_MODES, s, "wandb", self.wandb, f"allowed values: {WANDB_MODES}")
+        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**32, s,
+               "seed", self.seed, "must be an integer in [0, 2**32)")
+        _check(isinstance(self.threads, int) and not isinstance(self.threads, bool) and self.threads >= 0, s,
+               "threads", self.threads, "must be an integer >= 0 (0: torch's default)")
         dev = str(self.device)
         _check(dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:"), s, "device", dev,
                "allowed values: auto, cpu, cuda, cuda:N, mps")

@@ -12,7 +12,8 @@ import os
 import sys
 from typing import Any, TextIO
 
-__all__ = ["MetricLogger", "WANDB_DEFAULT", "WANDB_MODES", "make_logger", "open_wandb_run", "wandb_mode"]
+__all__ = ["MetricLogger", "WANDB_DEFAULT", "WANDB_MODES", "announce_wandb_mode", "make_logger", "open_wandb_run",
+           "wandb_mode"]
 
 #: The W&B setting every run config starts from: online with credentials, else offline; never a prompt.
 WANDB_DEFAULT = "auto"
@@ -48,6 +49,28 @@ def wandb_mode(use_wandb: bool | str) -> str:
             return "offline" if env == "online" and not _has_wandb_credentials() else env
         return "online" if _has_wandb_credentials() else "offline"
     raise ValueError(f"use_wandb={use_wandb!r}; allowed: True, False, 'auto', 'online', 'offline', 'disabled'")
+
+
+def announce_wandb_mode(use_wandb: bool | str, stream: TextIO | None = None) -> str:
+    """:func:`wandb_mode`, with one console line that says which mode the run uses and why.
+
+    A request for ``online`` (or ``auto`` under ``WANDB_MODE=online``) that falls back to
+    offline for lack of credentials says so, with the command that uploads the run later.
+    """
+    mode = wandb_mode(use_wandb)
+    wanted_online = use_wandb == "online" or (use_wandb in (True, "auto")
+                                              and os.environ.get("WANDB_MODE") == "online")
+    if mode == "offline" and wanted_online:
+        line = ("W&B: offline (online was requested but no credentials were found: set WANDB_API_KEY or run "
+                "`wandb login`; upload this run later with `wandb sync`)")
+    elif mode == "offline":
+        line = "W&B: offline (no credentials found; upload the run later with `wandb sync`)"
+    elif mode == "online":
+        line = "W&B: online"
+    else:
+        line = "W&B: disabled"
+    print(line, file=stream if stream is not None else sys.stderr, flush=True)
+    return mode
 
 
 class MetricLogger:
@@ -91,8 +114,10 @@ class MetricLogger:
 def open_wandb_run(use_wandb: bool | str = "auto", project: str = "furnace-eblnn",
                    config: dict[str, Any] | None = None, name: str | None = None,
                    dir: str | None = None) -> Any:
-    """A W&B run in the resolved :func:`wandb_mode` (lazy import), or None when disabled or unavailable."""
-    mode = wandb_mode(use_wandb)
+    """A W&B run in the resolved :func:`wandb_mode` (lazy import), or None when disabled or unavailable.
+
+    Says on the console which mode the run uses (:func:`announce_wandb_mode`)."""
+    mode = announce_wandb_mode(use_wandb)
     if mode == "disabled":
         return None
     try:

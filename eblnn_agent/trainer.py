@@ -36,9 +36,9 @@ from eblnn_agent.losses import cd_loss, hard_negative_loss, masked_mse
 from eblnn_agent.metrics import ood_aurocs
 from eblnn_agent.model import EBLNN, PHYSICS_CHANNELS
 from eblnn_agent.sampler import LangevinSampler, ReplayBuffer, uniform_init
-from eblnn_agent.utils import atomic_write
+from eblnn_agent.utils import atomic_write, remove_stale_temps
 
-__all__ = ["Trainer", "FitResult"]
+__all__ = ["Trainer", "FitResult", "config_differences", "RESUME_MAY_CHANGE"]
 
 _PHYS = list(PHYSICS_CHANNELS)
 
@@ -236,14 +236,16 @@ class Trainer:
         tc, dc = self.cfg.train, self.cfg.data
         t_start = time.perf_counter()
         n_seq = 0
-        stopped = False
         bar = None
         if tc.progress:
             from tqdm import tqdm
 
             bar = tqdm(total=(tc.epochs - self.epoch) * self.steps_per_epoch, desc="train", unit="batch",
                        leave=False, mininterval=1.0)
-        while self.epoch < tc.epochs:
+        # Files of a save that was killed half-way are of no use to anyone.
+        remove_stale_temps(self.out_dir, ("best.pt", "last.pt"))
+        # A resumed run that had stopped early (or finished) trains no more and keeps its best.pt.
+        while self.epoch < tc.epochs and self.bad_epochs < tc.patience:
             acc: dict[str, list[float]] = {}
             for _ in range(self.steps_per_epoch):
                 w = sample_windows(self.split.train, tc.batch_size, dc.window, self.rng, self.device,
@@ -270,9 +272,7 @@ class Trainer:
             else:
                 self.bad_epochs += 1
             self.save_last()
-            if self.bad_epochs >= tc.patience:
-                stopped = True
-                break
+        stopped = self.bad_epochs >= tc.patience
         if bar is not None:
             bar.close()
         secs = time.perf_counter() - t_start
@@ -311,14 +311,11 @@ class Trainer:
                                   f"delete it and start afresh") from err
         if not isinstance(st, dict) or st.get("format") != "eblnn-world-model-resume":
             raise CheckpointError(f"--resume: {str(path)!r} is not a resume state (expected last.pt)")
-        saved = dict(st["config"])
-        now = self.cfg.to_dict()
-        for d in (saved, now):
-            d["train"] = {k: v for k, v in d["train"].items()
-                          if k not in ("resume", "epochs", "wandb", "progress", "log_every", "device", "threads")}
-        if saved != now:
-            raise CheckpointError(f"--resume: the config differs from the run in {str(path)!r}; "
-                                  f"use the same settings (only epochs/logging/device may change)")
+        diffs = config_differences(st["config"], self.cfg.to_dict())
+        if diffs:
+            raise CheckpointError(f"--resume: the config differs from the run in {str(path)!r} in "
+                                  f"{'; '.join(diffs)}; use the same settings (only "
+                                  f"{', '.join(RESUME_MAY_CHANGE)} may change)")
         self.model.load_state_dict(st["model_state"])
         self.opt.load_state_dict(st["opt"])
         self.sched.load_state_dict(st["sched"])
@@ -331,6 +328,36 @@ class Trainer:
         self.best_epoch, self.bad_epochs = c["best_epoch"], c["bad_epochs"]
         self.history = list(st["history"])
         self.logger.log({"train/resumed_epoch": self.epoch}, step=self.step)
+
+
+#: Settings a ``--resume`` may change (they do not affect the optimisation).
+RESUME_MAY_CHANGE = ("resume", "epochs", "wandb", "progress", "log_every", "device", "threads")
+# Fields holding paths, compared after resolving (an absolute path or a trailing slash is the same run).
+_PATH_FIELDS = ("out_dir", "data_path")
+
+
+def config_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``"section.field: saved A, now B"`` for every field in which two run configs differ.
+
+    Ignores :data:`RESUME_MAY_CHANGE`; paths are compared resolved.
+    """
+    def norm(key: str, v: Any) -> Any:
+        return str(Path(v).expanduser().resolve()) if key in _PATH_FIELDS and isinstance(v, str) else v
+
+    out = []
+    for sec in sorted(set(saved) | set(now)):
+        a, b = saved.get(sec), now.get(sec)
+        if not (isinstance(a, dict) and isinstance(b, dict)):
+            if a != b:
+                out.append(f"{sec}: saved {a!r}, now {b!r}")
+            continue
+        for key in sorted(set(a) | set(b)):
+            if sec == "train" and key in RESUME_MAY_CHANGE:
+                continue
+            va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+            if norm(key, va) != norm(key, vb):
+                out.append(f"{sec}.{key}: saved {va!r}, now {vb!r}")
+    return out
 
 
 def _namespaced(d: dict[str, Any], ns: str) -> dict[str, Any]:

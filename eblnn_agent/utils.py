@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["resolve_device", "package_versions", "atomic_write", "process_pool"]
+__all__ = ["resolve_device", "package_versions", "atomic_write", "remove_stale_temps", "check_writable_dir",
+           "check_file_target", "process_pool", "set_torch_threads"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -48,6 +49,10 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Write a file atomically: ``write(tmp)`` to a temporary file in the target folder, then rename.
 
     A crash mid-write leaves the previous file intact (``os.replace`` is atomic on one filesystem).
+    The data are fsynced before the rename (and the folder after it), so a power loss cannot
+    leave a renamed but empty file. The file gets the usual mode (``0666 & ~umask``, e.g. 0644),
+    not ``mkstemp``'s private 0600. A temporary file left by a killed process is named
+    ``.<name>.<random>.tmp``; :func:`remove_stale_temps` clears them.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,7 +60,11 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -63,19 +72,83 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     return path
 
 
-def _worker_init(threads: int) -> None:
+def _umask() -> int:
+    # The umask can only be read by setting it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
     try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover - torch is a dependency
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. a platform without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on a directory
         pass
+    finally:
+        os.close(fd)
 
 
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of ``workers`` spawned processes with one torch thread each (for episode-level parallelism).
+def remove_stale_temps(folder: str | Path, names: tuple[str, ...]) -> list[Path]:
+    """Delete ``.<name>.*.tmp`` files that :func:`atomic_write` left for ``names`` in ``folder``
+    (a process killed mid-save). Call it where one process owns the folder (a run's start)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    gone = []
+    for name in names:
+        for p in folder.glob(f".{name}.*.tmp"):
+            try:
+                p.unlink()
+                gone.append(p)
+            except FileNotFoundError:
+                pass
+    return gone
+
+
+def check_writable_dir(path: str | Path, flag: str) -> Path:
+    """Create ``path`` if needed and prove a file can be written there, before any work is done.
+
+    Raises ``ValueError`` naming ``flag`` (e.g. ``"--out_dir"``): a run that can only fail when it
+    saves, after collecting data or training an epoch, should fail now.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{flag} {str(p)!r} is a file, not a directory; pass a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=p):
+            pass
+    except OSError as err:
+        raise ValueError(f"{flag} {str(p)!r} is not writable ({type(err).__name__}: {err}); pass a "
+                         "directory you can write to") from err
+    return p
+
+
+def check_file_target(path: str | Path, flag: str) -> Path:
+    """``path`` names a file (not a directory) whose folder can be written, checked before any work."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{flag} {str(p)!r} is a directory; pass a file path, e.g. {str(p / 'data.npz')!r}")
+    check_writable_dir(p.parent if str(p.parent) else ".", f"the folder of {flag}")
+    return p
+
+
+def set_torch_threads(threads: int) -> int:
+    """Set torch's CPU threads (the one place episode workers and in-process runs set them); returns the
+    previous count. Torch's default (one per core) makes a small planner step a hundred times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return before
+
+
+def process_pool(workers: int, threads: int = 1) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes with ``threads`` torch threads each (for episode-level parallelism).
 
     Spawn, not fork: forking a process that has started torch's thread pools can deadlock.
     """
     return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                               initializer=_worker_init, initargs=(1,))
+                               initializer=set_torch_threads, initargs=(threads,))

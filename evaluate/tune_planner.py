@@ -14,7 +14,7 @@ ensemble of both models.)
 
 Every grid point runs the planner and the reference PI controller on the same tuning episodes
 (:mod:`planners.tuning`, which does the work; the training mix by default, or named scenarios,
-``eval`` for the five named presets) and prints each one's margin over PI.
+``eval`` for the ``tune`` family; test-family scenarios are refused) and prints each one's margin over PI.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cfg, _ = parse_dataclass_args(TuneConfig, argv, parser=parser)
     try:
         return tune(cfg, report=lambda line: print(line, flush=True))
-    except ValueError as err:
+    except (ValueError, ImportError) as err:
         parser.error(str(err))
 
 

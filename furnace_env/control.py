@@ -7,6 +7,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from furnace_env.env import validate_observation
+
 __all__ = ["Controller", "Predictor", "as_batch"]
 
 
@@ -38,7 +40,7 @@ class Controller(ABC):
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
-        obs, single = as_batch(observation)
+        obs, single = as_batch(observation)  # checked before the reset below
         if episode_start is not None and np.any(episode_start):
             self.reset()
         action = self.act(obs)
@@ -46,10 +48,10 @@ class Controller(ABC):
 
 
 def as_batch(observation: np.ndarray) -> tuple[np.ndarray, bool]:
-    """``(obs [N, D] float64, was_single)`` from one observation ``[D]`` or a batch."""
-    obs = np.asarray(observation, dtype=np.float64)
-    if obs.ndim == 1:
-        return obs[None], True
-    if obs.ndim != 2:
-        raise ValueError(f"observation of shape {obs.shape}; expected (obs_dim,) or (N, obs_dim)")
-    return obs, False
+    """``(obs [N, D] float64, was_single)`` from one observation ``[D]`` or a batch.
+
+    Checked by :func:`furnace_env.env.validate_observation` (shape, finiteness): a bad
+    observation raises ``ValueError`` before any controller state changes. Any width ``D``: the
+    interface serves other plants too; a controller of Furnace-v0 checks its 8 channels itself.
+    """
+    return validate_observation(observation, obs_dim=None)

@@ -1,7 +1,7 @@
 """The industrial reference: temperature PI on fuel, O2-trim PI on air, air/fuel cross-limiting.
 
 This is the zero point of the score scale, so it is tuned honestly (see
-``evaluate/tune_pi.py`` and the README): the gains start from SIMC rules on an identified
+``evaluate/tune_pi.py`` and docs/tuning.md): the gains start from SIMC rules on an identified
 first-order-plus-dead-time model of the temperature loop and are then refined by a grid
 search on the training scenario mix, on the very cost the env rewards.
 
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from furnace_env.control import Controller
+from furnace_env.env import validate_observation
 from furnace_env.physics import FurnaceParams
 
 __all__ = ["PIConfig", "PIController", "make_pi"]
@@ -93,6 +94,7 @@ class PIController(Controller):
         return np.clip(c.o2_sp_ref + c.o2_sp_slope * (c.fire_ref - fire), 1.0, 6.0)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
+        obs = validate_observation(obs)[0]  # before the integrators see it
         c, p = self.cfg, self.params
         temp, sp, o2 = obs[:, 0], obs[:, 1], obs[:, 2]
         fuel_meas = obs[:, 4] / 3600.0 / p.fuel_max

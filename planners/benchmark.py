@@ -2,12 +2,15 @@
 
 A controller is named by a :class:`ControllerSpec`: a picklable recipe (an importable factory
 and its keyword arguments) so that worker processes can build their own copy. Episodes are
-independent ``(controller, scenario, seed)`` tasks spread over a process pool.
+independent ``(controller, scenario, seed)`` tasks spread over a process pool on this machine,
+or over a Ray cluster (``backend="ray"``; ``docs/multi_machine.md``), with the same records in
+the same order either way.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -16,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from eblnn_agent.utils import process_pool
+from eblnn_agent.utils import process_pool, set_torch_threads
 from furnace_env.scenarios import Scenario, get_scenario
 from planners.evaluation import (
     Episode,
@@ -31,6 +34,8 @@ __all__ = [
     "EpisodeRecord",
     "run_task",
     "evaluate_controllers",
+    "BACKENDS",
+    "check_backend",
     "bootstrap_ci",
     "summarise",
     "markdown_table",
@@ -77,6 +82,29 @@ class EpisodeRecord:
                 "env_steps": self.env_steps, **self.metrics}
 
 
+#: Where :func:`evaluate_controllers` runs its episodes.
+BACKENDS = ("process", "ray")
+
+
+def check_backend(backend: str, address: str | None = None) -> None:
+    """``ValueError`` for an unknown backend or an address without Ray; ``ImportError`` naming the
+    extra to install when ``backend="ray"`` and the ``ray`` package is missing. Cheap: imports nothing."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}; allowed: {', '.join(BACKENDS)}")
+    if address is not None and backend != "ray":
+        raise ValueError(f"address={address!r} is for backend='ray' only")
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise ImportError(_NO_RAY)
+
+
+_NO_RAY = "backend='ray' needs the ray package: pip install 'furnace-eblnn[ray]' (or pip install 'ray[default]')"
+
+
+def _ray_task(threads: int, spec: ControllerSpec, scenario: Scenario, seed: int, keep: bool) -> EpisodeRecord:
+    set_torch_threads(threads)
+    return run_task(spec, scenario, seed, keep)
+
+
 def run_task(spec: ControllerSpec, scenario: Scenario | str, seed: int,
              keep_trajectory: bool = False) -> EpisodeRecord:
     """Build ``spec``'s controller and run one episode of ``scenario`` from ``seed``."""
@@ -94,30 +122,72 @@ def run_task(spec: ControllerSpec, scenario: Scenario | str, seed: int,
 def evaluate_controllers(specs: Sequence[ControllerSpec], scenarios: Sequence[Scenario | str],
                          seeds: Sequence[int], workers: int | None = None,
                          trajectory_seed: int | None = None,
-                         progress: Callable[[EpisodeRecord], None] | None = None) -> list[EpisodeRecord]:
+                         progress: Callable[[EpisodeRecord], None] | None = None,
+                         backend: str = "process", address: str | None = None,
+                         threads: int = 1) -> list[EpisodeRecord]:
     """Every controller on every scenario and seed; episodes of ``trajectory_seed`` keep their arrays.
 
-    ``workers``: processes (default: the machine's cores; 0 or 1 runs in this process).
-    Results come back in task order whatever the completion order, so they are reproducible.
+    ``backend="process"``: ``workers`` spawned processes on this machine (default: the machine's
+    cores; 0 or 1 runs in this process). ``backend="ray"``: one Ray task per episode (one CPU
+    each) on the cluster at ``address`` (``"auto"``, ``"ray://head:10001"``; None starts or joins
+    a local instance); ``workers`` is then ignored, Ray schedules. ``threads``: torch threads per
+    episode, set in every worker and, for an in-process run, in this process for the duration
+    (restored after): torch's default on a many-core machine makes a planner step a hundred
+    times slower. Results come back in task order whatever the backend and completion order,
+    so they are reproducible and equal across backends.
     """
+    check_backend(backend, address)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ValueError(f"workers={workers!r} must be None or an integer >= 0")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads={threads!r} must be an integer >= 1")
     scs = [get_scenario(s) for s in scenarios]
     tasks = [(spec, sc, int(seed), seed == trajectory_seed) for spec in specs for sc in scs for seed in seeds]
-    workers = os.cpu_count() or 1 if workers is None else int(workers)
+    if backend == "ray":
+        return _evaluate_on_ray(tasks, address, threads, progress)
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    out = []
     if workers <= 1 or len(tasks) == 1:
-        out = []
-        for t in tasks:
-            out.append(run_task(*t))
-            if progress:
-                progress(out[-1])
+        before = set_torch_threads(threads)
+        try:
+            for t in tasks:
+                out.append(run_task(*t))
+                if progress:
+                    progress(out[-1])
+        finally:
+            set_torch_threads(before)
         return out
-    with process_pool(workers) as pool:
+    with process_pool(workers, threads) as pool:
         futures = [pool.submit(run_task, *t) for t in tasks]
-        out = []
         for f in futures:
             out.append(f.result())
             if progress:
                 progress(out[-1])
     return out
+
+
+def _evaluate_on_ray(tasks: list, address: str | None, threads: int,
+                     progress: Callable[[EpisodeRecord], None] | None) -> list[EpisodeRecord]:
+    """One Ray task per episode; results gathered in task order. Ray is imported here only."""
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError(_NO_RAY) from err
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1)(_ray_task)
+        refs = [remote.remote(threads, *t) for t in tasks]
+        out = []
+        for ref in refs:
+            out.append(ray.get(ref))
+            if progress:
+                progress(out[-1])
+        return out
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def bootstrap_ci(values: Iterable[float], level: float = 0.95, n_boot: int = 2000,

@@ -129,7 +129,14 @@ def normalised_score(ret: float | np.ndarray, ret_ref: float | np.ndarray,
 
 
 def make_scenario_env(scenario: str | Scenario, **kw: Any) -> gym.Env:
-    """``gym.make("Furnace-v0", scenario=...)`` with the project's defaults."""
-    import furnace_env  # noqa: F401  (registers the id)
+    """``gym.make("Furnace-v0", scenario=...)`` with the project's defaults.
 
-    return gym.make("Furnace-v0", scenario=scenario, **kw)
+    The ``TimeLimit`` is the scenario's own length, so a scenario longer than the registered
+    240 steps runs to its end (see ``FurnaceEnv``, "Time limit").
+    """
+    import furnace_env  # noqa: F401  (registers the id)
+    from furnace_env.scenarios import get_scenario
+
+    sc = get_scenario(scenario)
+    kw.setdefault("max_episode_steps", sc.n_steps)
+    return gym.make("Furnace-v0", scenario=sc, **kw)

@@ -19,9 +19,10 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from furnace_env.scenarios import EVAL_SCENARIOS, get_scenario
+from furnace_env.scenarios import EVAL_SCENARIOS, FAMILIES, family_scenarios, get_scenario
 from planners.benchmark import (
     ControllerSpec,
+    check_backend,
     evaluate_controllers,
     markdown_table,
     paired_differences,
@@ -81,7 +82,10 @@ class CompareConfig:
     controllers: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROLLERS))
     """Controllers to evaluate (see ``--list``)."""
     scenario: list[str] = field(default_factory=lambda: list(EVAL_SCENARIOS))
-    """Scenario names or YAML/JSON files."""
+    """Scenario names or YAML/JSON files (ignored with ``--family``)."""
+    family: str = ""
+    """Evaluate every scenario of this family instead (``furnace_env.scenarios.FAMILIES``: ``tune``,
+    the named examples defaults are chosen on; ``test``, the held-out scenarios results are reported on)."""
     seeds: int = 3
     """Evaluation seeds per scenario (10 000, 10 001, ...)."""
     workers: int = 2
@@ -105,6 +109,12 @@ class CompareConfig:
     planner_set: list[str] = field(default_factory=list)
     """Options for every world-model planner, ``KEY=VALUE`` (``make_eblnn_planner`` keywords, e.g.
     ``beta=1 horizon=20``); a variant's own setting wins (``eblnn-beta0`` keeps beta 0)."""
+    backend: str = "process"
+    """Where the episodes run: "process" (a pool of ``workers`` processes on this machine) or "ray"
+    (one Ray task per episode on the cluster at ``address``; ``pip install 'furnace-eblnn[ray]'``,
+    ``docs/multi_machine.md``). Same records in the same order either way."""
+    address: str = ""
+    """Ray cluster to join with ``backend ray`` (``auto``, ``ray://head:10001``); empty: a local instance."""
 
     @property
     def planner_options(self) -> dict:
@@ -319,6 +329,26 @@ def validate_config(cfg: CompareConfig) -> CompareConfig:
     """Check the settings before any work; ``SystemExit`` naming the bad value otherwise."""
     if cfg.seeds < 1:
         raise SystemExit(f"--seeds {cfg.seeds}: must be >= 1")
+    unknown = [c for c in cfg.controllers if c not in CONTROLLERS]
+    if unknown:
+        raise SystemExit(f"--controllers: unknown {unknown}; allowed: {', '.join(CONTROLLERS)} (see --list)")
+    if not cfg.controllers:
+        raise SystemExit("--controllers: name at least one controller (see --list)")
+    if cfg.workers < 0:
+        raise SystemExit(f"--workers {cfg.workers}: must be >= 0 (0 or 1: in this process)")
+    if cfg.steps < 0:
+        raise SystemExit(f"--steps {cfg.steps}: must be >= 0 (0: the scenario's own length)")
+    for s in cfg.scenario:
+        try:
+            get_scenario(s)
+        except ValueError as err:
+            raise SystemExit(f"--scenario: {err}") from None
+    try:
+        check_backend(cfg.backend, cfg.address or None)
+    except (ValueError, ImportError) as err:
+        raise SystemExit(f"--backend {cfg.backend}: {err}") from None
+    if cfg.family and cfg.family not in FAMILIES:
+        raise SystemExit(f"--family {cfg.family!r}: not a scenario family; allowed: {', '.join(FAMILIES)}")
     if cfg.paired_focus not in CONTROLLERS:
         raise SystemExit(f"--paired_focus {cfg.paired_focus!r}: not a controller; allowed: {', '.join(CONTROLLERS)}")
     try:
@@ -343,8 +373,7 @@ def run_comparison(cfg: CompareConfig) -> list[dict]:
     out = Path(cfg.out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     scenarios = []
-    for s in cfg.scenario:
-        sc = get_scenario(s)
+    for sc in family_scenarios(cfg.family) if cfg.family else map(get_scenario, cfg.scenario):
         if cfg.steps:
             sc = replace(sc, n_steps=min(cfg.steps, sc.n_steps))
         scenarios.append(sc)
@@ -366,7 +395,8 @@ def run_comparison(cfg: CompareConfig) -> list[dict]:
               f"latency {rec.metrics['latency_ms']:.2f} ms", flush=True)
 
     records = evaluate_controllers(specs, scenarios, seeds, workers=cfg.workers,
-                                   trajectory_seed=seeds[0], progress=progress)
+                                   trajectory_seed=seeds[0], progress=progress, backend=cfg.backend,
+                                   address=cfg.address or None)
     rows = [r.row() for r in records]
     write_csv(rows, out / "episodes.csv")
     summary = summarise(records)
@@ -404,7 +434,8 @@ def run_sample_efficiency(cfg: CompareConfig, scenarios, seeds: list[int], recor
     specs = [s for s in sample_efficiency_specs(cfg) if (s.name, s.env_steps) not in final]
     print(f"sample efficiency: {len(specs)} intermediate artefacts x {len(scenarios)} scenarios x "
           f"{len(seeds)} seeds = {len(specs) * len(scenarios) * len(seeds)} episodes")
-    recs = evaluate_controllers(specs, scenarios, seeds, workers=cfg.workers)
+    recs = evaluate_controllers(specs, scenarios, seeds, workers=cfg.workers, backend=cfg.backend,
+                                address=cfg.address or None)
     if recs:
         write_csv([r.row() for r in recs], out / "sample_efficiency_episodes.csv")
     # The final artefacts of the main comparison are points too, and pi / oracle are the references.

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from furnace_env.control import Controller
+from furnace_env.env import validate_observation
 from planners.optim import Objective, PlanResult, TrajectoryOptimizer
 
 __all__ = ["PlanningModel", "MPCController"]
@@ -82,9 +83,8 @@ class MPCController(Controller):
         self.total_evals = 0
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.asarray(obs, dtype=np.float64)
-        if obs.ndim == 1:
-            obs = obs[None]
+        # Before the model's filter sees it; any width (the controller knows no plant), the model checks its own.
+        obs = validate_observation(obs, obs_dim=None)[0]
         if obs.shape[0] != 1:
             raise ValueError(f"MPCController controls one plant: observation batch of shape {obs.shape}; "
                              "expected (1, obs_dim)")

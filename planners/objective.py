@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from furnace_env.cost import CostWeights, obs_cost, obs_cost_terms
+from furnace_env.env import validate_observation
 from furnace_env.physics import FurnaceParams
 from furnace_env.ratio import DEFAULT_EXCESS_AIR, RatioActions
 from planners.estimate import corrected_estimate, gain_vector, validate_gains
@@ -36,13 +37,10 @@ class ObjectiveConfig:
     beta: float = 1.0
     """Weight of the learned energy of the imagined hidden states (0: no energy, an ablation). The
     energy is low where the world model was trained, so it keeps the plan where the model's
-    predictions can be trusted. Tuned with ``evaluate/tune_planner.py --scenario eval --steps 0
-    --episodes 8 --grid beta=...`` (the five evaluation scenarios on tuning seeds), margin over PI
-    per episode at the 20-step horizon: 0.1 / 0.3 / 0.5 / 1 / 2 / 3 / 5 / 10 -> +15.2 / +17.7 /
-    +25.5 / +32.1 / +37.8 / +36.1 / +22.8 / -157; at the 15-step horizon 1 / 2 / 3 -> +46.5 /
-    +42.6 / +28.7, and on the evaluation seeds with three world models 1 beat 2 on all 15
-    (model, scenario) pairs (mean score 0.17 vs -0.01; BENCHMARKS.md). With 0.1, more Langevin
-    iterations made the plan worse (the optimiser finds the model's errors)."""
+    predictions can be trusted: without it, more optimisation finds the model's errors. Too much
+    of it pulls the plan towards the training data's operation (PI-like excess air) and, beyond
+    a few units, outweighs the cost. 1 suits the 15-step horizon with every world model tried
+    (docs/tuning.md, "the energy weight and the optimiser's budget", "the energy weight at horizon 15")."""
     smooth: float = 20.0
     """Weight of the action-smoothness term, per unit squared change of a command."""
     energy_reduce: str = "sequence"
@@ -51,9 +49,8 @@ class ObjectiveConfig:
     """Cost-to-go beyond the horizon: the tracking cost of the last predicted temperature, counted
     this many more steps. Without it a short horizon sees the fuel saved now but not the
     temperature lost later, and the plan starves the furnace; too much of it makes the plan chase
-    the model's least accurate prediction. Tuned with the integral action on (``tune_planner.py
-    --scenario eval --steps 0 --episodes 4``, margin over PI per episode): 0 / 5 / 10 / 15 / 20 / 30
-    -> -12.6 / +17.8 / +15.8 / +6.6 / -3.3 / -11.1 (BENCHMARKS.md)."""
+    the model's least accurate prediction. Chosen with the integral action on, which holds the
+    steady state (docs/tuning.md, "the objective's safety terms")."""
     coords: str = "ratio"
     """Search coordinates: "ratio" (fuel command, burner excess air in ``excess_air``) or "raw" (env actions)."""
     excess_air: tuple[float, float] = DEFAULT_EXCESS_AIR
@@ -61,26 +58,23 @@ class ObjectiveConfig:
     co_backoff: float = 0.85
     """Constraint tightening: the plan is charged for predicted CO above ``(1 - co_backoff)`` times the
     env's CO limit (0: the env's own limit). A back-off keeps the plan a margin away from the CO knee,
-    where a learned model's CO error is largest and an optimiser would otherwise exploit it. Tuned
-    with ``evaluate/tune_planner.py`` (16 training-mix episodes; BENCHMARKS.md, Planners)."""
+    where a learned model's CO error is largest and an optimiser would otherwise exploit it
+    (docs/tuning.md, "the objective's safety terms")."""
     o2_backoff: float = 1.5
     """Constraint tightening of the O2 minimum, percentage points added to the env's ``o2_min``: the
     plan pays for predicted O2 below ``o2_min + o2_backoff``. It is the margin a combustion engineer
     keeps for an unmeasured rise in the fuel's air demand, which the analysers report only after
     their dead time, when the CO it causes has already been charged (``fuel_quality``: a step to 9 %
-    more air demand). Tuned with ``tune_planner.py --scenario eval --steps 0 --episodes 8``, margin
-    over PI per episode: 0 / 1.0 / 1.5 -> +6.2 / +14.0 / +15.2 (``fuel_quality`` alone -42 / +1 / +33;
-    2.0 / 2.5 there: +22 / -33, the extra air costing more fuel than the CO it saves; BENCHMARKS.md)."""
+    more air demand). A larger margin costs more fuel in excess air than the CO it saves
+    (docs/tuning.md, "world-model data and the O2 margin")."""
     bias_filter: float = 0.1
     """Offset-free MPC (output-disturbance estimate, as in DMC): weight ``alpha`` of an exponential
     filter of the model's one-step prediction errors on the real plant, ``b <- (1 - alpha) b + alpha e``,
     added to every predicted step of the horizon: additive for temperature and O2, multiplicative
     (in ``log(CO + co_floor)``) for CO. 0 switches it off. It corrects the model where the plant
     is now (a leak, a fuel it has not seen) without retraining. A light filter (small ``alpha``)
-    keeps the sensor noise out of the plan: 0.8 (before) / 0.3 / 0.1 -> margin over PI +48.8 /
-    +52.9 / +53.2 per episode on tuning seeds, valve travel 34.9 / 32.0 / 30.7 strokes per hour;
-    on the evaluation seeds 0.1 is ahead of 0.8 by 0.06 in score (11 of 15 episodes, sign-flip
-    p = 0.03; BENCHMARKS.md, "the offset-free correction's filter")."""
+    keeps the sensor noise out of the plan, and so out of the valves (docs/tuning.md, "the
+    offset-free correction's filter")."""
     co_floor: float = 10.0
     """CO offset of the multiplicative CO correction, ppm (keeps the log finite near zero CO)."""
     track_integral: float = 0.02
@@ -88,9 +82,9 @@ class ObjectiveConfig:
     by this gain times the measured tracking error ``setpoint - T`` (K per K per step), so a model
     whose steady-state gain is off (it expects a rise that never comes, and the plan under-fires)
     is pushed to the setpoint. Integrates only while ``|setpoint - T| <= track_integral_band``
-    (not through transients); reset when the setpoint moves. 0 switches it off. Tuned with
-    ``evaluate/tune_planner.py --scenario eval --steps 0`` (the five evaluation scenarios on tuning
-    seeds): margin over PI -26 (off) / -11 (0.02) / -23 (0.04) per episode (BENCHMARKS.md)."""
+    (not through transients); reset when the setpoint moves. 0 switches it off. It helps on
+    full-length episodes and costs a little on short ones, which leave an integrator little
+    time (docs/tuning.md, "the objective's safety terms")."""
     track_integral_max: float = 20.0
     """Largest target shift of ``track_integral``, K (anti-windup)."""
     track_integral_band: float = 15.0
@@ -180,22 +174,35 @@ class WorldModelPlanningModel:
     @torch.no_grad()
     def observe(self, obs: np.ndarray) -> None:
         """Filter one real observation: ``h_t = step(o_{t-1}, a_{t-1}, h_{t-1})`` (and, with
-        ``state_gain``, update the state estimate)."""
+        ``state_gain``, update the state estimate).
+
+        The observation is checked first (:func:`~furnace_env.env.validate_observation`), and the
+        new hidden state and bias estimate are committed only when finite: a ``ValueError`` leaves
+        the filter as it was, so its state can never turn NaN silently.
+        """
+        obs = validate_observation(obs)[0]
+        if obs.shape[0] != 1:
+            raise ValueError(f"observation batch of shape {obs.shape}: the planning model filters one furnace")
         o = self._tensor(obs)
+        h, bias = self._h, self.bias
         prior = None
-        if self._h is None:
-            self._h = self.model.initial_state(1).to(self.device, self._dtype)
+        if h is None:
+            h = self.model.initial_state(1).to(self.device, self._dtype)
         elif self._last_action is not None:
-            self._h = self.model.step(self._last_obs, self._last_action, self._h)
+            h = self.model.step(self._last_obs, self._last_action, h)
             if self._gain is not None and self.estimate is not None:
                 # Predicted from the previous estimate, with the offset correction known before o_t.
-                prior = self.correct(self.model.predict_next(self.estimate, self._h, self._last_action))
+                prior = self.correct(self.model.predict_next(self.estimate, h, self._last_action))
             if self.cfg.bias_filter > 0:
-                pred = self.model.predict_next(self._last_obs, self._h, self._last_action)
+                pred = self.model.predict_next(self._last_obs, h, self._last_action)
                 err = torch.stack([o[0, 0] - pred[0, 0], o[0, 2] - pred[0, 2],
                                    torch.log((o[0, 3].clamp_min(0) + self.cfg.co_floor)
                                              / (pred[0, 3].clamp_min(0) + self.cfg.co_floor))])
-                self.bias = self.bias + self.cfg.bias_filter * (err - self.bias)
+                bias = bias + self.cfg.bias_filter * (err - bias)
+        if not (bool(torch.isfinite(h).all()) and bool(torch.isfinite(bias).all())):
+            raise ValueError(f"the world model's filtered state turned non-finite on observation {obs[0].tolist()}; "
+                             "the planner's state is left as it was (check the observation's scale)")
+        self._h, self.bias = h, bias
         if self._gain is not None:
             # Nothing to predict from (the first reading, no action applied): the reading as it is.
             self._prev_estimate = self.estimate if self.estimate is not None else o
@@ -337,6 +344,7 @@ class EnsemblePlanningModel:
             m.reset()
 
     def observe(self, obs: np.ndarray) -> None:
+        validate_observation(obs)  # before any member moves
         for m in self.members:
             m.observe(obs)
 

@@ -7,6 +7,13 @@ The artefact is a model zip with its ``VecNormalize`` statistics beside it:
 acts in (``furnace_env_record`` in its ``data``; without it, the env's own). :func:`load_sb3_policy` returns an object with SB3's ``predict`` that
 normalises raw env observations with the frozen statistics, so it runs on a plain
 ``gym.make("Furnace-v0", scenario=...)`` env (e.g. in :func:`planners.evaluation.run_episode`).
+
+Trust: an SB3 model zip is trusted input, like any pickle-based format (SB3 itself unpickles
+parts of it, e.g. its spaces and schedules): load only zips you made or trust. The
+``VecNormalize`` statistics beside it are read by :func:`load_vecnormalize`, an unpickler that
+admits only the classes such a file holds (the wrapper, its running mean/std, numpy arrays and
+generators, a Box space) and refuses any other global before it is called, so a crafted
+``vecnormalize.pkl`` cannot run code.
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from furnace_env.env import validate_observation
 from furnace_env.features import TrackingIntegral
 from furnace_env.ratio import ACTION_COORDS, DEFAULT_EXCESS_AIR, RatioActions
 
-__all__ = ["SB3Policy", "SB3ArtefactError", "load_sb3_policy", "vecnormalize_path"]
+__all__ = ["SB3Policy", "SB3ArtefactError", "load_sb3_policy", "load_vecnormalize", "vecnormalize_path"]
 
 ALGOS = ("ppo", "sac")
 _CKPT_RE = re.compile(r"^(?P<prefix>.+)_(?P<steps>\d+)_steps\.zip$")
@@ -53,6 +61,53 @@ def vecnormalize_path(model_path: str | Path) -> Path:
     if m and path.parent.name == "checkpoints":
         return path.with_name(f"{m['prefix']}_vecnormalize_{m['steps']}_steps.pkl")
     return path.with_name("vecnormalize.pkl")
+
+
+#: The globals a ``VecNormalize.save`` pickle references (numpy 1.x and 2.x module names).
+_VECNORM_GLOBALS = frozenset({
+    ("stable_baselines3.common.vec_env.vec_normalize", "VecNormalize"),
+    ("stable_baselines3.common.running_mean_std", "RunningMeanStd"),
+    ("gymnasium.spaces.box", "Box"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy.random._pickle", "__generator_ctor"),
+    ("numpy.random._pickle", "__bit_generator_ctor"),
+    ("numpy.random._pcg64", "PCG64"),
+    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+    ("numpy.random.bit_generator", "SeedSequence"),
+    ("builtins", "slice"),
+})
+
+
+class _VecNormalizeUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`_VECNORM_GLOBALS` (everything else is refused unresolved)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _VECNORM_GLOBALS:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in VecNormalize statistics "
+                                         "(only the wrapper, its running mean/std and numpy types are)")
+        return super().find_class(module, name)
+
+
+def load_vecnormalize(path: str | Path) -> Any:
+    """Read ``VecNormalize`` statistics saved by SB3 without running arbitrary code (see module docstring).
+
+    Returns the wrapper without its venv, frozen (``training = False``). Raises
+    ``pickle.UnpicklingError`` for a file that references any other global, ``TypeError`` for
+    a pickle of another object.
+    """
+    with open(path, "rb") as f:
+        obj = _VecNormalizeUnpickler(f).load()
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    if not isinstance(obj, VecNormalize):
+        raise TypeError(f"expected a VecNormalize, got {type(obj).__name__}")
+    obj.training = False
+    return obj
 
 
 def _zip_data(path: Path) -> dict:
@@ -135,6 +190,8 @@ class SB3Policy:
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
         """Env actions in [-1, 1] for one observation ``[8]`` or a batch ``[N, 8]`` (deterministic by default)."""
+        obs, single = validate_observation(observation)  # before the integral feature moves
+        observation = (obs[0] if single else obs).astype(np.float32)
         x = self.normalize(self.features(observation, episode_start))
         action, state = self.model.predict(x, state=state, episode_start=episode_start, deterministic=deterministic)
         if self.ratio is not None:
@@ -174,11 +231,7 @@ def load_sb3_policy(path: str | Path, device: str = "cpu") -> SB3Policy:
         raise SB3ArtefactError(f"observation statistics {str(stats)!r} for {str(path)!r} are missing; "
                                f"make the artefact again with:\n    {_make_command(path, algo)}")
     try:
-        with open(stats, "rb") as f:
-            obs_norm = pickle.load(f)  # a VecNormalize without its venv: only its statistics are used
-        obs_norm.training = False
-        if not hasattr(obs_norm, "normalize_obs"):
-            raise TypeError(f"expected a VecNormalize, got {type(obs_norm).__name__}")
+        obs_norm = load_vecnormalize(stats)  # without its venv: only its statistics are used
     except Exception as err:  # noqa: BLE001
         raise SB3ArtefactError(f"observation statistics {str(stats)!r} are unreadable "
                                f"({type(err).__name__}: {err}); make the artefact again with:\n    "

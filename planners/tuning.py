@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from planners.benchmark import ControllerSpec, evaluate_controllers
+from planners.benchmark import ControllerSpec, check_backend, evaluate_controllers
 from planners.factories import option_value
 
 __all__ = ["TUNE_SEED0", "TuneConfig", "parse_grid", "tune"]
@@ -45,9 +45,14 @@ class TuneConfig:
     steps: int = 120
     """Steps per episode (0: the scenario's own length)."""
     scenario: list[str] = field(default_factory=lambda: ["train_mix"])
-    """Scenario names or files, or ``eval`` for the five named evaluation presets."""
+    """Scenario names or files, or ``eval`` for the ``tune`` family (the five named presets);
+    test-family scenarios are refused (``furnace_env.scenarios.FAMILIES``)."""
     workers: int = 2
-    """Episodes run in parallel in this many processes (1: in this process)."""
+    """Episodes run in parallel in this many processes (1: in this process; ignored with ``backend ray``)."""
+    backend: str = "process"
+    """Where the episodes run: "process" (this machine) or "ray" (a Ray cluster; ``docs/multi_machine.md``)."""
+    address: str = ""
+    """Ray cluster to join with ``backend ray`` (``auto``, ``ray://head:10001``); empty: a local instance."""
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
@@ -66,13 +71,17 @@ def tune(cfg: TuneConfig, report=print) -> list[dict[str, Any]]:
 
     ``report`` receives one line for PI and one per grid point as they are ready.
     """
-    from furnace_env.scenarios import EVAL_SCENARIOS, get_scenario
+    from furnace_env.scenarios import FAMILIES, get_scenario, refuse_test_family
 
     if cfg.steps < 0:
         raise ValueError(f"--steps {cfg.steps}: expected >= 0 (0: each scenario's own length)")
+    if cfg.workers < 0:
+        raise ValueError(f"--workers {cfg.workers}: expected >= 0 (0 or 1: in this process)")
+    check_backend(cfg.backend, cfg.address or None)
     grid = parse_grid(cfg.grid)
-    names = list(EVAL_SCENARIOS) if cfg.scenario == ["eval"] else cfg.scenario
+    names = list(FAMILIES["tune"]) if cfg.scenario == ["eval"] else cfg.scenario
     scenarios = [get_scenario(n) for n in names]
+    refuse_test_family(scenarios, "tuning")  # defaults are chosen on the tune family only
     if cfg.steps:
         scenarios = [replace(sc, n_steps=cfg.steps) for sc in scenarios]
     names = [sc.name for sc in scenarios]
@@ -81,7 +90,8 @@ def tune(cfg: TuneConfig, report=print) -> list[dict[str, Any]]:
     specs = [ControllerSpec("pi", "furnace_env.pi:make_pi")]
     specs += [ControllerSpec(f"p{i}", "planners.factories:make_eblnn_planner",
                              {"checkpoint": cfg.checkpoint, **pt}) for i, pt in enumerate(points)]
-    recs = evaluate_controllers(specs, scenarios, seeds, workers=cfg.workers)
+    recs = evaluate_controllers(specs, scenarios, seeds, workers=cfg.workers, backend=cfg.backend,
+                                address=cfg.address or None)
     by: dict[tuple[str, str], list[dict]] = {}
     for r in recs:
         by.setdefault((r.controller, r.scenario), []).append(r.metrics)

@@ -155,3 +155,38 @@ def test_paired_differences_known_answers():
     # Without the oracle there is no score scale: per-scenario rows only.
     no_oracle = paired_differences([r for r in recs if r.controller != "oracle"], focus="x")
     assert {r["unit"] for r in no_oracle} == {"return"}
+
+
+def test_the_ray_backend_gives_the_local_pools_records_in_the_same_order():
+    """A local Ray instance (two CPUs, started here): same episodes, same order, same metrics."""
+    ray = pytest.importorskip("ray")
+    import dataclasses
+
+    from furnace_env.scenarios import get_scenario
+    from planners.benchmark import ControllerSpec, evaluate_controllers
+
+    scenarios = [dataclasses.replace(get_scenario(n), n_steps=4) for n in ("nominal", "air_leak")]
+    specs = [ControllerSpec("pi", "furnace_env.pi:make_pi"),
+             ControllerSpec("pi-fast", "furnace_env.pi:make_pi", {"kp": 0.02})]
+    local = evaluate_controllers(specs, scenarios, [0, 1], workers=1, trajectory_seed=1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = evaluate_controllers(specs, scenarios, [0, 1], backend="ray", trajectory_seed=1)
+    finally:
+        ray.shutdown()
+
+    def rows(recs):  # wall-clock latency is the one measurement that may differ
+        return [{k: v for k, v in r.row().items() if k != "latency_ms"} for r in recs]
+
+    assert rows(remote) == rows(local)
+    assert [r.episode is not None for r in remote] == [r.episode is not None for r in local]
+
+
+def test_a_missing_ray_is_named_with_the_extra_to_install(monkeypatch):
+    import importlib.util
+
+    from planners.benchmark import check_backend
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(ImportError, match=r"furnace-eblnn\[ray\]"):
+        check_backend("ray")

@@ -132,6 +132,7 @@ def test_sample_efficiency_points_are_paired_by_scenario_and_seed():
     assert p["return"] == pytest.approx((-95 - 200 - 60) / 3)
 
 
+@pytest.mark.slow  # three comparison runs and three tiny trainings
 def test_ensemble_controller_on_tiny_members(tmp_path):
     art = tmp_path / "art"
     _tiny_world_model(art / "world_model" / "best.pt", 3000)
@@ -196,3 +197,17 @@ def test_planner_set_reaches_every_world_model_planner_but_not_a_variants_own_se
     for bad in (["beta"], ["checkpoint=x.pt"], ["optimizer=cem"]):
         with pytest.raises(SystemExit, match="planner_set"):
             compare_planners.parse_args(["--planner_set", *bad])
+
+
+def test_family_test_runs_end_to_end(tmp_path):
+    from furnace_env.scenarios import FAMILIES
+
+    out = tmp_path / "cmp"
+    res = _run("--family", "test", "--controllers", "pi", "oracle", "--seeds", "1", "--steps", "5",
+               "--workers", "1", "--out", str(out), "--no_train", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader((out / "episodes.csv").open()))
+    assert {r["scenario"] for r in rows} == set(FAMILIES["test"]) and len(rows) == 2 * len(FAMILIES["test"])
+    assert all(float(r["steps"]) == 5 for r in rows)
+    bad = _run("--family", "eval", "--out", str(tmp_path / "x"), cwd=tmp_path)
+    assert bad.returncode != 0 and "'eval'" in bad.stderr and "allowed: tune, test" in bad.stderr

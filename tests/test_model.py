@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from eblnn_agent.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from eblnn_agent.checkpoint import CheckpointError, content_digest, load_checkpoint, save_checkpoint
 from eblnn_agent.config import ModelConfig, WorldModelRunConfig
 from eblnn_agent.losses import cd_loss, energy_auroc, hard_negative_loss, masked_mse
 from eblnn_agent.model import EBLNN, RolloutOut
@@ -268,6 +268,7 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
         load_checkpoint(foreign)
     payload = torch.load(p, weights_only=True)
     payload["config"]["model"]["hidden_size"] = H * 2  # architecture no longer matches the weights
+    payload["sha256"] = content_digest(payload)  # a consistent file, only of another architecture
     bad = tmp_path / "bad.pt"
     torch.save(payload, bad)
     with pytest.raises(CheckpointError, match="does not match"):
@@ -419,6 +420,7 @@ def _tampered_checkpoint(tmp_path, edit):
     save_checkpoint(path, EBLNN(cfg.model), cfg)
     payload = torch.load(path, weights_only=False)
     edit(payload["model_state"])
+    payload["sha256"] = content_digest(payload)  # a consistent file of another layout, not a damaged one
     torch.save(payload, path)
     return path
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,7 +41,7 @@ from eblnn_agent.cli import (
     read_yaml_mapping,
 )
 from eblnn_agent.logger import WANDB_DEFAULT, WANDB_MODES, open_wandb_run
-from eblnn_agent.utils import atomic_write, package_versions
+from eblnn_agent.utils import atomic_write, check_writable_dir, package_versions
 
 ALGOS = ("ppo", "sac")
 
@@ -62,8 +63,8 @@ class RunConfig:
     ``furnace_env.ratio``: the coordinates the planners search in, so every controller gets the
     same ratio-control structure) or "raw" (fuel-valve and air-damper commands, the env's own).
     Recorded in every model zip (:func:`env_record`), where the evaluation reads it. Ratio coordinates
-    narrowed the baselines' gap to PI (BENCHMARKS.md: PPO 100 k -2,988 vs -3,537 raw; SAC 50 k
-    -3,790 vs -4,168, seed 0, mean return over the named scenarios)."""
+    narrowed the baselines' gap to PI for both algorithms (docs/tuning.md, "Action coordinates and
+    SAC settings")."""
     device: str = "auto"
     """Torch device for the networks: auto, cpu or cuda (small MLPs: cpu is usually fastest)."""
     threads: int = 1
@@ -122,12 +123,13 @@ class PPOConfig:
     region and SB3 saves, restores and (for SAC) applies them to replayed samples."""
     norm_reward: bool = True
     """VecNormalize the rewards by the running std of the discounted return (the zoo's default
-    for PPO): the -500 trip penalty would otherwise dominate the value loss."""
+    for PPO): a trip's cost (:func:`furnace_env.cost.trip_cost`, 500 and more) would otherwise
+    dominate the value loss."""
     obs_integral: bool = False
     """Append the integrated temperature error to the observation (``furnace_env.features``), so
     that the memoryless policy can learn integral action, as a PI controller has; recorded in the
-    model zips, and the evaluation integrates the same way. Off for PPO: 200 k steps scored
-    -3,279 with it against -2,840 without (seed 0, mean over the named scenarios; BENCHMARKS.md)."""
+    model zips, and the evaluation integrates the same way. Off for PPO, which learned worse with
+    it (docs/tuning.md, "Action coordinates and SAC settings")."""
 
 
 @dataclass
@@ -171,11 +173,11 @@ class SACConfig:
     observations and SB3 normalises sampled batches with the current statistics."""
     norm_reward: bool = False
     """VecNormalize the rewards. Off: SAC's learned temperature adapts to the raw scale, and with
-    normalisation the return after 30 k steps was three times worse (BENCHMARKS.md)."""
+    normalisation SAC learned far worse (docs/benchmarks/baselines.md)."""
     obs_integral: bool = True
     """Append the integrated temperature error to the observation (see :class:`PPOConfig`). On for
-    SAC: at 50 k steps -3,008 with it against -3,790 without (seed 0, mean over the named
-    scenarios; BENCHMARKS.md)."""
+    SAC, which gains integral action from it, most on ``low_fire`` (docs/tuning.md, "Action
+    coordinates and SAC settings")."""
 
 
 ALGO_CONFIGS: dict[str, type] = {"ppo": PPOConfig, "sac": SACConfig}
@@ -199,6 +201,20 @@ def validate(algo: str, run: RunConfig, cfg: PPOConfig | SACConfig) -> None:
                           f"{run.log_interval!r} >= 1")
     if not 0.0 < cfg.gamma <= 1.0:
         raise ConfigError(f"gamma={cfg.gamma!r} must lie in (0, 1]")
+    if not (isinstance(run.seed, int) and 0 <= run.seed < 2**32):
+        raise ConfigError(f"seed={run.seed!r} must be an integer in [0, 2**32) (numpy and gymnasium refuse others)")
+    if run.threads < 0:
+        raise ConfigError(f"threads={run.threads!r} must be >= 0 (0: torch's default)")
+    if not (math.isfinite(cfg.learning_rate) and cfg.learning_rate > 0):
+        raise ConfigError(f"learning_rate={cfg.learning_rate!r} must be a finite number > 0")
+    if not all(isinstance(w, int) and w >= 1 for w in cfg.net_arch):
+        raise ConfigError(f"net_arch={list(cfg.net_arch)!r}: every layer width must be an integer >= 1")
+    from furnace_env.scenarios import get_scenario
+
+    try:
+        get_scenario(run.scenario)
+    except ValueError as err:
+        raise ConfigError(f"scenario={run.scenario!r}: {err}") from err
     if isinstance(cfg, PPOConfig) and (cfg.n_steps * cfg.n_envs) % cfg.batch_size:
         raise ConfigError(f"batch_size={cfg.batch_size} must divide n_steps * n_envs = "
                           f"{cfg.n_steps * cfg.n_envs} (PPO drops no samples)")
@@ -377,8 +393,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     if run.threads > 0:
         torch.set_num_threads(run.threads)
-    out = Path(run.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # before any training: a run must not fail only when it first saves
+        out = check_writable_dir(run.out, "--out")
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     config = {"algo": algo, "run": asdict(run), algo: asdict(cfg)}
     print(f"training {algo.upper()} on Furnace-v0 ({run.scenario}) for {cfg.steps} env steps, "
           f"{cfg.n_envs} env(s), seed {run.seed} -> {out}", flush=True)

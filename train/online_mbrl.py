@@ -61,10 +61,8 @@ class OnlineConfig:
 
     iterations: int = 4
     """Planner-collection rounds after the initial model. With 4 rounds of 4 episodes and 5
-    epochs the planner improves on the initial model (``tune_planner.py --checkpoint
-    <out>/iter_<k>/best.pt --scenario eval --steps 0 --episodes 4``, margin over PI per episode:
-    -17.7 at iteration 0, +10.6 at iteration 4, 21,936 steps); 2 rounds of 2 episodes and 3 epochs
-    did not (-22.0 at iteration 2)."""
+    epochs the planner improves on the initial model; with 2 rounds of 2 episodes and 3 epochs
+    it did not (docs/tuning.md, "Online loop: the initial model's epochs")."""
     episodes_per_iter: int = 4
     """Episodes collected with the planner per round."""
     init_env_steps: int = 20_000
@@ -72,8 +70,7 @@ class OnlineConfig:
     init_epochs: int = 30
     """Training epochs of the initial model (at most: early stopping as in ``train/world_model.py``).
     30, as the world-model trainer: with 8 the initial model was undertrained and planned far worse
-    (``tune_planner.py --checkpoint <out>/iter_0/best.pt --scenario eval --steps 0 --episodes 4``,
-    margin over PI per episode: -165.2 with 8, -17.7 with 30; after two rounds -48.7 / -22.0)."""
+    (docs/tuning.md, "Online loop: the initial model's epochs")."""
     epochs_per_iter: int = 5
     """Fine-tuning epochs per round."""
     optimizer: str = "langevin"

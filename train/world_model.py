@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -24,7 +23,7 @@ from eblnn_agent.data import compute_norm_stats, load_or_collect, split_episodes
 from eblnn_agent.logger import make_logger
 from eblnn_agent.model import EBLNN
 from eblnn_agent.trainer import Trainer
-from eblnn_agent.utils import resolve_device
+from eblnn_agent.utils import check_file_target, check_writable_dir, resolve_device
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -33,8 +32,11 @@ def main(argv: list[str] | None = None) -> dict:
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
     device = resolve_device(tc.device)
-    out = Path(tc.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # before any data are collected: a run must not fail only when it first saves
+        out = check_writable_dir(tc.out_dir, "--out_dir")
+        check_file_target(dc.data_path, "--data_path")
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     t0 = time.perf_counter()
     data = load_or_collect(dc.data_path, dc.n_env_steps, cfg.data_seed, dc.scenario, dc.num_envs, dc.pi_fraction,
                            progress=tc.progress)
