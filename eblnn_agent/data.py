@@ -15,6 +15,8 @@ Datasets are saved as ``.npz`` with their provenance and reloaded when it matche
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ __all__ = [
     "Windows",
     "collect_transitions",
     "load_or_collect",
+    "scenario_digest",
     "split_episodes",
     "compute_norm_stats",
     "sample_windows",
@@ -127,12 +130,25 @@ def _env_version() -> str:
         return "unknown"
 
 
-def _provenance(n_env_steps: int, seed: int, scenario: str, num_envs: int, pi_fraction: float) -> dict[str, Any]:
+def scenario_digest(scenario) -> str:
+    """A fingerprint of a scenario's whole definition (not just its name).
+
+    A stored dataset is reused only when it was collected from the same programme: a changed
+    preset (e.g. ``train_mix`` gaining a plant range) keeps its name but gets another digest,
+    so the data are collected again instead of silently reloaded.
+    """
+    scen = get_scenario(scenario)
+    text = json.dumps(dataclasses.asdict(scen), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _provenance(n_env_steps: int, seed: int, scenario, num_envs: int, pi_fraction: float) -> dict[str, Any]:
     return {
         "env_id": "Furnace-v0",
         "env_version": _env_version(),
         "collector_version": COLLECTOR_VERSION,
-        "scenario": scenario,
+        "scenario": get_scenario(scenario).name,
+        "scenario_digest": scenario_digest(scenario),
         "n_env_steps": int(n_env_steps),
         "seed": int(seed),
         "num_envs": int(num_envs),
@@ -229,7 +245,7 @@ def collect_transitions(n_env_steps: int, seed: int, scenario: str = "train_mix"
     for e in np.flatnonzero(lengths < horizon):
         obs_all[e, lengths[e] + 1:] = obs_all[e, lengths[e]]
     data = TransitionData(obs_all, act_all, lengths, behaviour,
-                          _provenance(n_env_steps, seed, scen.name, num_envs, pi_fraction))
+                          _provenance(n_env_steps, seed, scen, num_envs, pi_fraction))
     if path is not None:
         data.save(path)
     return data

@@ -188,6 +188,16 @@ class EBLNN(nn.Module):
         """The CfC part ``[..., hidden_size]`` of recurrent states ``[..., state_size]`` (what the heads read)."""
         return h[..., :self.hidden_size]
 
+    def with_previous_obs(self, h: Tensor, obs: Tensor) -> Tensor:
+        """States ``h`` with the last consumed observation replaced by ``obs [..., 8]`` (physical units).
+
+        The CfC part and the flag are kept. A planner that starts a rollout from a filtered
+        estimate instead of the raw reading uses it, so the first imagined step's observation
+        change is estimate minus estimate, not a difference of two noisy readings.
+        """
+        c, _, valid = self._split(h)
+        return torch.cat([c, self._norm(self.to_model_space(obs)), valid], dim=-1)
+
     def _split(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         hs = self.hidden_size
         return h[..., :hs], h[..., hs:hs + self.obs_dim], h[..., hs + self.obs_dim:]

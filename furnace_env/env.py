@@ -23,7 +23,8 @@ from furnace_env.scenarios import Scenario, get_scenario
 from furnace_env.state import FurnaceState, frozen_copy
 
 __all__ = ["FurnaceEnv", "FurnaceState", "observation_bounds", "validate_action", "validate_observation",
-           "reset_scenario", "measure", "TRIP_REASONS", "RESET_OPTIONS", "NOISE_ABS", "NOISE_REL"]
+           "reset_scenario", "measure", "TRIP_REASONS", "RESET_OPTIONS", "NOISE_ABS", "NOISE_REL",
+           "measurement_noise_std"]
 
 #: Keys ``reset(options=...)`` understands; any other key is refused.
 RESET_OPTIONS = ("scenario",)
@@ -35,6 +36,16 @@ TRIP_REASONS = {0: "", 1: "over-temperature", 2: "flame safeguard (fuel-rich bur
 NOISE_ABS = np.array([1.0, 0.0, 0.05, 1.0, 0.0, 0.0, 0.0, 0.0])
 #: Measurement noise, relative part: std = ``NOISE_ABS + NOISE_REL * |reading|``.
 NOISE_REL = np.array([0.0, 0.0, 0.0, 0.03, 0.005, 0.005, 0.0, 0.0])
+
+
+def measurement_noise_std(obs: np.ndarray) -> np.ndarray:
+    """Standard deviation of the sensor noise ``[..., 8]`` on readings ``obs [..., 8]`` (physical units).
+
+    ``absolute + relative * |reading|`` per channel: temperature 1 K, O2 0.05 points, CO 1 ppm +
+    3 %, fuel and air flow 0.5 %; setpoint and commands are exact. What a state estimator (or a
+    noise floor) needs to know about the instruments.
+    """
+    return NOISE_ABS + NOISE_REL * np.abs(np.asarray(obs, dtype=np.float64))
 
 
 def observation_bounds(params: FurnaceParams) -> tuple[np.ndarray, np.ndarray]:

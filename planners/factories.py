@@ -193,8 +193,8 @@ def _pytorch_mppi(planning_model, cfg: PlannerConfig, generator: torch.Generator
 
 
 def option_value(text: str):
-    """A planner option's value from the command line: int, float, true/false, ``a:b`` (a tuple,
-    e.g. ``excess_air=0.08:1.0``) or the string itself."""
+    """A planner option's value from the command line: int, float, true/false, none, ``a:b`` (a
+    tuple, e.g. ``excess_air=0.08:1.0``) or the string itself."""
     if ":" in text:
         return tuple(option_value(x) for x in text.split(":"))
     for cast in (int, float):
@@ -202,7 +202,7 @@ def option_value(text: str):
             return cast(text)
         except ValueError:
             pass
-    return {"true": True, "false": False}.get(text.lower(), text)
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
 def parse_options(items) -> dict:

@@ -25,6 +25,7 @@ from furnace_env.cost import CostWeights, obs_cost, obs_cost_terms
 from furnace_env.env import validate_observation
 from furnace_env.physics import FurnaceParams
 from furnace_env.ratio import DEFAULT_EXCESS_AIR, RatioActions
+from planners.estimate import corrected_estimate, gain_vector, validate_gains
 
 __all__ = ["ObjectiveConfig", "WorldModelPlanningModel", "EnsemblePlanningModel"]
 
@@ -88,6 +89,13 @@ class ObjectiveConfig:
     """Largest target shift of ``track_integral``, K (anti-windup)."""
     track_integral_band: float = 15.0
     """Tracking errors beyond this, K, are transients and are not integrated."""
+    state_gain: tuple[float, ...] | None = None
+    """Where imagined rollouts start: ``None``, the raw noisy reading; or the gains of a
+    steady-state state estimator (:mod:`planners.estimate`), one per channel (temperature, O2,
+    CO, fuel flow, air flow) in (0, 1]: rollouts start from the model's one-step prediction
+    corrected by that fraction of the innovation, so the sensor noise does not pass into the
+    plan. ``python evaluate/estimator_gains.py --checkpoint ...`` computes them for a model from
+    the instruments' noise and the model's one-step error on held-out episodes."""
 
     def __post_init__(self) -> None:
         for name in ("beta", "smooth"):
@@ -114,6 +122,8 @@ class ObjectiveConfig:
                 raise ValueError(f"ObjectiveConfig.{name}={v!r} must be finite and >= 0")
         if self.energy_reduce not in ("sequence", "mean"):
             raise ValueError(f"ObjectiveConfig.energy_reduce={self.energy_reduce!r}; allowed: 'sequence', 'mean'")
+        if self.state_gain is not None:
+            object.__setattr__(self, "state_gain", validate_gains(self.state_gain, "ObjectiveConfig.state_gain"))
 
 
 class WorldModelPlanningModel:
@@ -142,6 +152,8 @@ class WorldModelPlanningModel:
                           stacklevel=2)
         self.device = next(model.parameters()).device
         self._dtype = next(model.parameters()).dtype
+        self._gain = (None if self.cfg.state_gain is None
+                      else gain_vector(self.cfg.state_gain, dtype=self._dtype, device=self.device))
         self.reset()
 
     def reset(self) -> None:
@@ -152,13 +164,17 @@ class WorldModelPlanningModel:
         self.bias = torch.zeros(3, dtype=self._dtype, device=self.device)
         # Target shift of the integral action (K), see ``track_integral``.
         self.target_shift = 0.0
+        # State estimates of the newest and the previous step (``state_gain``; None: off).
+        self.estimate: torch.Tensor | None = None
+        self._prev_estimate: torch.Tensor | None = None
 
     def _tensor(self, x) -> torch.Tensor:
         return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=self._dtype, device=self.device).reshape(1, -1)
 
     @torch.no_grad()
     def observe(self, obs: np.ndarray) -> None:
-        """Filter one real observation: ``h_t = step(o_{t-1}, a_{t-1}, h_{t-1})``.
+        """Filter one real observation: ``h_t = step(o_{t-1}, a_{t-1}, h_{t-1})`` (and, with
+        ``state_gain``, update the state estimate).
 
         The observation is checked first (:func:`~furnace_env.env.validate_observation`), and the
         new hidden state and bias estimate are committed only when finite: a ``ValueError`` leaves
@@ -169,10 +185,14 @@ class WorldModelPlanningModel:
             raise ValueError(f"observation batch of shape {obs.shape}: the planning model filters one furnace")
         o = self._tensor(obs)
         h, bias = self._h, self.bias
+        prior = None
         if h is None:
             h = self.model.initial_state(1).to(self.device, self._dtype)
         elif self._last_action is not None:
             h = self.model.step(self._last_obs, self._last_action, h)
+            if self._gain is not None and self.estimate is not None:
+                # Predicted from the previous estimate, with the offset correction known before o_t.
+                prior = self.correct(self.model.predict_next(self.estimate, h, self._last_action))
             if self.cfg.bias_filter > 0:
                 pred = self.model.predict_next(self._last_obs, h, self._last_action)
                 err = torch.stack([o[0, 0] - pred[0, 0], o[0, 2] - pred[0, 2],
@@ -183,6 +203,10 @@ class WorldModelPlanningModel:
             raise ValueError(f"the world model's filtered state turned non-finite on observation {obs[0].tolist()}; "
                              "the planner's state is left as it was (check the observation's scale)")
         self._h, self.bias = h, bias
+        if self._gain is not None:
+            # Nothing to predict from (the first reading, no action applied): the reading as it is.
+            self._prev_estimate = self.estimate if self.estimate is not None else o
+            self.estimate = o if prior is None else corrected_estimate(prior, o, self._gain)
         if self.cfg.track_integral > 0:
             self._integrate(o)
         self._last_obs = o
@@ -230,6 +254,16 @@ class WorldModelPlanningModel:
             return None
         return self.encode(self._last_obs[0, 6:8].detach().cpu().numpy().astype(np.float64))
 
+    def plan_start(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(obs0 [1, 8], h0 [1, S])`` the imagined rollouts start from: the newest reading and the
+        filtered state, or with ``state_gain`` the state estimate and the filtered state whose
+        previous observation is the previous estimate (:meth:`~eblnn_agent.model.EBLNN.with_previous_obs`)."""
+        if self._h is None or self._last_obs is None:
+            raise RuntimeError("observe() an observation before planning")
+        if self._gain is None:
+            return self._last_obs, self._h
+        return self.estimate, self.model.with_previous_obs(self._h, self._prev_estimate)
+
     def make_objective(self, obs: np.ndarray | None = None, terms: bool = False):
         """The objective ``actions [N, H, 2] -> cost [N]`` from the current filtered state.
 
@@ -239,9 +273,7 @@ class WorldModelPlanningModel:
         ``beta``) and ``smooth`` (the last three 0 where their weight is 0). For diagnosis
         (``evaluate/objective_landscape.py``); the planner uses the plain sum.
         """
-        if self._h is None or self._last_obs is None:
-            raise RuntimeError("observe() an observation before planning")
-        o0, h0 = self._last_obs, self._h
+        o0, h0 = self.plan_start()
         a_prev = o0[:, 6:8]
         cfg, w, model, fast = self.cfg, self.plan_weights, self.model, self.fast
 

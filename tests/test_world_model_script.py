@@ -207,3 +207,18 @@ def test_sweep_config_names_real_flags_in_wandb_agent_syntax():
         expected = spec["values"][0] if "values" in spec else spec["min"]
         assert flat[name] == expected
     assert flat["progress"] is False
+
+
+def test_a_changed_scenario_under_the_same_name_is_collected_again(tmp_path):
+    # A dataset is reloaded only for the same programme: the name alone (e.g. a preset that gained
+    # a plant range) is not enough.
+    short = {"name": "short", "n_steps": 20}
+    p = tmp_path / "d.npz"
+    a = load_or_collect(p, 40, 1, short, num_envs=2, log=lambda *_: None)
+    logs = []
+    b = load_or_collect(p, 40, 1, short, num_envs=2, log=logs.append)
+    assert "reloaded" in logs[-1] and np.array_equal(a.obs, b.obs)
+    c = load_or_collect(p, 40, 1, {**short, "load": 1.3}, num_envs=2, log=logs.append)
+    assert "other provenance" in logs[-2] and c.provenance["scenario_digest"] != a.provenance["scenario_digest"]
+    assert c.provenance["scenario"] == a.provenance["scenario"] == "short"
+
