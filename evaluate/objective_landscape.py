@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 import gymnasium as gym  # noqa: E402
 
 import furnace_env  # noqa: E402,F401
+from furnace_env.ratio import air_coordinate, air_ratio  # noqa: E402
 from planners.factories import make_eblnn_planner, parse_options  # noqa: E402
 from planners.oracle import OracleConfig, OracleModel  # noqa: E402
 
@@ -68,18 +69,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
-def air_ratio(u1, excess_air) -> np.ndarray:
-    """Burner air ratio lambda of the excess-air search coordinate ``u1`` in [-1, 1]."""
-    lo, hi = excess_air
-    return 1.0 + lo + (hi - lo) * 0.5 * (np.clip(u1, -1.0, 1.0) + 1.0)
-
-
-def air_coordinate(lam, excess_air) -> np.ndarray:
-    """The excess-air search coordinate of air ratios ``lam`` (inverse of :func:`air_ratio`)."""
-    lo, hi = excess_air
-    return 2.0 * (np.asarray(lam) - 1.0 - lo) / (hi - lo) - 1.0
-
-
 def landscape(ctl, oracle: OracleModel, obs: np.ndarray, lambdas, fuel_span: float, fuel_points: int) -> dict:
     """Best-over-fuel value of each column at each lambda, from the planner's current state.
 
@@ -89,7 +78,7 @@ def landscape(ctl, oracle: OracleModel, obs: np.ndarray, lambdas, fuel_span: flo
     pm = ctl.model
     fuel_u = float(pm.encode(np.asarray(obs[6:8], dtype=np.float64))[0])
     dfuel = np.linspace(-fuel_span, fuel_span, fuel_points)
-    lam_u = air_coordinate(lambdas, pm.cfg.excess_air)
+    lam_u = air_coordinate(lambdas, pm.cfg.excess_air, clip=False)
     grid_f, grid_l = np.meshgrid(np.clip(fuel_u + dfuel, -1.0, 1.0), lam_u, indexing="ij")
     horizon = ctl.trajopt.horizon
     u = torch.tensor(np.stack([grid_f.ravel(), grid_l.ravel()], -1), dtype=torch.float32)

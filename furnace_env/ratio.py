@@ -19,12 +19,26 @@ from gymnasium import spaces
 
 from furnace_env.physics import FurnaceParams
 
-__all__ = ["RatioActions", "RatioActionWrapper", "DEFAULT_EXCESS_AIR", "ACTION_COORDS"]
+__all__ = ["RatioActions", "RatioActionWrapper", "DEFAULT_EXCESS_AIR", "ACTION_COORDS", "air_ratio", "air_coordinate"]
 
 #: Excess-air range ``lambda - 1`` mapped onto the excess-air command's [-1, 1].
 DEFAULT_EXCESS_AIR: tuple[float, float] = (-0.05, 1.0)
 #: Action coordinates an agent may use: the env's own ("raw") or :class:`RatioActions` ("ratio").
 ACTION_COORDS: tuple[str, ...] = ("raw", "ratio")
+
+
+def air_ratio(u1, excess_air: tuple[float, float] = DEFAULT_EXCESS_AIR):
+    """Burner air ratio ``lambda`` of the excess-air command ``u1`` (clipped to [-1, 1]; numpy or torch)."""
+    lo, hi = excess_air
+    return 1.0 + lo + (hi - lo) * 0.5 * (_lib(u1).clip(u1, -1.0, 1.0) + 1.0)
+
+
+def air_coordinate(lam, excess_air: tuple[float, float] = DEFAULT_EXCESS_AIR, clip: bool = True) -> np.ndarray:
+    """The excess-air command of air ratios ``lam``: the inverse of :func:`air_ratio` (clipped to [-1, 1]
+    unless ``clip`` is False)."""
+    lo, hi = excess_air
+    u1 = 2.0 * (np.asarray(lam) - 1.0 - lo) / (hi - lo) - 1.0
+    return np.clip(u1, -1.0, 1.0) if clip else u1
 
 
 class RatioActions:
@@ -42,20 +56,18 @@ class RatioActions:
 
     def to_env(self, u):
         """Ratio coordinates ``[..., 2]`` -> env actions (numpy or torch; differentiable in torch)."""
-        lo, hi = self.excess_air
         lib = _lib(u)
         fuel = lib.clip(u[..., 0], -1.0, 1.0)
-        lam = 1.0 + lo + (hi - lo) * 0.5 * (lib.clip(u[..., 1], -1.0, 1.0) + 1.0)
+        lam = air_ratio(u[..., 1], self.excess_air)
         air = lam * self.air_per_fuel * 0.5 * (fuel + 1.0)
         return lib.stack([fuel, lib.clip(2.0 * air - 1.0, -1.0, 1.0)], -1)
 
     def from_env(self, action) -> np.ndarray:
         """Env actions -> ratio coordinates (the inverse of :meth:`to_env` inside its range)."""
         a = np.asarray(action, dtype=np.float64)
-        lo, hi = self.excess_air
         fuel = np.maximum(0.5 * (a[..., 0] + 1.0), 1e-6)
         lam = 0.5 * (a[..., 1] + 1.0) / (self.air_per_fuel * fuel)
-        return np.stack([a[..., 0], np.clip(2.0 * (lam - 1.0 - lo) / (hi - lo) - 1.0, -1.0, 1.0)], -1)
+        return np.stack([a[..., 0], air_coordinate(lam, self.excess_air)], -1)
 
 
 def _lib(x):

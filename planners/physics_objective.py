@@ -27,6 +27,7 @@ import torch
 
 from furnace_env.cost import CostWeights
 from furnace_env.physics import FurnaceParams, FurnaceSim
+from furnace_env.ratio import air_coordinate, air_ratio
 from planners.optim import Objective
 
 __all__ = ["PhysicsSnapshot", "SimCache", "physics_objective", "decode_actions", "encode_actions", "COORDS"]
@@ -81,9 +82,8 @@ def decode_actions(u, params: FurnaceParams, coords: str, excess_air: tuple[floa
     u = u.astype(np.float64)
     if coords == "raw":
         return np.clip(u, -1.0, 1.0)
-    lo, hi = excess_air
     fuel_cmd = np.clip(u[..., 0], -1.0, 1.0)
-    lam = 1.0 + lo + (hi - lo) * 0.5 * (np.clip(u[..., 1], -1.0, 1.0) + 1.0)
+    lam = air_ratio(u[..., 1], excess_air)
     air = lam * params.afr * quality * 0.5 * (fuel_cmd + 1.0) * params.fuel_max
     return np.stack([fuel_cmd, np.clip(2.0 * air / params.air_max - 1.0, -1.0, 1.0)], axis=-1)
 
@@ -94,11 +94,9 @@ def encode_actions(action, params: FurnaceParams, coords: str, excess_air: tuple
     a = np.asarray(action, dtype=np.float64)
     if coords == "raw":
         return a.copy()
-    lo, hi = excess_air
     fuel = np.maximum(0.5 * (a[..., 0] + 1.0) * params.fuel_max, 1e-9)
     lam = 0.5 * (a[..., 1] + 1.0) * params.air_max / (params.afr * quality * fuel)
-    u1 = np.clip(2.0 * (lam - 1.0 - lo) / (hi - lo) - 1.0, -1.0, 1.0)
-    return np.stack([a[..., 0], u1], axis=-1)
+    return np.stack([a[..., 0], air_coordinate(lam, excess_air)], axis=-1)
 
 
 def physics_objective(snap: PhysicsSnapshot, sims: SimCache, trip_penalty: float, smooth: float,
