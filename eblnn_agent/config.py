@@ -2,27 +2,25 @@
 
 Every value is defined once, here, with a docstring under its field. YAML files
 (:meth:`WorldModelRunConfig.from_yaml`) and command-line flags
-(:func:`add_cli_args` / :func:`config_from_cli`) only override these defaults; the
-flags, their types and their help texts are generated from the fields, so nothing is
-written twice. Field names are unique across sections, so every flag is flat
+(:func:`add_cli_args` / :func:`config_from_cli`, built on the project's one mechanism in
+:mod:`eblnn_agent.cli`) only override these defaults; the flags, their types and their help
+texts are generated from the fields, so nothing is written twice. Field names are unique across sections, so every flag is flat
 (``--alpha``, ``--hidden_size``, ``--n_steps``).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
 import math
-import textwrap
-import typing
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from eblnn_agent.cli import ConfigError, add_dataclass_flags, coerce, field_docs, read_yaml_mapping
+from eblnn_agent.logger import WANDB_DEFAULT, WANDB_MODES
 
 __all__ = [
     "ConfigError",
@@ -35,10 +33,6 @@ __all__ = [
     "config_from_cli",
     "field_docs",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration value or file is invalid; the message names the field and what is allowed."""
 
 
 def _check(cond: bool, section: str, name: str, value: Any, allowed: str) -> None:
@@ -223,7 +217,7 @@ class TrainConfig:
     """Output directory: best.pt (best checkpoint), last.pt (for --resume), metrics and report."""
     resume: bool = False
     """Continue an interrupted run from out_dir/last.pt."""
-    wandb: str = "auto"
+    wandb: str = WANDB_DEFAULT
     """W&B logging: auto (online with credentials, else offline), online, offline or disabled."""
     wandb_project: str = "furnace-eblnn"
     """W&B project name."""
@@ -255,8 +249,7 @@ class TrainConfig:
             v = getattr(self, name)
             _check(isinstance(v, int | float) and math.isfinite(v) and v >= 0, s, name, v,
                    "must be a finite number >= 0")
-        allowed = ("auto", "online", "offline", "disabled")
-        _check(self.wandb in allowed, s, "wandb", self.wandb, f"allowed values: {allowed}")
+        _check(self.wandb in WANDB_MODES, s, "wandb", self.wandb, f"allowed values: {WANDB_MODES}")
         dev = str(self.device)
         _check(dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:"), s, "device", dev,
                "allowed values: auto, cpu, cuda, cuda:N, mps")
@@ -318,20 +311,13 @@ class WorldModelRunConfig:
             bad = set(sec) - names
             if bad:
                 raise ConfigError(f"unknown field(s) {sorted(bad)} in section {name!r}; allowed: {sorted(names)}")
-            parts[name] = klass(**{k: _coerce(klass, k, v) for k, v in sec.items()})
+            parts[name] = klass(**{k: coerce(klass, k, v) for k, v in sec.items()})
         return cls(**parts).validate()
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> WorldModelRunConfig:
         """Read a YAML file with optional sections ``model``, ``energy``, ``data``, ``train``."""
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        try:
-            d = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from err
-        return cls.from_dict(d)
+        return cls.from_dict(read_yaml_mapping(path))
 
     def with_overrides(self, **flat: Any) -> WorldModelRunConfig:
         """A copy with flat ``field=value`` overrides (e.g. ``alpha=2.0``); unknown names are errors."""
@@ -342,64 +328,6 @@ class WorldModelRunConfig:
                 raise ConfigError(f"unknown config field {k!r}; allowed: {sorted(where)}")
             d[where[k]][k] = v
         return WorldModelRunConfig.from_dict(d)
-
-
-def _coerce(klass: type, name: str, value: Any) -> Any:
-    """Light type coercion for YAML/CLI values (ints written as floats, etc.), with clear errors."""
-    hint = typing.get_type_hints(klass)[name]
-    if hint == int | None:
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
-            return None
-        hint = int
-    origin = typing.get_origin(hint)
-    try:
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-            return _str2bool(str(value))
-        if hint is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if hint is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if hint is str:
-            return str(value)
-        if origin is list:
-            if not isinstance(value, list | tuple):
-                raise ValueError
-            return [int(x) for x in value]
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{klass.__name__}.{name}={value!r} is not a valid {hint}") from err
-    return value
-
-
-def _str2bool(s: str) -> bool:
-    low = s.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{s!r} is not a boolean (true/false)")
-
-
-@cache
-def field_docs(klass: type) -> dict[str, str]:
-    """The docstring written under each field of a dataclass (read from its source)."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-    except (OSError, TypeError):
-        return {}
-    body = tree.body[0].body
-    docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:], strict=False):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
 
 
 def add_cli_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -413,24 +341,7 @@ def add_cli_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--config", type=str, default=None,
                         help="YAML file with sections model/energy/data/train (defaults: the dataclasses)")
     for sec, klass in _SECTIONS.items():
-        group = parser.add_argument_group(sec, klass.__doc__)
-        hints = typing.get_type_hints(klass)
-        docs = field_docs(klass)
-        defaults = klass()
-        for f in dataclasses.fields(klass):
-            hint = hints[f.name]
-            help_ = f"{docs.get(f.name, '')} (default: {getattr(defaults, f.name)!r})"
-            if hint is bool:
-                group.add_argument(f"--{f.name}", nargs="?", const=True, default=None, type=_str2bool,
-                                   help=help_)
-                group.add_argument(f"--no_{f.name}", dest=f.name, action="store_const", const=False,
-                                   help=argparse.SUPPRESS)
-            elif typing.get_origin(hint) is list:
-                group.add_argument(f"--{f.name}", nargs="*", type=int, default=None, help=help_)
-            elif hint == int | None:
-                group.add_argument(f"--{f.name}", type=int, default=None, help=help_)
-            else:
-                group.add_argument(f"--{f.name}", type=hint, default=None, help=help_)
+        add_dataclass_flags(parser, klass, title=sec)
     parser.add_argument("--no_wandb", dest="wandb", action="store_const", const="disabled",
                         help="disable W&B logging (same as --wandb disabled)")
     return parser

@@ -27,9 +27,9 @@ import torch
 
 from eblnn_agent.transforms import obs_to_model
 from furnace_env.physics import FurnaceParams
+from furnace_env.pi import PIController
 from furnace_env.scenarios import get_scenario
 from furnace_env.vector import FurnaceVectorEnv
-from planners.pi import PIController
 
 __all__ = [
     "TransitionData",

@@ -12,7 +12,12 @@ import os
 import sys
 from typing import Any, TextIO
 
-__all__ = ["MetricLogger", "make_logger", "wandb_mode"]
+__all__ = ["MetricLogger", "WANDB_DEFAULT", "WANDB_MODES", "make_logger", "open_wandb_run", "wandb_mode"]
+
+#: The W&B setting every run config starts from: online with credentials, else offline; never a prompt.
+WANDB_DEFAULT = "auto"
+#: The values a run config's ``wandb`` field accepts.
+WANDB_MODES: tuple[str, ...] = ("auto", "online", "offline", "disabled")
 
 
 def _has_wandb_credentials() -> bool:
@@ -83,22 +88,28 @@ class MetricLogger:
             self.run = None
 
 
+def open_wandb_run(use_wandb: bool | str = "auto", project: str = "furnace-eblnn",
+                   config: dict[str, Any] | None = None, name: str | None = None,
+                   dir: str | None = None) -> Any:
+    """A W&B run in the resolved :func:`wandb_mode` (lazy import), or None when disabled or unavailable."""
+    mode = wandb_mode(use_wandb)
+    if mode == "disabled":
+        return None
+    try:
+        import wandb
+
+        if dir is not None:
+            os.makedirs(dir, exist_ok=True)
+        return wandb.init(project=project, config=config, name=name, dir=dir, mode=mode,
+                          settings=wandb.Settings(silent=True))
+    except Exception as err:  # noqa: BLE001 - logging must never stop a run
+        print(f"W&B unavailable ({type(err).__name__}: {err}); logging to the console only",
+              file=sys.stderr)
+        return None
+
+
 def make_logger(use_wandb: bool | str = "auto", project: str = "furnace-eblnn",
                 config: dict[str, Any] | None = None, name: str | None = None, dir: str | None = None,
                 quiet: bool = False) -> MetricLogger:
-    """A :class:`MetricLogger`; opens a W&B run in the resolved :func:`wandb_mode` (lazy import)."""
-    mode = wandb_mode(use_wandb)
-    run = None
-    if mode != "disabled":
-        try:
-            import wandb
-
-            if dir is not None:
-                os.makedirs(dir, exist_ok=True)
-            run = wandb.init(project=project, config=config, name=name, dir=dir, mode=mode,
-                             settings=wandb.Settings(silent=True))
-        except Exception as err:  # noqa: BLE001 - logging must never stop a run
-            print(f"W&B unavailable ({type(err).__name__}: {err}); logging to the console only",
-                  file=sys.stderr)
-            run = None
-    return MetricLogger(run, quiet=quiet)
+    """A :class:`MetricLogger` over :func:`open_wandb_run`'s run (console only when that is None)."""
+    return MetricLogger(open_wandb_run(use_wandb, project, config, name, dir), quiet=quiet)

@@ -1,16 +1,19 @@
-"""Small helpers shared by the world-model code: device choice, versions, atomic writes."""
+"""Small helpers shared by the world-model code and everything above it: device choice, versions,
+atomic writes, a process pool."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from importlib import metadata
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
 
-__all__ = ["resolve_device", "package_versions", "atomic_write"]
+__all__ = ["resolve_device", "package_versions", "atomic_write", "process_pool"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -29,13 +32,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of the packages a checkpoint depends on (recorded for reproducibility)."""
-    out = {}
-    for name in ("torch", "ncps", "numpy", "gymnasium", "furnace-eblnn"):
+    """Versions of Python and the packages an artefact depends on (recorded for reproducibility)."""
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "ncps", "numpy", "gymnasium", "stable-baselines3", "furnace-eblnn"):
         try:
-            out[name] = metadata.version(name)
+            out[name.replace("-", "_")] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            out[name] = "not installed"
+            out[name.replace("-", "_")] = "not installed"
     return out
 
 
@@ -56,3 +61,21 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _worker_init(threads: int) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes with one torch thread each (for episode-level parallelism).
+
+    Spawn, not fork: forking a process that has started torch's thread pools can deadlock.
+    """
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                               initializer=_worker_init, initargs=(1,))

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from furnace_env.pi import PIController
 from furnace_env.scenarios import EVAL_SCENARIOS, get_scenario
 from planners.evaluation import episode_metrics, make_scenario_env, run_episode
 from planners.optim import make_matched_optimizer, make_optimizer
 from planners.oracle import DEFAULT_ORACLE_OPTIMIZER, make_oracle
-from planners.pi import PIController
 
 #: The default oracle's planning budget, in objective evaluations per control step.
 BUDGET = make_optimizer("cem", **DEFAULT_ORACLE_OPTIMIZER).nominal_evals()

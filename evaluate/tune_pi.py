@@ -4,7 +4,7 @@ The temperature loop's first-order-plus-dead-time model is identified from a fue
 at the nominal operating point; SIMC (Skogestad 2003) gives starting gains; a grid around
 them (and over the O2 setpoint, the cross-limit and the CO override) is scored by the mean
 return on training-mix episodes whose seeds are never used for evaluation. The winner is
-printed as ``PIConfig`` arguments; the defaults in ``planners/pi.py`` are that result.
+printed as ``PIConfig`` arguments; the defaults in ``furnace_env/pi.py`` are that result.
 
     python evaluate/tune_pi.py            # about 2-4 minutes on 2 cores
 """
@@ -23,8 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import furnace_env  # noqa: E402,F401
+from furnace_env.pi import PIConfig, PIController  # noqa: E402
 from planners.evaluation import episode_metrics, run_episode  # noqa: E402
-from planners.pi import PIConfig, PIController  # noqa: E402
 
 TUNE_SEEDS = tuple(range(900_000, 900_008))
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planners.benchmark import ControllerSpec, evaluate_controllers  # noqa: E402
 from planners.factories import option_value  # noqa: E402
-from planners.world_model import ObjectiveConfig  # noqa: E402
+from planners.objective import ObjectiveConfig  # noqa: E402
 
 TUNE_SEED0 = 900_100
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         scenarios = [replace(sc, n_steps=args.steps) for sc in scenarios]
     seeds = [TUNE_SEED0 + i for i in range(args.episodes)]
     points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
-    specs = [ControllerSpec("pi", "planners.pi:make_pi")]
+    specs = [ControllerSpec("pi", "furnace_env.pi:make_pi")]
     specs += [ControllerSpec(f"p{i}", "planners.factories:make_eblnn_planner",
                              {"checkpoint": args.checkpoint, **pt}) for i, pt in enumerate(points)]
     recs = evaluate_controllers(specs, scenarios, seeds, workers=args.workers)

@@ -1,4 +1,7 @@
-"""Controllers for Furnace-v0: the shared interface, the reference PI, model-agnostic optimisers, MPC and the oracle.
+"""Planners for Furnace-v0: model-agnostic optimisers, MPC, the oracle, and the evaluation harness.
+
+The controller interface and the reference PI controller live with the plant
+(:mod:`furnace_env.control`, :mod:`furnace_env.pi`).
 
 Imports are light: torch-based modules (``planners.optim``, ``planners.mpc``, ``planners.oracle``)
 load on first use of their names.
@@ -9,12 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from planners.base import Controller, Predictor, as_batch
-
 __all__ = [
-    "Controller",
-    "Predictor",
-    "as_batch",
     # planners.optim
     "Optimizer",
     "OptimResult",

@@ -20,13 +20,12 @@ import importlib
 import math
 import os
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
 
+from eblnn_agent.utils import process_pool
 from furnace_env.scenarios import Scenario, get_scenario
 from planners.evaluation import (
     Episode,
@@ -39,7 +38,6 @@ from planners.evaluation import (
 __all__ = [
     "ControllerSpec",
     "EpisodeRecord",
-    "process_pool",
     "run_task",
     "evaluate_controllers",
     "bootstrap_ci",
@@ -47,6 +45,7 @@ __all__ = [
     "nested_bootstrap_means",
     "train_seed_pairs",
     "train_seed_scores",
+    "train_seed_table",
     "summarise",
     "markdown_table",
     "paired_differences",
@@ -95,24 +94,6 @@ class EpisodeRecord:
     def row(self) -> dict[str, Any]:
         return {"controller": self.controller, "train_seed": self.train_seed, "scenario": self.scenario,
                 "seed": self.seed, "env_steps": self.env_steps, **self.metrics}
-
-
-def _worker_init(threads: int) -> None:
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-
-
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of ``workers`` spawned processes with one torch thread each (for episode-level parallelism).
-
-    Spawn, not fork: forking a process that has started torch's thread pools can deadlock.
-    """
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                               initializer=_worker_init, initargs=(1,))
 
 
 def run_task(spec: ControllerSpec, scenario: Scenario | str, seed: int,
@@ -270,6 +251,24 @@ def train_seed_scores(records: Sequence[EpisodeRecord], reference: str = "pi",
     return rows
 
 
+def train_seed_table(rows: Sequence[dict[str, Any]]) -> str:
+    """:func:`train_seed_scores` as Markdown: one line per (controller, training seed), the score on
+    each scenario and their mean; only controllers with more than one training seed."""
+    multi = {c for c in {r["controller"] for r in rows}
+             if len({r["train_seed"] for r in rows if r["controller"] == c}) > 1}
+    keep = [r for r in rows if r["controller"] in multi]
+    if not keep:
+        return ""
+    scenarios = list(dict.fromkeys(r["scenario"] for r in keep))
+    lines = ["| controller | training seed | " + " | ".join(scenarios) + " | mean |",
+             "|" + "---|" * (len(scenarios) + 3)]
+    cells = {(r["controller"], r["train_seed"], r["scenario"]): r["score"] for r in keep}
+    for ctrl, k in dict.fromkeys((r["controller"], r["train_seed"]) for r in keep):
+        vals = [cells.get((ctrl, k, sc), math.nan) for sc in scenarios]
+        lines.append(f"| {ctrl} | {k} | " + " | ".join(f"{v:.2f}" for v in vals) + f" | {np.mean(vals):.2f} |")
+    return "\n".join(lines)
+
+
 def _groups(records: Iterable[EpisodeRecord]) -> dict[tuple[str, str], list[EpisodeRecord]]:
     groups: dict[tuple[str, str], list[EpisodeRecord]] = {}
     for r in records:
@@ -325,9 +324,10 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [head, "|" + "---|" * 12]
     for r in rows:
         fuel = "" if math.isnan(r["fuel_vs_ref"]) else f"{100 * r['fuel_vs_ref']:+.2f} %"
+        name = r["controller"] + (f" ({r['train_seeds']} training seeds)" if r.get("train_seeds", 1) > 1 else "")
         score = "" if math.isnan(r["score"]) else f"{r['score']:.2f}"
         lines.append(
-            f"| {r['controller']} | {r['scenario']} | {r['return']:.0f} ({r['return_ci_lo']:.0f}, "
+            f"| {name} | {r['scenario']} | {r['return']:.0f} ({r['return_ci_lo']:.0f}, "
             f"{r['return_ci_hi']:.0f}) | {score} | {r['iae']:.0f} | {fuel} | "
             f"{100 * r['violation_share']:.1f} % | {r['co_ppm_s']:.0f} | {r['trips']:.0f} | "
             f"{r.get('travel_fuel', math.nan):.1f} / {r.get('travel_air', math.nan):.1f} | "

@@ -54,9 +54,9 @@ def make_eblnn_planner(env, checkpoint: str | Sequence[str], optimizer: str = "l
     """The MPC controller on a trained EB-LNN world model, or on an ensemble of them.
 
     ``checkpoint``: one checkpoint path, or several (a sequence) for an
-    :class:`~planners.world_model.EnsemblePlanningModel` that averages the members' objectives
+    :class:`~planners.objective.EnsemblePlanningModel` that averages the members' objectives
     (plus ``kappa`` times their spread). ``kwargs`` go to
-    :class:`~planners.world_model.ObjectiveConfig` (``beta``, ``smooth``, ...) when they name one
+    :class:`~planners.objective.ObjectiveConfig` (``beta``, ``smooth``, ...) when they name one
     of its fields, else to the optimiser's config; ``opt_<name>`` goes to the optimiser's
     ``<name>`` where both have one (``opt_beta``: the noise colour of CEM and MPPI, while ``beta``
     is the energy weight). The gradient-free optimisers get
@@ -67,8 +67,8 @@ def make_eblnn_planner(env, checkpoint: str | Sequence[str], optimizer: str = "l
     """
     from eblnn_agent.checkpoint import load_checkpoint
     from planners.mpc import MPCController
+    from planners.objective import EnsemblePlanningModel, ObjectiveConfig, WorldModelPlanningModel
     from planners.optim import TrajectoryOptimizer, make_matched_optimizer, make_optimizer
-    from planners.world_model import EnsemblePlanningModel, ObjectiveConfig, WorldModelPlanningModel
 
     obj_kw, opt_kw = _split(kwargs, ObjectiveConfig)
     paths = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint)

@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from planners.base import Controller
+from furnace_env.control import Controller
 from planners.optim import Objective, PlanResult, TrajectoryOptimizer
 
 __all__ = ["PlanningModel", "MPCController"]

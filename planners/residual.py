@@ -4,7 +4,7 @@ Residual policy learning (Silver et al. 2018, "Residual Policy Learning"; Johann
 "Residual Reinforcement Learning for Robot Control") starts the agent from a working controller
 instead of from random actions: the agent's action ``u`` in ``[-1, 1]^2`` becomes a residual
 ``bound * u`` (action units: ``[-1, 1]`` spans the full stroke) added to the PI loops' fuel and
-air demand, and PI's safety layer (:func:`planners.pi.safety_layer`: the air/fuel cross-limits and
+air demand, and PI's safety layer (:func:`furnace_env.pi.safety_layer`: the air/fuel cross-limits and
 the CO override) is applied *after* the residual. Whatever the agent asks, fuel never exceeds
 what the measured air burns, air never falls below what the measured fuel needs, and while
 measured CO is above the override threshold the residual can only take fuel away and add air.
@@ -32,7 +32,7 @@ import numpy as np
 from gymnasium import spaces
 
 from furnace_env.physics import FurnaceParams
-from planners.pi import PIConfig, PIController, PIDemand, safety_layer
+from furnace_env.pi import PIConfig, PIController, PIDemand, safety_layer
 
 __all__ = ["DEFAULT_RESIDUAL_BOUND", "ResidualPI", "ResidualPIWrapper", "residual_record",
            "residual_from_record"]

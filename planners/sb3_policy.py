@@ -230,9 +230,9 @@ def _main(argv: list[str] | None = None) -> None:
     """``python -m planners.sb3_policy MODEL.zip ... [--seeds 0 1 2]``: returns next to the PI's."""
     import argparse
 
+    from furnace_env.pi import make_pi
     from furnace_env.scenarios import EVAL_SCENARIOS
     from planners.evaluation import episode_metrics, make_scenario_env, run_episode
-    from planners.pi import make_pi
 
     parser = argparse.ArgumentParser(description=_main.__doc__)
     parser.add_argument("models", nargs="+", help="model zips (final models or checkpoints)")

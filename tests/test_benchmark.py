@@ -113,7 +113,7 @@ def test_bootstrap_ci_is_seeded_and_brackets_mean():
 
 def test_controller_spec_bad_factory():
     with pytest.raises(ValueError, match="module:function"):
-        ControllerSpec("bad", "planners.pi").build(None)
+        ControllerSpec("bad", "furnace_env.pi").build(None)
 
 
 def test_sign_flip_pvalue_known_answers():

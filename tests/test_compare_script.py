@@ -109,10 +109,8 @@ def test_sample_efficiency_end_to_end_with_tiny_artefacts(tmp_path):
 
 
 def test_sample_efficiency_points_are_paired_by_scenario_and_seed():
-    sys.path.insert(0, str(ROOT / "evaluate"))
-    from compare_planners import sample_efficiency_points
-
     from planners.benchmark import EpisodeRecord
+    from planners.report import sample_efficiency_points
 
     def rec(ctrl, sc, seed, ret, steps=0):
         return EpisodeRecord(ctrl, sc, seed, {"return": ret}, steps)
@@ -158,8 +156,7 @@ def test_ensemble_controller_on_tiny_members(tmp_path):
 
 def test_ensemble_members_train_after_the_main_world_model(tmp_path, monkeypatch, capsys):
     """The members reuse the main model's dataset, so they start only once it is trained."""
-    sys.path.insert(0, str(ROOT / "evaluate"))
-    import compare_planners as cp
+    from planners import experiment as cp
 
     cfg = cp.CompareConfig(controllers=["eblnn-ensemble"], artifacts=str(tmp_path / "art"))
     names = cp.needed_artefacts(cfg)
@@ -189,10 +186,12 @@ def test_planner_set_reaches_every_world_model_planner_but_not_a_variants_own_se
     (art / "online" / "report.json").write_text("{}")
     cfg = compare_planners.parse_args(["--controllers", "eblnn-langevin", "eblnn-beta0", "--artifacts", str(art),
                                        "--no_train", "--planner_set", "beta=3", "horizon=4"])
-    kw = {s.name: s.kwargs for s in compare_planners.controller_specs(cfg)}
+    from planners.experiment import controller_specs, sample_efficiency_specs
+
+    kw = {s.name: s.kwargs for s in controller_specs(cfg)}
     assert kw["eblnn-langevin"]["beta"] == 3 and kw["eblnn-beta0"]["beta"] == 0.0
     assert kw["eblnn-langevin"]["horizon"] == kw["eblnn-beta0"]["horizon"] == 4
-    (online,) = compare_planners.sample_efficiency_specs(cfg)
+    (online,) = sample_efficiency_specs(cfg)
     assert online.kwargs["beta"] == 3 and online.kwargs["horizon"] == 4
     for bad in (["beta"], ["checkpoint=x.pt"], ["optimizer=cem"]):
         with pytest.raises(SystemExit, match="planner_set"):

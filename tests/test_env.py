@@ -202,8 +202,8 @@ def test_ppo_learns_on_env_briefly():
 def test_a_deliberate_trip_never_pays():
     """Holding fuel and starving air trips the flame safeguard within seconds: it must cost more
     than running a whole episode under the PI controller."""
+    from furnace_env.pi import PIController
     from planners.evaluation import run_episode
-    from planners.pi import PIController
 
     env = gym.make("Furnace-v0", sensor_noise=False)
     pi_return = run_episode(PIController(), env, seed=0).rewards.sum()

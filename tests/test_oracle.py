@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from furnace_env.pi import PIController
 from furnace_env.scenarios import get_scenario
 from planners.evaluation import episode_metrics, make_scenario_env, run_episode
 from planners.mpc import MPCController
 from planners.optim import TrajectoryOptimizer, make_optimizer
 from planners.oracle import OracleConfig, OracleModel, make_oracle
-from planners.pi import PIController
 
 
 def _env(n_steps: int = 240, scenario: str = "nominal", **kw):

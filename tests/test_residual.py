@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -15,9 +16,9 @@ import numpy as np
 import pytest
 
 import furnace_env  # noqa: F401
+from furnace_env.pi import PIController, PIDemand, safety_layer
 from furnace_env.scenarios import get_scenario
 from planners.evaluation import episode_metrics, make_scenario_env, run_episode
-from planners.pi import PIController, PIDemand, safety_layer
 from planners.residual import ResidualPI, ResidualPIWrapper, residual_from_record, residual_record
 from planners.sb3_policy import load_sb3_policy
 
@@ -137,7 +138,7 @@ def test_wrapper_refuses_an_augmented_observation():
 
 
 def test_record_round_trip_keeps_bound_and_gains():
-    from planners.pi import PIConfig
+    from furnace_env.pi import PIConfig
 
     cfg = PIConfig(kp=0.01, trim_limits=(0.9, 1.2))
     rec = json.loads(json.dumps(residual_record(0.05, cfg)))
@@ -183,8 +184,7 @@ def test_residual_policy_runs_an_episode_through_predict(residual_artefact):
     algo, out = residual_artefact
     policy = load_sb3_policy(out)
     assert policy.name == algo and policy.residual is not None and policy.residual.bound == 0.2
-    env = make_scenario_env(get_scenario("low_fire").__class__(**{**get_scenario("low_fire").__dict__,
-                                                                   "n_steps": 30}))
+    env = make_scenario_env(replace(get_scenario("low_fire"), n_steps=30))
     m1 = episode_metrics(run_episode(policy, env, seed=0))
     m2 = episode_metrics(run_episode(load_sb3_policy(out), env, seed=0))
     assert np.isfinite(m1["return"]) and m1["return"] == m2["return"] and m1["steps"] == 30

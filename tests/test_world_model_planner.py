@@ -12,8 +12,8 @@ from eblnn_agent.config import ModelConfig
 from eblnn_agent.model import EBLNN
 from planners.evaluation import run_episode
 from planners.mpc import MPCController
+from planners.objective import EnsemblePlanningModel, ObjectiveConfig, WorldModelPlanningModel
 from planners.optim import TrajectoryOptimizer, make_optimizer
-from planners.world_model import EnsemblePlanningModel, ObjectiveConfig, WorldModelPlanningModel
 
 
 def _tiny_model(seed: int) -> EBLNN:

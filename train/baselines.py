@@ -28,17 +28,10 @@ Load it for evaluation with :func:`planners.sb3_policy.load_sb3_policy`.
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
 import json
-import os
-import platform
 import sys
-import tempfile
-import textwrap
 import time
-import typing
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,12 +39,16 @@ from typing import Any
 
 import numpy as np
 
+from eblnn_agent.cli import (
+    ConfigError,
+    add_dataclass_flags,
+    apply_overrides,
+    read_yaml_mapping,
+)
+from eblnn_agent.logger import WANDB_DEFAULT, WANDB_MODES, open_wandb_run
+from eblnn_agent.utils import atomic_write, package_versions
+
 ALGOS = ("ppo", "sac", "ppo-residual", "sac-residual")
-WANDB_MODES = ("auto", "online", "offline", "disabled")
-
-
-class ConfigError(ValueError):
-    """An invalid setting; the message names the field, the value and what is allowed."""
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -82,7 +79,7 @@ class RunConfig:
     """Evenly spaced checkpoints over the budget (0: none); the sample-efficiency plot uses them."""
     progress: bool = True
     """Show a tqdm progress bar."""
-    wandb: str = "disabled"
+    wandb: str = WANDB_DEFAULT
     """W&B logging: auto (online with credentials, else offline), online, offline or disabled."""
     wandb_project: str = "furnace-eblnn"
     """W&B project name."""
@@ -221,61 +218,6 @@ def residual_bound(cfg: Any) -> float | None:
     return getattr(cfg, "residual_bound", None)
 
 
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (the help text of its flag)."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
-        for node, nxt in zip(body, body[1:], strict=False):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)):
-                docs[node.target.id] = " ".join(str(nxt.value.value).split())
-    return docs
-
-
-def _default(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-
-
-def _add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per field, typed from its annotation, with the field's docstring as help."""
-    hints, docs = typing.get_type_hints(cls), field_docs(cls)
-    group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").split("\n")[0])
-    for f in dataclasses.fields(cls):
-        kind, help_ = hints[f.name], f"{docs.get(f.name, '')} (default: {_default(f)!r})"
-        if kind is bool:
-            flags = group.add_mutually_exclusive_group()
-            flags.add_argument(f"--{f.name}", action="store_true", default=argparse.SUPPRESS,
-                               help=f"{help_}; --no_{f.name} turns it off")
-            flags.add_argument(f"--no_{f.name}", dest=f.name, action="store_false",
-                               default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        elif typing.get_origin(kind) is list:
-            group.add_argument(f"--{f.name}", nargs="+", type=typing.get_args(kind)[0],
-                               default=argparse.SUPPRESS, help=help_)
-        else:
-            group.add_argument(f"--{f.name}", type=kind, default=argparse.SUPPRESS, help=help_)
-
-
-def _apply(obj: Any, values: dict[str, Any], source: str) -> Any:
-    """``obj`` with ``values`` replaced, checking names and types (ConfigError otherwise)."""
-    hints = typing.get_type_hints(type(obj))
-    names = [f.name for f in dataclasses.fields(obj)]
-    changes = {}
-    for key, val in values.items():
-        if key not in names:
-            raise ConfigError(f"{source}: unknown setting {key!r}; allowed: {sorted(names)}")
-        kind = hints[key]
-        if kind is float and isinstance(val, int) and not isinstance(val, bool):
-            val = float(val)
-        base = typing.get_origin(kind) or kind
-        if not isinstance(val, base) or (kind is int and isinstance(val, bool)):
-            raise ConfigError(f"{source}: {key}={val!r} should be of type {kind}")
-        changes[key] = val
-    return dataclasses.replace(obj, **changes)
-
-
 def validate(algo: str, run: RunConfig, cfg: PPOConfig | SACConfig) -> None:
     """Fail fast on values SB3 would reject late (or never)."""
     if algo not in ALGOS:
@@ -320,22 +262,14 @@ def parse_config(argv: list[str] | None = None) -> tuple[str, RunConfig, PPOConf
     known, _ = pre.parse_known_args(argv)
     yaml_values: dict[str, Any] = {}
     if known.config:
-        import yaml
-
-        path = Path(known.config)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(path)!r}: expected a mapping of settings")
-        yaml_values = dict(loaded)
+        yaml_values = dict(read_yaml_mapping(known.config))
     algo = known.algo or yaml_values.pop("algo", None)
     yaml_values.pop("algo", None)
     if algo is None and any(a in ("-h", "--help") for a in (sys.argv[1:] if argv is None else argv)):
         parser = argparse.ArgumentParser(description=doc, epilog="Add --algo ppo or --algo sac to "
                                          "--help to list that algorithm's settings too.")
         parser.add_argument("--algo", choices=ALGOS, help="Algorithm (required here or in --config).")
-        _add_flags(parser, RunConfig)
+        add_dataclass_flags(parser, RunConfig)
         parser.parse_args(["--help"])  # prints and exits
     if algo not in ALGOS:
         # argparse prints the allowed values and exits with status 2.
@@ -347,8 +281,8 @@ def parse_config(argv: list[str] | None = None) -> tuple[str, RunConfig, PPOConf
                         help="Algorithm (required here or in the --config file).")
     parser.add_argument("--config", default=None, help="YAML file of settings (flags override it).")
     parser.add_argument("--no_wandb", action="store_true", help="Same as --wandb disabled.")
-    _add_flags(parser, RunConfig)
-    _add_flags(parser, algo_cls)
+    add_dataclass_flags(parser, RunConfig)
+    add_dataclass_flags(parser, algo_cls)
     args = vars(parser.parse_args(argv))
     args.pop("algo", None)
     args.pop("config", None)
@@ -357,8 +291,8 @@ def parse_config(argv: list[str] | None = None) -> tuple[str, RunConfig, PPOConf
     run_names = {f.name for f in dataclasses.fields(RunConfig)}
     run, cfg = RunConfig(), algo_cls()
     for values, source in ((yaml_values, f"config file {known.config!r}"), (args, "command line")):
-        run = _apply(run, {k: v for k, v in values.items() if k in run_names}, source)
-        cfg = _apply(cfg, {k: v for k, v in values.items() if k not in run_names}, source)
+        run = apply_overrides(run, {k: v for k, v in values.items() if k in run_names}, source)
+        cfg = apply_overrides(cfg, {k: v for k, v in values.items() if k not in run_names}, source)
     if not run.out:
         run = dataclasses.replace(run, out=f"runs/artifacts/{algo}")
     validate(algo, run, cfg)
@@ -366,45 +300,6 @@ def parse_config(argv: list[str] | None = None) -> tuple[str, RunConfig, PPOConf
 
 
 # -- logging ---------------------------------------------------------------------------------------
-def _has_wandb_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path.home() / ".netrc"
-    try:
-        return netrc.is_file() and "api.wandb.ai" in netrc.read_text()
-    except OSError:
-        return False
-
-
-def wandb_mode(requested: str) -> str:
-    """Resolve ``--wandb`` to online/offline/disabled; never leads to a login prompt."""
-    if requested == "disabled":
-        return "disabled"
-    if requested == "auto":
-        env = os.environ.get("WANDB_MODE")
-        if env in ("offline", "disabled"):
-            return env
-    # auto or online: online only with credentials (else offline, to sync later).
-    if requested == "offline":
-        return "offline"
-    return "online" if _has_wandb_credentials() else "offline"
-
-
-def open_wandb(mode: str, project: str, name: str, config: dict, out: Path) -> Any:
-    """A W&B run in ``mode`` (lazy import), or None when disabled or unavailable."""
-    if mode == "disabled":
-        return None
-    try:
-        import wandb
-
-        return wandb.init(project=project, name=name, config=config, dir=str(out), mode=mode,
-                          settings=wandb.Settings(silent=True))
-    except Exception as err:  # noqa: BLE001 - logging must never stop a training run
-        print(f"W&B unavailable ({type(err).__name__}: {err}); logging to the console only",
-              file=sys.stderr)
-        return None
-
-
 def make_sb3_logger(out: Path, wandb_run: Any):
     """SB3's logger writing the console table, ``progress.csv`` and (if open) W&B: the same keys."""
     from stable_baselines3.common.logger import CSVOutputFormat, HumanOutputFormat, KVWriter, Logger
@@ -503,27 +398,6 @@ def make_callbacks(algo: str, run: RunConfig, cfg: PPOConfig | SACConfig, out: P
 
 
 # -- artefacts -------------------------------------------------------------------------------------
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file in ``path``'s folder, then rename it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def package_versions() -> dict[str, str]:
-    import gymnasium
-    import stable_baselines3
-    import torch
-
-    return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-            "stable_baselines3": stable_baselines3.__version__, "gymnasium": gymnasium.__version__}
-
-
 def env_record(run: RunConfig, cfg: PPOConfig | SACConfig) -> dict:
     """How the policy meets the env, saved in its zips (``planners.sb3_policy`` applies it)."""
     from furnace_env.features import INTEGRAL_LIMIT
@@ -546,9 +420,9 @@ def env_record(run: RunConfig, cfg: PPOConfig | SACConfig) -> dict:
 
 def save_artefact(out: Path, model, env, meta: dict) -> None:
     """``vecnormalize.pkl``, ``meta.json``, then ``model.zip``, each atomically."""
-    _atomic_write(out / "vecnormalize.pkl", env.save)
-    _atomic_write(out / "meta.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
-    _atomic_write(out / "model.zip", model.save)
+    atomic_write(out / "vecnormalize.pkl", env.save)
+    atomic_write(out / "meta.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
+    atomic_write(out / "model.zip", model.save)
 
 
 # -- main ------------------------------------------------------------------------------------------
@@ -570,7 +444,7 @@ def main(argv: list[str] | None = None) -> dict:
     # A plain attribute is saved in the zip's "data" record: every checkpoint and the final model
     # carry their coordinates, so no side file can disagree with the weights.
     model.furnace_env_record = env_record(run, cfg)
-    wandb_run = open_wandb(wandb_mode(run.wandb), run.wandb_project, f"{algo}-s{run.seed}", config, out)
+    wandb_run = open_wandb_run(run.wandb, run.wandb_project, config, f"{algo}-s{run.seed}", str(out))
     model.set_logger(make_sb3_logger(out, wandb_run))
 
     t0 = time.perf_counter()

@@ -29,7 +29,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -38,14 +38,14 @@ import torch
 
 import furnace_env  # noqa: F401  (registers Furnace-v0)
 from eblnn_agent.checkpoint import CheckpointError, load_checkpoint
+from eblnn_agent.cli import parse_dataclass_args
 from eblnn_agent.config import WorldModelRunConfig
 from eblnn_agent.data import TransitionData, compute_norm_stats, load_or_collect, split_episodes
-from eblnn_agent.logger import make_logger
+from eblnn_agent.logger import WANDB_DEFAULT, make_logger
 from eblnn_agent.model import EBLNN
 from eblnn_agent.trainer import Trainer
-from eblnn_agent.utils import atomic_write, resolve_device
+from eblnn_agent.utils import atomic_write, process_pool, resolve_device
 from furnace_env.scenarios import get_scenario
-from planners.benchmark import process_pool
 from planners.factories import make_eblnn_planner
 
 #: Behaviour code of planner-collected episodes (the collector uses 0 = PI + noise, 1 = random).
@@ -89,7 +89,7 @@ class OnlineConfig:
     """Training device ('auto' picks CUDA when present)."""
     out_dir: str = "runs/artifacts/online"
     """Output folder: iter_<k>/best.pt, data.npz, report.json."""
-    wandb: str = "auto"
+    wandb: str = WANDB_DEFAULT
     """W&B mode: auto (offline without an account), online, offline, disabled."""
     episode_steps: int = 0
     """Truncate planner episodes to this many steps (0: the scenario's 240); for smoke tests."""
@@ -104,12 +104,8 @@ class OnlineConfig:
 
 def parse_args(argv: list[str] | None = None) -> OnlineConfig:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    defaults = OnlineConfig()
-    for f in fields(OnlineConfig):
-        parser.add_argument(f"--{f.name}", type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name))
     parser.add_argument("--no_wandb", action="store_true", help="same as --wandb disabled")
-    args = parser.parse_args(argv)
-    cfg = OnlineConfig(**{f.name: getattr(args, f.name) for f in fields(OnlineConfig)})
+    cfg, args = parse_dataclass_args(OnlineConfig, argv, parser=parser)
     if args.no_wandb:
         cfg.wandb = "disabled"
     for name in ("iterations", "init_epochs", "epochs_per_iter", "init_env_steps"):

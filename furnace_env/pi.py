@@ -32,8 +32,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from furnace_env.control import Controller
 from furnace_env.physics import FurnaceParams
-from planners.base import Controller
 
 __all__ = ["PIConfig", "PIController", "PIDemand", "safety_layer", "make_pi"]
 

@@ -1,0 +1,114 @@
+"""Reports of a comparison: CSV rows, score plots and the sample-efficiency curve."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from planners.benchmark import bootstrap_ci
+
+__all__ = ["sample_efficiency_points", "plot_sample_efficiency", "write_csv", "plot_scores"]
+
+
+def sample_efficiency_points(records, reference: str = "pi", oracle: str = "oracle") -> list[dict]:
+    """One point per (controller, env steps): mean normalised score over its episodes, 95 % CI.
+
+    Each episode is scored against the reference and the oracle on the same scenario and seed
+    (paired: the same setpoint programme and disturbances), ``(R - R_pi) / (R_oracle - R_pi)``;
+    episodes without both references are left out. Also the mean score per scenario.
+    """
+    ref = {(r.scenario, r.seed): r.metrics["return"] for r in records if r.controller == reference}
+    orc = {(r.scenario, r.seed): r.metrics["return"] for r in records if r.controller == oracle}
+    groups: dict[tuple[str, int], list] = {}
+    for r in records:
+        key = (r.scenario, r.seed)
+        if r.controller in (reference, oracle) or key not in ref or key not in orc or orc[key] == ref[key]:
+            continue
+        groups.setdefault((r.controller, r.env_steps), []).append(r)
+    points = []
+    for (ctrl, steps), recs in sorted(groups.items()):
+        scores = [(r.metrics["return"] - ref[(r.scenario, r.seed)]) / (orc[(r.scenario, r.seed)]
+                                                                       - ref[(r.scenario, r.seed)]) for r in recs]
+        lo, hi = bootstrap_ci(scores)
+        point = {"controller": ctrl, "env_steps": int(steps), "episodes": len(recs),
+                 "score": float(np.mean(scores)), "score_ci_lo": lo, "score_ci_hi": hi,
+                 "return": float(np.mean([r.metrics["return"] for r in recs]))}
+        for sc in dict.fromkeys(r.scenario for r in recs):
+            point[f"score_{sc}"] = float(np.mean([s for s, r in zip(scores, recs, strict=True) if r.scenario == sc]))
+        points.append(point)
+    return points
+
+
+def plot_sample_efficiency(points: list[dict], path: Path) -> None:
+    """Mean score (95 % CI bars) against real env steps consumed, one line per series (log x)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {"eblnn-langevin": "EB-LNN Langevin MPC (offline data)", "eblnn-online": "EB-LNN Langevin MPC (online loop)",
+              "ppo": "PPO", "sac": "SAC", "ppo-residual": "residual PPO on PI", "sac-residual": "residual SAC on PI"}
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, name in enumerate(dict.fromkeys(p["controller"] for p in points)):
+        pts = sorted((p for p in points if p["controller"] == name), key=lambda p: p["env_steps"])
+        x = [p["env_steps"] for p in pts]
+        y = np.array([p["score"] for p in pts])
+        err = np.array([[p["score"] - p["score_ci_lo"] for p in pts], [p["score_ci_hi"] - p["score"] for p in pts]])
+        ax.errorbar(x, y, yerr=np.maximum(err, 0.0), fmt="o-", color=f"C{i}", capsize=3, label=labels.get(name, name))
+    ax.axhline(0.0, color="k", lw=0.8, ls=":")
+    ax.axhline(1.0, color="g", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=1.0)  # linear between -1 and 1, where PI and the oracle are
+    lowest = min((p["score_ci_lo"] for p in points), default=0.0)
+    ticks = [t for t in (-100, -30, -10, -3, -1, -0.5, 0, 0.5, 1) if t >= min(lowest, -1)]
+    ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    ax.set_xlabel("real environment steps consumed")
+    ax.set_ylabel("normalised score (PI = 0, oracle = 1; symlog)")
+    n = max((p["episodes"] for p in points), default=0)
+    ax.set_title(f"mean score over up to {n} episodes per point (95 % CI)", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Rows as CSV; the columns are every key of any row, in first-seen order (missing cells empty)."""
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def plot_scores(summary: list[dict], path: Path) -> None:
+    """Grouped bars: normalised score (or return where no score) per scenario and controller."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ctrls = list(dict.fromkeys(r["controller"] for r in summary))
+    scs = list(dict.fromkeys(r["scenario"] for r in summary))
+    use_score = all(np.isfinite(r["score"]) for r in summary)
+    key = "score" if use_score else "return"
+    val = {(r["controller"], r["scenario"]): r[key] for r in summary}
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(scs)) + 2, 4))
+    width = 0.8 / len(ctrls)
+    for i, c in enumerate(ctrls):
+        x = np.arange(len(scs)) + (i - (len(ctrls) - 1) / 2) * width
+        color = plt.get_cmap("tab20")(i % 20) if len(ctrls) > 10 else f"C{i}"
+        ax.bar(x, [val.get((c, s), np.nan) for s in scs], width, label=c, color=color)
+    ax.set_xticks(np.arange(len(scs)), scs)
+    ax.set_ylabel("normalised score (PI = 0, oracle = 1)" if use_score else "episode return")
+    if use_score:
+        # Symmetric log beyond |score| = 1: a weak baseline at -70 would otherwise flatten the
+        # region between PI (0) and the oracle (1) that the comparison is about.
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never on them
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
