@@ -214,3 +214,31 @@ def test_residual_algo_refuses_the_integral_feature(tmp_path):
                          timeout=120)
     assert res.returncode == 2 and "residual_bound=3.0" in res.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_comparison_registry_finds_residual_agents_and_their_checkpoints_per_training_seed(residual_artefact,
+                                                                                            tmp_path):
+    import shutil
+
+    from planners.benchmark import run_task
+    from planners.experiment import (
+        CompareConfig,
+        controller_specs,
+        needed_artefacts,
+        sample_efficiency_specs,
+    )
+
+    algo, out = residual_artefact
+    art = tmp_path / "art"
+    shutil.copytree(out, art / algo)
+    shutil.copytree(out, art / algo / "seed_1")
+    cfg = CompareConfig(controllers=["pi", algo], artifacts=str(art), train_seeds=2, no_train=True)
+    assert needed_artefacts(cfg) == [algo, f"{algo}/seed_1"]
+    specs = [s for s in controller_specs(cfg) if s.name == algo]
+    assert [(s.train_seed, Path(s.kwargs["path"])) for s in specs] == [
+        (0, art / algo / "model.zip"), (1, art / algo / "seed_1" / "model.zip")]
+    points = sample_efficiency_specs(cfg)
+    assert sorted((s.train_seed, s.env_steps) for s in points) == sorted(
+        (k, int(c.stem.split("_")[-2])) for k in (0, 1) for c in out.glob(f"checkpoints/{algo}_*_steps.zip"))
+    rec = run_task(specs[1], replace(get_scenario("nominal"), n_steps=10), seed=10_000)
+    assert rec.controller == algo and rec.train_seed == 1 and np.isfinite(rec.metrics["return"])
