@@ -1,4 +1,4 @@
-"""Planners for Furnace-v0: model-agnostic optimisers, MPC, the oracle, and the evaluation harness.
+"""Planners for Furnace-v0: model-agnostic optimisers, MPC, the oracle, residual RL on PI, and the evaluation harness.
 
 The controller interface and the reference PI controller live with the plant
 (:mod:`furnace_env.control`, :mod:`furnace_env.pi`).
@@ -35,6 +35,9 @@ __all__ = [
     "OracleConfig",
     "OracleModel",
     "make_oracle",
+    # planners.residual
+    "ResidualPI",
+    "ResidualPIWrapper",
 ]
 
 _OPTIM = ("Optimizer", "OptimResult", "PlanResult", "TrajectoryOptimizer", "LangevinConfig",
@@ -47,6 +50,8 @@ _LAZY = {
     "OracleConfig": "planners.oracle",
     "OracleModel": "planners.oracle",
     "make_oracle": "planners.oracle",
+    "ResidualPI": "planners.residual",
+    "ResidualPIWrapper": "planners.residual",
 }
 
 
