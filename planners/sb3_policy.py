@@ -240,7 +240,7 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = parser.parse_args(argv)
     policies = [load_sb3_policy(p) for p in args.models]
-    names = ["pi"] + [f"{p.algo} {p.env_steps // 1000}k" for p in policies]
+    names = ["pi"] + [f"{p.name} {p.env_steps // 1000}k" for p in policies]
     print("| scenario | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
     totals = np.zeros(len(names))
