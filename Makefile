@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-all lint bench clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2
+
+# Every test, the slow ones (@pytest.mark.slow, left out of `make test`) included.
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m ""
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -54,12 +54,13 @@ class ModelConfig:
     """Backbone activation of the CfC cell: lecun_tanh, silu, tanh, gelu or relu."""
     physics_hidden_dims: list[int] = field(default_factory=lambda: [128, 128])
     """Widths of the physics head MLP (h -> normalised observation delta); [] for a linear head.
-    [64] left the CO ratio at 0.107 on seed 1 ([128, 128]: 0.097)."""
+    Two layers of 128 resolve CO better than one of 64 (docs/benchmarks/world_model.md)."""
     ebm_hidden_dims: list[int] = field(default_factory=lambda: [128, 64])
     """Widths of the energy head MLP (h -> scalar energy), SiLU activations."""
     spectral_norm: bool = False
     """Spectral normalisation on every linear layer of the energy head(s) (Lipschitz <= 1). Off by
-    default: it stops the head from resolving the one-step effect of an action on h (AUROC ~0.8)."""
+    default: it stops the head from resolving the one-step effect of an action on h
+    (docs/benchmarks/world_model.md, "How")."""
     multiscale: bool = True
     """Add a coarse energy head on the time-pooled hidden sequence to the per-step fine energy."""
     co_log_scale: float = 10.0
@@ -70,9 +71,9 @@ class ModelConfig:
     setpoint_input: bool = True
     """Feed the setpoint channel to the cell. The furnace does not know its setpoint, and a model
     that reads it can learn from controller-driven data a dependence the plant does not have (the
-    default model's 20-step temperature prediction moves about 0.1 K per K of setpoint under a held
-    action); false removes it. Measured with ``evaluate/tune_planner.py`` (16 training-mix
-    episodes): no gain in closed loop (BENCHMARKS.md, world model), so it stays on."""
+    default model's 20-step temperature prediction moves with the setpoint under a held action);
+    false removes it. The setpoint-blind model is no better in closed loop, so it stays on
+    (docs/tuning.md, "Training-objective and input variants")."""
 
     def validate(self) -> None:
         s = "model"
@@ -123,7 +124,8 @@ class EnergyConfig:
     """Std of the Gaussian perturbation of real hidden states that makes hard negatives."""
     hard_negative_margin: float = 20.0
     """Margin of the hinges relu(margin + E(real) - E(negative)); relative to the energy scale
-    1 / (2 l2_reg) = 50 (0.5 gave transition AUROC 0.92, 5: 0.96, 20: 0.975 in a head-only test)."""
+    1 / (2 l2_reg) = 50: a margin well below that scale separates real from bang-bang transitions
+    less well (docs/tuning.md, "Settings recorded in docstrings before")."""
     hard_negative_weight: float = 1.0
     """Weight of the hard-negative hinge inside L_CD."""
     action_negative_weight: float = 1.0

@@ -336,12 +336,7 @@ class EBLNN(nn.Module):
         # large numbers, e.g. air flows of thousands of kg/h, in float32).
         w_o, w_q, w_c = (w_norm / self.obs_std).t(), (w_diff / self.delta_std).t(), fw.w_h.t()
         b_rest = fw.b_in - (w_norm / self.obs_std) @ self.obs_mean
-        # Physics head: de-normalisation folded into its last layer, the setpoint's and the
-        # commands' rows zeroed (the setpoint is held; the commands copy the actions).
-        keep = torch.ones(n, dtype=self.obs_mean.dtype, device=self.obs_mean.device)
-        keep[[SETPOINT_CHANNEL, *ACTION_CHANNELS]] = 0.0
-        lower = torch.full((n,), -torch.inf, dtype=keep.dtype, device=keep.device)
-        lower[list(NONNEG_CHANNELS)] = 0.0
+        w_last, b_last, lower = self._folded_head(lins[-1], self.obs_mean.dtype, self.obs_mean.device)
         phys = [(m.weight.t().contiguous(), m.bias) for m in lins[:-1]]
         return RolloutWeights(
             w0=torch.cat([w_norm, w_diff, fw.w_h], 1).t().contiguous(), b0=fw.b_in - b_rest, w_act=w_act.t().contiguous(),
@@ -349,14 +344,28 @@ class EBLNN(nn.Module):
             w_back=torch.cat([w_o + w_q, -w_q, w_c], 0).t().contiguous(),
             deeper=[(w.t().contiguous(), b) for w, b in fw.deeper], w3t=fw.w3.t().contiguous(), b3=fw.b3,
             w3_back=2.0 * fw.w3,
-            phys=[(w.contiguous(), b) for w, b in phys], w_last=_linear_layout((lins[-1].weight * (self.delta_std * keep)[:, None]).t()),
-            b_last=(lins[-1].bias * self.delta_std + self.delta_mean) * keep, lower=lower, obs_mean=self.obs_mean.clone(),
+            phys=[(w.contiguous(), b) for w, b in phys], w_last=_linear_layout(w_last),
+            b_last=b_last, lower=lower, obs_mean=self.obs_mean.clone(),
             obs_std=self.obs_std.clone(), diff_scale=self.obs_std / self.delta_std, act_channel=ACTION_CHANNELS[0],
             act=_ACT_CODES[fw.act])
 
+    def _folded_head(self, last: nn.Linear, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """The physics head's last layer with the de-normalisation folded in, ``(W^T, b, lower)``.
+
+        The setpoint's and the commands' rows are zeroed (the setpoint is held; the commands copy the
+        actions); ``lower`` is the clamp of the non-negative channels (-inf elsewhere).
+        """
+        n = self.obs_dim
+        keep = torch.ones(n, dtype=dtype, device=device)
+        keep[[SETPOINT_CHANNEL, *ACTION_CHANNELS]] = 0.0
+        w_last = (last.weight * (self.delta_std * keep)[:, None]).t()
+        b_last = (last.bias * self.delta_std + self.delta_mean) * keep
+        lower = torch.full((n,), -torch.inf, dtype=dtype, device=device)
+        lower[list(NONNEG_CHANNELS)] = 0.0
+        return w_last, b_last, lower
+
     def _rollout_fused_autograd(self, obs0: Tensor, h0: Tensor, actions: Tensor) -> RolloutOut:
         # The fused maths through autograd: used when the weights need gradients.
-        n = self.obs_dim
         fw = fuse_cell(self.cfc.rnn_cell, self.input_size)
         w_norm, w_diff, w_act = self._input_weights(fw.w_in)
         # Step 0 reads the previous observation from h0; later steps from the rollout itself, so
@@ -370,18 +379,12 @@ class EBLNN(nn.Module):
         # large numbers, e.g. air flows of thousands of kg/h, in float32).
         w_big = torch.cat([w_norm / self.obs_std, w_diff / self.delta_std, fw.w_h], dim=1).t()  # [(8 + 8 + H), U]
         pre_act = torch.matmul(actions, w_act.t()) + (fw.b_in - (w_norm / self.obs_std) @ self.obs_mean)
-        # Physics head: de-normalisation folded into its last layer; the setpoint's and the
-        # commands' rows zeroed, and the commands entered through a precomputed correction
-        # (a_t - a_{t-1} on channels 6, 7), so a step is obs + C_t + head(c), then a clamp.
+        # The commands enter through a precomputed correction (a_t - a_{t-1} on channels 6, 7), so
+        # a step is obs + C_t + head(c), then a clamp.
         lins = [m for m in self.physics if isinstance(m, nn.Linear)]
-        keep = torch.ones(n, dtype=obs0.dtype, device=obs0.device)
-        keep[[SETPOINT_CHANNEL, *ACTION_CHANNELS]] = 0.0
-        w_last = (lins[-1].weight * (self.delta_std * keep)[:, None]).t()
-        b_last = (lins[-1].bias * self.delta_std + self.delta_mean) * keep
+        w_last, b_last, lower = self._folded_head(lins[-1], obs0.dtype, obs0.device)
         prev_a = torch.cat([obs0[:, None, 6:8], actions[:, :-1]], dim=1)
         corr = torch.cat([b_last[:6].expand(*actions.shape[:2], 6), actions - prev_a + b_last[6:]], dim=-1)
-        lower = torch.full((n,), -torch.inf, dtype=obs0.dtype, device=obs0.device)
-        lower[list(NONNEG_CHANNELS)] = 0.0
         phys = lins[:-1]
         obs_seq, cfc, obs_in = rollout_loop(c, obs0, pre_act, corr, lower, w_big, [w for w, _ in fw.deeper],
                                             [b for _, b in fw.deeper], fw.w3, fw.b3, [m.weight for m in phys],

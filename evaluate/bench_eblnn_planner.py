@@ -24,7 +24,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import furnace_env  # noqa: E402,F401
-from planners.factories import DEFAULT_HORIZON, OPTIMIZER_KWARGS, make_eblnn_planner, parse_options  # noqa: E402
+from planners.factories import (  # noqa: E402
+    DEFAULT_HORIZON,
+    OPTIMIZER_DEFAULTS,
+    make_eblnn_planner,
+    parse_options,
+)
+from planners.optim import LangevinConfig  # noqa: E402
 
 
 def run(checkpoint: str, fast: bool, steps: int, optimizer: str,
@@ -59,7 +65,10 @@ def main(argv: list[str] | None = None) -> dict:
     if "fast" in options:
         parser.error("--set fast=...: the benchmark runs both paths; fast is not an option here")
     torch.set_num_threads(args.threads)
-    budget = {**OPTIMIZER_KWARGS.get(args.optimizer, {"matched": True}), "horizon": DEFAULT_HORIZON}
+    langevin = LangevinConfig()
+    budget = ({"n_candidates": langevin.n_candidates, "iterations": langevin.iterations} if args.optimizer == "langevin"
+              else {**OPTIMIZER_DEFAULTS.get(args.optimizer, {}), "matched": True})
+    budget["horizon"] = DEFAULT_HORIZON
     budget.update({k: v for k, v in options.items() if k in ("n_candidates", "iterations", "horizon")})
     print(f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); budget: "
           f"{budget}; options: {options or 'defaults'}")

@@ -2,6 +2,7 @@
 
     python evaluate/compare_planners.py                       # every controller, named scenarios
     python evaluate/compare_planners.py --scenario my.yaml --seeds 5
+    python evaluate/compare_planners.py --family test           # the held-out test family
     python evaluate/compare_planners.py --controllers pi oracle eblnn-langevin
     python evaluate/compare_planners.py --controllers pi oracle eblnn-langevin --planner_set beta=1
     python evaluate/compare_planners.py --controllers pi oracle sac-residual ppo-residual --train_seeds 3

@@ -98,7 +98,7 @@ def landscape(ctl, oracle: OracleModel, obs: np.ndarray, lambdas, fuel_span: flo
         parts = pm.make_objective(obs, terms=True)(u)
         env_actions = pm.to_actions(u).double().numpy()
     total = sum(parts.values())
-    q = oracle._quality()
+    q = oracle.quality()
     true = oracle.make_objective()(torch.from_numpy(oracle.encode(env_actions, q))).double()
     cols = {"objective": total, "without_energy": total - parts["energy"],
             "stage_cost": parts["track"] + parts["fuel"] + parts["co"] + parts["o2"], "true_cost": true}

@@ -34,7 +34,7 @@ def identify_fopdt(dt: float = 5.0, step: float = 0.04) -> tuple[float, float, f
     env = gym.make("Furnace-v0", scenario=dict(name="id", load_wander=0.0, time_jitter=0.0, size_jitter=0.0),
                    sensor_noise=False)
     obs, info = env.reset(seed=0)
-    a0 = env.unwrapped._cmd[0].copy()
+    a0 = env.unwrapped.command
     a = a0 + np.array([2 * step, 2 * step * 1.0])
     temps = [obs[0]]
     for _ in range(200):

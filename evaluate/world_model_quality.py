@@ -38,7 +38,7 @@ from eblnn_agent.metrics import (
     transition_energies,
 )
 from eblnn_agent.transforms import CO_CHANNEL  # noqa: E402
-from furnace_env.env import _NOISE_ABS, _NOISE_REL
+from furnace_env.env import NOISE_ABS, NOISE_REL
 from furnace_env.physics import OBS_NAMES
 
 DYNAMIC = ("temperature", "o2", "co", "fuel_flow", "air_flow")
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     one = one_step_predictions(model, test, args.device)
     mse = ((one.pred - one.target) ** 2).mean(0)
     mse_p = ((one.persist - one.target) ** 2).mean(0)
-    floor = ((_NOISE_ABS + _NOISE_REL * np.abs(one.target)) ** 2).mean(0)
+    floor = ((NOISE_ABS + NOISE_REL * np.abs(one.target)) ** 2).mean(0)
     one_step = {n: {"mse": float(mse[i]), "persistence_mse": float(mse_p[i]),
                     "ratio": float(mse[i] / mse_p[i]) if mse_p[i] > 0 else float("nan"),
                     "noise_floor_mse": float(floor[i])} for i, n in enumerate(names)}

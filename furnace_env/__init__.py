@@ -9,19 +9,31 @@ from gymnasium.envs.registration import register, registry
 from furnace_env.cost import CostWeights, obs_cost, step_cost
 from furnace_env.env import FurnaceEnv
 from furnace_env.physics import N_OBS, OBS_NAMES, FurnaceParams
-from furnace_env.scenarios import EVAL_SCENARIOS, SCENARIOS, Scenario, get_scenario, load_scenario
+from furnace_env.scenarios import (
+    EVAL_SCENARIOS,
+    FAMILIES,
+    SCENARIOS,
+    Scenario,
+    family_scenarios,
+    get_scenario,
+    load_scenario,
+)
+from furnace_env.state import FurnaceState
 from furnace_env.vector import FurnaceVectorEnv
 
 __all__ = [
     "CostWeights",
     "EVAL_SCENARIOS",
+    "FAMILIES",
     "FurnaceEnv",
     "FurnaceParams",
+    "FurnaceState",
     "FurnaceVectorEnv",
     "N_OBS",
     "OBS_NAMES",
     "SCENARIOS",
     "Scenario",
+    "family_scenarios",
     "get_scenario",
     "load_scenario",
     "obs_cost",

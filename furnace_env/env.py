@@ -19,15 +19,18 @@ from furnace_env.physics import (
     step_kernel,
 )
 from furnace_env.scenarios import Scenario, get_scenario
+from furnace_env.state import FurnaceState, frozen_copy
 
-__all__ = ["FurnaceEnv", "observation_bounds", "validate_action", "measure", "TRIP_REASONS"]
+__all__ = ["FurnaceEnv", "FurnaceState", "observation_bounds", "validate_action", "measure", "TRIP_REASONS",
+           "NOISE_ABS", "NOISE_REL"]
 
 #: Trip codes reported by the kernel, and their meaning.
 TRIP_REASONS = {0: "", 1: "over-temperature", 2: "flame safeguard (fuel-rich burner)"}
 
-# Measurement noise: std = absolute + relative * |reading|, per observation channel.
-_NOISE_ABS = np.array([1.0, 0.0, 0.05, 1.0, 0.0, 0.0, 0.0, 0.0])
-_NOISE_REL = np.array([0.0, 0.0, 0.0, 0.03, 0.005, 0.005, 0.0, 0.0])
+#: Measurement noise, absolute part of the std per observation channel (units of the channel).
+NOISE_ABS = np.array([1.0, 0.0, 0.05, 1.0, 0.0, 0.0, 0.0, 0.0])
+#: Measurement noise, relative part: std = ``NOISE_ABS + NOISE_REL * |reading|``.
+NOISE_REL = np.array([0.0, 0.0, 0.0, 0.03, 0.005, 0.005, 0.0, 0.0])
 
 
 def observation_bounds(params: FurnaceParams) -> tuple[np.ndarray, np.ndarray]:
@@ -70,11 +73,22 @@ def _non_finite(action: Any) -> ValueError:
 
 
 @numba.njit(cache=True)
+def _measure_into(obs_clean, noise, noise_abs, noise_rel, low, high, out):
+    """The measurement model, written once: ``out = clip(x + noise (noise_abs + noise_rel |x|), low, high)``.
+
+    Per channel: ``noise`` holds standard normal draws (zeros: no noise), ``noise_abs`` and
+    ``noise_rel`` the absolute and relative noise stds, ``low`` and ``high`` the instrument range.
+    """
+    for j in range(obs_clean.shape[0]):
+        x = obs_clean[j]
+        y = x + noise[j] * (noise_abs[j] + noise_rel[j] * abs(x))
+        out[j] = min(max(y, low[j]), high[j])
+
+
+@numba.njit(cache=True)
 def _measure_nb(obs_clean, noise, noise_abs, noise_rel, low, high):
     out = np.empty(obs_clean.shape[0], dtype=np.float32)
-    for j in range(obs_clean.shape[0]):
-        x = obs_clean[j] + noise[j] * (noise_abs[j] + noise_rel[j] * abs(obs_clean[j]))
-        out[j] = min(max(x, low[j]), high[j])
+    _measure_into(obs_clean, noise, noise_abs, noise_rel, low, high, out)
     return out
 
 
@@ -87,11 +101,11 @@ def measure(obs_clean: np.ndarray, rng: np.random.Generator | None, low: np.ndar
             high: np.ndarray) -> np.ndarray:
     """Add sensor noise (when ``rng`` is given) and clip to the instrument ranges, as float32.
 
-    Noise std per channel: ``_NOISE_ABS + _NOISE_REL * |reading|``. One fused kernel: a
+    Noise std per channel: ``NOISE_ABS + NOISE_REL * |reading|``. One fused kernel: a
     chain of numpy calls on an 8-vector would cost more than the physics step itself.
     """
     noise = rng.standard_normal(N_OBS) if rng is not None else _NO_NOISE
-    return _measure_nb(obs_clean, noise, _NOISE_ABS, _NOISE_REL, low, high)
+    return _measure_nb(obs_clean, noise, NOISE_ABS, NOISE_REL, low, high)
 
 
 #: Steps of sensor noise the single env draws from its ``np_random`` at once (see ``FurnaceEnv._refill``).
@@ -118,11 +132,8 @@ def _env_step_nb(action, cmd, sched, k, state, o2_buf, co_buf, k_sub, p, w, obs,
     step_kernel(state, o2_buf, co_buf, k_sub, cmd, sched[k : k + 1], p, w, obs, report, cost, tripped)
     # The observation shows the setpoint of the step to come.
     obs[0, 1] = sched[min(k + 1, sched.shape[0] - 1), 0]
-    for j in range(obs.shape[1]):
-        x = obs[0, j]
-        y = x + noise[noise_row, j] * (meas[0, j] + meas[1, j] * abs(x))
-        out[0, j] = min(max(y, meas[2, j]), meas[3, j])
-        out[1, j] = x
+    _measure_into(obs[0], noise[noise_row], meas[0], meas[1], meas[2], meas[3], out[0])
+    out[1, :] = obs[0]
     return tripped[0], cost[0]
 
 
@@ -170,7 +181,16 @@ class FurnaceEnv(gym.Env):
 
     Hidden (in ``info`` only, for supervision and diagnostics): the true furnace
     temperature, true flows, burner air ratio, true O2 and CO, heat release, stack loss,
-    load, fuel quality and leakage.
+    load, fuel quality and leakage. ``info["plant"]`` (at reset, and at every step where a
+    plant event changes the plant) maps the plant fields the scenario sets or changes to
+    their true values in force; :attr:`plant` is the whole :class:`FurnaceParams` in force.
+
+    ## Plant
+    ``params`` is the base plant. A scenario's ``plant`` overrides the fields it names, with a
+    value or a ``[low, high]`` range drawn uniformly from ``np_random`` at every reset (domain
+    randomisation; same seed, same plant), and its ``plant_events`` step or ramp fields during
+    the episode (e.g. fouling), at control-step resolution. :meth:`get_state` and
+    :meth:`set_state` snapshot and restore the whole true state (:class:`FurnaceState`).
 
     ## Rewards
     ``reward = -step_cost`` (:mod:`furnace_env.cost`) on the noise-free measured signals:
@@ -232,7 +252,7 @@ class FurnaceEnv(gym.Env):
         self._n_steps = self.scenario.n_steps
         self._history: list[tuple[np.ndarray, np.ndarray, float]] = []
         # Per-channel noise stds and ranges, one array for the fused step kernel.
-        self._meas = np.stack([_NOISE_ABS, _NOISE_REL, self._low, self._high])
+        self._meas = np.stack([NOISE_ABS, NOISE_REL, self._low, self._high])
         # Sensor noise is drawn NOISE_BLOCK steps at a time (one numpy call instead of one per
         # step); ``_noise_pos`` is the next unused row. The generator's state before the draw is
         # kept, so that a reset can hand the unused rows back (see ``_return_noise``) and every
@@ -242,6 +262,11 @@ class FurnaceEnv(gym.Env):
         self._noise_pos = NOISE_BLOCK
         self._noise_rng: np.random.Generator | None = None
         self._noise_state: dict[str, Any] | None = None
+        # The episode's plant per control step when its scenario has plant events (else None),
+        # and the steps at which it changes (each sets the simulator's params before stepping).
+        self._plant_table: np.ndarray | None = None
+        self._plant_change: np.ndarray | None = None
+        self._plant_names: tuple[str, ...] = ()
 
     @property
     def noisy(self) -> bool:
@@ -255,6 +280,21 @@ class FurnaceEnv(gym.Env):
             raise RuntimeError("call reset() first")
         return self._sched
 
+    @property
+    def plant(self) -> FurnaceParams:
+        """The plant in force now: ``params`` with the scenario's ``plant`` and ``plant_events`` applied."""
+        return self._sim.params
+
+    @property
+    def command(self) -> np.ndarray:
+        """The commands applied last (fuel valve, air damper) in [-1, 1] (a copy)."""
+        return self._cmd[0].copy()
+
+    @property
+    def step_index(self) -> int:
+        """Control steps taken in this episode."""
+        return self._k
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         self._return_noise()
         super().reset(seed=seed)
@@ -262,6 +302,10 @@ class FurnaceEnv(gym.Env):
             self.scenario = get_scenario(options["scenario"])
         self._n_steps = self.scenario.n_steps
         self._sched = self.scenario.sample_schedule(self.np_random, self.params.dt)
+        plant, self._plant_table = self.scenario.sample_plant(self.np_random, self.params)
+        self._plant_change = None if self._plant_table is None else self._changes(self._plant_table)
+        self._plant_names = self.scenario.plant_names
+        self._sim.set_params(plant if self._plant_table is None else FurnaceParams.from_array(self._plant_table[0]))
         self._k = 0
         self._noisy = self.noisy
         if not self._noisy:
@@ -271,7 +315,9 @@ class FurnaceEnv(gym.Env):
         self._sim.reset_rows(np.array([0]), self._sched[:1], np.array([self.scenario.lambda0]), self._cmd)
         obs = self._observe()
         self._history = [(obs, self._cmd[0].copy(), 0.0)]
-        return obs, self._info(0, self._sim.obs[0].astype(np.float32))
+        info = self._info(0, self._sim.obs[0].astype(np.float32))
+        info["plant"] = self._plant_info()
+        return obs, info
 
     def step(self, action):
         if self._sched is None:
@@ -283,6 +329,10 @@ class FurnaceEnv(gym.Env):
         if self._noisy and (self._noise_pos == NOISE_BLOCK or self._noise_rng is not self._np_random):
             validate_action(action)  # a bad action must raise before the generator moves
             self._refill()
+        plant_changed = self._plant_change is not None and self._plant_change[min(self._k, self._n_steps)]
+        if plant_changed:
+            validate_action(action)  # ... and before the plant changes
+            self._sim.set_params(FurnaceParams.from_array(self._plant_table[min(self._k, self._n_steps)]))
         sim = self._sim
         out = np.empty((2, N_OBS), dtype=np.float32)
         trip, cost = _env_step_nb(action, self._cmd, self._sched, self._k, sim.state, sim.o2_buf, sim.co_buf,
@@ -301,7 +351,95 @@ class FurnaceEnv(gym.Env):
         obs = out[0]
         if self.render_mode == "rgb_array":
             self._history.append((obs, self._cmd[0].copy(), reward))
-        return obs, reward, trip != 0, self._k >= self._n_steps, self._info(trip, out[1])
+        info = self._info(trip, out[1])
+        if plant_changed:
+            info["plant"] = self._plant_info()
+        return obs, reward, trip != 0, self._k >= self._n_steps, info
+
+    # -- state ---------------------------------------------------------------------------------
+    def get_state(self) -> FurnaceState:
+        """A frozen snapshot of everything that decides the episode's future (see :class:`FurnaceState`)."""
+        if self._sched is None:
+            raise RuntimeError("call reset() before get_state()")
+        sim = self._sim
+        return FurnaceState(
+            plant=sim.params,
+            plant_table=None if self._plant_table is None else frozen_copy(self._plant_table),
+            physics=frozen_copy(sim.state[0]), o2_buf=frozen_copy(sim.o2_buf[0]), co_buf=frozen_copy(sim.co_buf[0]),
+            substep=int(sim.k), schedule=frozen_copy(self._sched), step=int(self._k),
+            command=frozen_copy(self._cmd[0]), noisy=bool(self._noisy), rng_state=self._rng_state(),
+            plant_names=self._plant_names,
+        )
+
+    def set_state(self, state: FurnaceState) -> None:
+        """Put the env exactly at ``state`` (from :meth:`get_state` of this env or one built with the
+        same structural plant fields); the next steps then reproduce the snapshot's future.
+
+        Everything is checked before anything changes. The ``scenario`` attribute stays as it
+        is (the snapshot carries the episode's schedule and plant); the next ``reset`` starts
+        from the scenario as usual.
+        """
+        if not isinstance(state, FurnaceState):
+            raise ValueError(f"set_state expects a FurnaceState (from get_state()), got {type(state).__name__}")
+        sim = self._sim
+        for name, got, want in (("o2_buf", state.o2_buf.shape, sim.o2_buf[0].shape),
+                                ("co_buf", state.co_buf.shape, sim.co_buf[0].shape),
+                                ("physics", state.physics.shape, sim.state[0].shape),
+                                ("command", state.command.shape, (2,))):
+            if got != want:
+                raise ValueError(f"set_state: {name} has shape {got}; this env needs {want}")
+        if state.schedule.ndim != 2 or state.schedule.shape[1] != 4 or not 0 <= state.step <= state.n_steps:
+            raise ValueError(f"set_state: schedule shape {state.schedule.shape} with step {state.step}; "
+                             "expected [n_steps + 1, 4] and 0 <= step <= n_steps")
+        if state.plant_table is not None and state.plant_table.shape[0] != state.schedule.shape[0]:
+            raise ValueError(f"set_state: plant_table has {state.plant_table.shape[0]} rows; the schedule "
+                             f"{state.schedule.shape[0]}")
+        gen = type(self.np_random.bit_generator).__name__
+        if state.rng_state.get("bit_generator") != gen:
+            raise ValueError(f"set_state: rng_state is for {state.rng_state.get('bit_generator')!r}; "
+                             f"this env's np_random uses {gen!r}")
+        sim.set_params(state.plant)  # raises, unchanged, if a structural field differs
+        # Forget any pre-drawn noise block: the generator is set to the snapshot's per-step position.
+        self._noise_rng = None
+        self._noise_pos = NOISE_BLOCK
+        self.np_random.bit_generator.state = state.rng_state
+        self._noisy = state.noisy
+        if not self._noisy:
+            self._noise[:] = 0.0
+            self._noise_pos = 0
+        sim.state[0] = state.physics
+        sim.o2_buf[0] = state.o2_buf
+        sim.co_buf[0] = state.co_buf
+        sim.k = state.substep
+        self._cmd[0] = state.command
+        self._sched = np.array(state.schedule)
+        self._k = state.step
+        self._n_steps = state.n_steps
+        self._plant_table = None if state.plant_table is None else np.array(state.plant_table)
+        self._plant_change = None if self._plant_table is None else self._changes(self._plant_table)
+        self._plant_names = tuple(state.plant_names)
+
+    def _rng_state(self) -> dict[str, Any]:
+        """``np_random``'s state as if each step had drawn its own noise (see ``_return_noise``), untouched."""
+        rng = self.np_random
+        if self._noise_rng is not None and self._noise_rng is self._np_random and self._noise_pos < NOISE_BLOCK:
+            g = np.random.Generator(type(rng.bit_generator)())
+            g.bit_generator.state = self._noise_state
+            g.standard_normal(self._noise_pos * N_OBS)
+            return g.bit_generator.state
+        return rng.bit_generator.state
+
+    @staticmethod
+    def _changes(table: np.ndarray) -> np.ndarray:
+        """Steps whose plant differs from the step before (step 0 is set at reset)."""
+        change = np.zeros(table.shape[0], dtype=bool)
+        change[1:] = (table[1:] != table[:-1]).any(axis=1)
+        return change
+
+    def _plant_info(self) -> dict[str, float]:
+        """The plant fields the scenario sets or changes, at their values in force now."""
+        plant = self._sim.params
+        return {name: getattr(plant, name) for name in self._plant_names}
 
     def _refill(self) -> None:
         """Draw the next block of sensor noise from ``np_random``."""

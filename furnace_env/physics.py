@@ -9,6 +9,11 @@ has no per-call numpy overhead for ``N = 1`` and no per-furnace Python loop for
 energy balance with flows held over a sub-step) are discretised exactly, so the
 sub-stepping is stable for any step size.
 
+To read the physics, start with :mod:`furnace_env.physics_reference`: the same step as
+plain numpy, one line per equation, which the kernel is tested against. The kernel's
+speed paths live in their own modules: :mod:`furnace_env.fast_exp` (an ``exp`` that
+vectorises) and :mod:`furnace_env.row_threads` (big batches split across threads).
+
 Sources for the constants (all are fields of :class:`FurnaceParams`):
 
 * Natural gas as methane: lower heating value 50.0 MJ/kg, stoichiometric air-fuel
@@ -26,18 +31,16 @@ Sources for the constants (all are fields of :class:`FurnaceParams`):
 from __future__ import annotations
 
 import dataclasses
-import decimal
 import enum
-import itertools
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 from furnace_env.cost import CostWeights, cost_terms
+from furnace_env.fast_exp import exp as _exp
+from furnace_env.row_threads import CHUNK_ROWS, N_THREADS, run_row_chunks
 
 __all__ = [
     "FurnaceParams",
@@ -49,6 +52,7 @@ __all__ = [
     "step_kernel",
     "N_OBS",
     "OBS_NAMES",
+    "STRUCTURAL_FIELDS",
     "DIST_NAMES",
     "INFO_NAMES",
 ]
@@ -183,39 +187,26 @@ class FurnaceParams:
         """Pack the fields in declaration order, the layout the kernel reads."""
         return np.array([float(getattr(self, f.name)) for f in dataclasses.fields(self)])
 
+    @classmethod
+    def from_array(cls, a: np.ndarray) -> FurnaceParams:
+        """Unpack :meth:`to_array`'s layout (validated like any other construction)."""
+        fields = dataclasses.fields(cls)
+        if np.shape(a) != (len(fields),):
+            raise ValueError(f"FurnaceParams.from_array: shape {np.shape(a)}; expected ({len(fields)},)")
+        return cls(**{f.name: int(v) if f.name == "n_substeps" else float(v)
+                      for f, v in zip(fields, np.asarray(a).tolist(), strict=True)})
+
+
+#: Fields of :class:`FurnaceParams` that fix the layout of a batch's state or the meaning of its
+#: actions and observations: the control step and its sub-steps (the clock of every schedule), the
+#: analyser dead times (the lengths of the ring buffers) and the full-scale flows (the action
+#: scaling and the observation bounds). They cannot change on a built batch or within an
+#: episode; every other field can (:meth:`FurnaceSim.set_params`, ``Scenario.plant``).
+STRUCTURAL_FIELDS = ("dt", "n_substeps", "o2_delay", "co_delay", "fuel_max", "air_max")
 
 # Field positions in ``FurnaceParams.to_array()``; numba reads IntEnum members as constants.
 _I = enum.IntEnum("_I", [(f.name, i) for i, f in enumerate(dataclasses.fields(FurnaceParams))])
 _CO_SLICE = slice(_I.co_base, _I.co_max + 1)
-
-
-# exp for the kernel, inlined: x = (32 n + j) ln2 / 32 + r with |r| <= ln2 / 64, so that
-# exp(x) = 2^n 2^(j/32) exp(r), exp(r) by its Taylor series to r^6 (truncation < 1e-17).
-# Within 2 ulp of math.exp (the only place where the kernel's arithmetic departs from the
-# plain formulas). Why not math.exp: a library call cannot be vectorised, so the sub-step loop
-# would run one furnace at a time (98 instead of 65 ns per furnace-step here).
-# The constants are rounded once from 50-digit decimals; the range reduction must be evaluated
-# as written (no reassociation), or it loses its extra bits.
-_D = decimal.Context(prec=50)
-_EXP_TAB = np.array([float(_D.power(2, _D.divide(j, 32))) for j in range(32)])
-_EXP_POW2 = np.array([2.0**n for n in range(-1100, 1024)])
-_LN2_32 = float(_D.divide(_D.ln(2), 32))
-_LN2_32_HI = float(np.float32(_LN2_32))  # 24 bits: m * hi is exact for |m| < 2^29
-_LN2_32_LO = float(_D.subtract(_D.divide(_D.ln(2), 32), decimal.Decimal(_LN2_32_HI)))
-
-
-@numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _exp(x):
-    """exp(x) for scalars in numba code (see the comment above); NaN stays NaN."""
-    if x != x:
-        return x
-    x = min(max(x, -740.0), 709.0)
-    m = math.floor(x * (1.0 / _LN2_32) + 0.5)
-    r = (x - m * _LN2_32_HI) - m * _LN2_32_LO
-    mi = int(m)
-    j = mi & 31
-    p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))))
-    return _EXP_TAB[j] * p * _EXP_POW2[((mi - j) >> 5) + 1100]
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -229,12 +220,13 @@ def flue_o2(excess_air):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def co_ppm(lam, fire_fraction, p_co_base=5.0, p_co_amp=5.0, p_knee=2.0, p_slope=2.0,
-           p_fire_ref=0.6, p_width=0.34, p_rich=1.0e5, p_max=5.0e4):
+def co_ppm(lam, fire_fraction, p_co_base, p_co_amp, p_knee, p_slope, p_fire_ref, p_width, p_rich, p_max):
     """Burner CO in ppm (dry, undiluted) from the burner's air ratio ``lam`` and the firing fraction.
 
     ``CO = co_base + amp * exp(-(O2 - knee) / width)`` with ``knee`` rising at low fire, plus
-    ``co_rich * (1 - lam)`` when fuel-rich; capped at ``co_max``. Scalars (compiled by numba).
+    ``co_rich * (1 - lam)`` when fuel-rich; capped at ``co_max``. Scalars (compiled by numba); the
+    ``p_*`` arguments are the :class:`FurnaceParams` CO fields, in that order (no defaults here: the
+    plant's values are written once, in :class:`FurnaceParams`).
     """
     o2 = flue_o2(lam - 1.0)
     knee = p_knee + p_slope * (p_fire_ref - fire_fraction)
@@ -454,49 +446,22 @@ def _step_rows(a, b, state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, report, co
                 cost[a:b], tripped[a:b])
 
 
-#: Rows per work item of a split batch (about 35 us of kernel time: the Python overhead of a
-#: work item, a few microseconds, stays small, and there are enough items to balance threads;
-#: 512 and 1024 measured alike here, 256 was slower).
-CHUNK_ROWS = 512
-#: Batches at least this large are split across threads.
+#: Batches at least this large are split across threads (:func:`~furnace_env.row_threads.run_row_chunks`).
 PARALLEL_THRESHOLD = 2 * CHUNK_ROWS
-_N_THREADS = max(1, min(8, os.cpu_count() or 1))
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=_N_THREADS - 1, thread_name_prefix="furnace")
-    return _POOL
 
 
 def step_batch(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, report, cost, tripped) -> None:
     """Advance ``N`` furnaces by one control step in place (see :func:`_step_batch_py`).
 
     Every array is indexed by furnace along axis 0, so a block of rows is an independent
-    sub-problem. Large batches are cut into blocks of :data:`CHUNK_ROWS` that the calling
-    thread and ``cpu_count - 1`` pool threads take in turn until none is left: on a shared
-    machine a thread that the OS preempts then holds up one small block, not half the batch.
+    sub-problem: batches of :data:`PARALLEL_THRESHOLD` furnaces or more are cut into blocks
+    that a small thread pool steps (:func:`~furnace_env.row_threads.run_row_chunks`).
     """
     n = state.shape[0]
-    if n < PARALLEL_THRESHOLD or _N_THREADS == 1:
+    if n < PARALLEL_THRESHOLD or N_THREADS == 1:
         step_kernel(state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, report, cost, tripped)
         return
-    n_chunks = -(-n // CHUNK_ROWS)
-    # ``next`` on an itertools counter is atomic under the GIL: each block goes to one thread.
-    counter = itertools.count()
-
-    def work() -> None:
-        while (c := next(counter)) < n_chunks:
-            _step_rows(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS), state, o2_buf, co_buf, k0, cmd, dist, p,
-                       w, obs, report, cost, tripped)
-
-    pool = _pool()
-    futures = [pool.submit(work) for _ in range(_N_THREADS - 1)]
-    work()
-    for f in futures:
-        f.result()
+    run_row_chunks(_step_rows, n, state, o2_buf, co_buf, k0, cmd, dist, p, w, obs, report, cost, tripped)
 
 
 def steady_state_fuel(params: FurnaceParams, temperature, load, fuel_quality, leak, lam):
@@ -540,13 +505,30 @@ class FurnaceSim:
         """Cost terms [N, len(TERM_NAMES)] of the last step (a view of ``report``)."""
         return self.report[:, len(INFO_NAMES) + len(DIST_NAMES):]
 
-    def reset_rows(self, rows, dist: np.ndarray, lam0: np.ndarray, cmd_out: np.ndarray) -> None:
+    def set_params(self, params: FurnaceParams) -> None:
+        """Make ``params`` the plant every furnace of this batch is stepped with from now on.
+
+        The state stays as it is. Only fields that leave the buffers' layout alone may differ
+        from the construction-time plant (the control step, the sub-steps and the analyser dead
+        times size the state; see :data:`STRUCTURAL_FIELDS`); a change of those raises ``ValueError``.
+        """
+        changed = [f for f in STRUCTURAL_FIELDS if getattr(params, f) != getattr(self.params, f)]
+        if changed:
+            raise ValueError(f"FurnaceSim.set_params: {changed} differ from the batch's construction "
+                             f"({[getattr(self.params, f) for f in changed]}); these fields "
+                             f"{list(STRUCTURAL_FIELDS)} cannot change on a built batch")
+        self.params = params
+        self.p[:] = params.to_array()
+
+    def reset_rows(self, rows, dist: np.ndarray, lam0: np.ndarray, cmd_out: np.ndarray,
+                   params: FurnaceParams | None = None) -> None:
         """Put furnaces ``rows`` at steady state on their setpoint at burner air ratio ``lam0``.
 
         ``dist`` [len(rows), 4] are their current exogenous inputs; the matching commands
-        (in [-1, 1]) are written to ``cmd_out`` [len(rows), 2].
+        (in [-1, 1]) are written to ``cmd_out`` [len(rows), 2]. ``params`` is the plant whose
+        steady state is taken (default: the batch's own, ``self.params``).
         """
-        pr = self.params
+        pr = self.params if params is None else params
         sp, load, q, leak = dist[:, 0], dist[:, 1], dist[:, 2], dist[:, 3]
         fuel = steady_state_fuel(pr, sp, load, q, leak, lam0)
         fuel = np.clip(fuel, 0.0, pr.fuel_max)
@@ -554,7 +536,8 @@ class FurnaceSim:
         lam = air / (pr.afr * q * np.maximum(fuel, 1e-9))
         ea = (air + leak) / (pr.afr * q * np.maximum(fuel, 1e-9)) - 1.0
         o2 = np.array([flue_o2(x) for x in ea])
-        co = np.array([co_ppm(la, f / pr.fuel_max, *self.p[_CO_SLICE]) for la, f in zip(lam, fuel, strict=True)])
+        p_co = pr.to_array()[_CO_SLICE]
+        co = np.array([co_ppm(la, f / pr.fuel_max, *p_co) for la, f in zip(lam, fuel, strict=True)])
         co = co * (fuel + air) / (fuel + air + leak)
         st = self.state
         st[rows, _T] = sp

@@ -1,7 +1,7 @@
 """The industrial reference: temperature PI on fuel, O2-trim PI on air, air/fuel cross-limiting.
 
 This is the zero point of the score scale, so it is tuned honestly (see
-``evaluate/tune_pi.py`` and the README): the gains start from SIMC rules on an identified
+``evaluate/tune_pi.py`` and docs/tuning.md): the gains start from SIMC rules on an identified
 first-order-plus-dead-time model of the temperature loop and are then refined by a grid
 search on the training scenario mix, on the very cost the env rewards.
 
@@ -66,11 +66,9 @@ class PIConfig:
     """Bounds of the multiplicative O2 trim."""
     cross_limit_lambda: float = 1.06
     """Cross-limiting: fuel may not exceed measured air / (afr * this)."""
-    dt: float = 5.0
-    """Control step, s (the env's)."""
 
     def __post_init__(self) -> None:
-        for name in ("kp", "ti", "o2_kp", "o2_ti", "dt", "cross_limit_lambda"):
+        for name in ("kp", "ti", "o2_kp", "o2_ti", "cross_limit_lambda"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v > 0):
                 raise ValueError(f"PIConfig.{name}={v!r} must be finite and > 0")
@@ -155,12 +153,12 @@ class PIController(Controller):
             self._prev_e = e.copy()
             self._prev_eo2 = np.zeros(len(obs))
         # Temperature PI in velocity form; no integration while the demand is saturated.
-        d_fire = c.kp * ((e - self._prev_e) + e * c.dt / c.ti)
+        d_fire = c.kp * ((e - self._prev_e) + e * p.dt / c.ti)
         fire = np.clip(self._fire + d_fire, 0.0, 1.0)
         self._fire, self._prev_e = fire, e
         # O2 trim (velocity PI on the measured O2 against the firing-rate curve).
         eo2 = self.o2_setpoint(fuel_meas) - o2
-        d_trim = c.o2_kp * ((eo2 - self._prev_eo2) + eo2 * c.dt / c.o2_ti)
+        d_trim = c.o2_kp * ((eo2 - self._prev_eo2) + eo2 * p.dt / c.o2_ti)
         d_trim = d_trim + c.co_gain * np.maximum(obs[:, 3] - c.co_override, 0.0) / 100.0
         self._trim = np.clip(self._trim + d_trim, *c.trim_limits)
         self._prev_eo2 = eo2

@@ -6,24 +6,38 @@ Each reset draws a concrete schedule from it with the env's ``np_random``: event
 jitter, event sizes jitter, the load wanders (an Ornstein-Uhlenbeck process), and the
 training mix draws whole random programmes. Scenarios are named presets or plain
 YAML/JSON files with the same fields (:func:`load_scenario`).
+
+A scenario can also change the plant itself (:attr:`Scenario.plant`: fixed values or ranges
+drawn at every reset, i.e. domain randomisation; :attr:`Scenario.plant_events`: steps and
+linear drifts during the episode, e.g. fouling). :data:`FAMILIES` splits the named scenarios
+into a ``tune`` family, on which defaults are chosen, and a ``test`` family, on which they are
+only reported (:func:`refuse_test_family` guards the tuning scripts).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from furnace_env.physics import STRUCTURAL_FIELDS, FurnaceParams
+
 __all__ = [
     "Scenario",
     "SCENARIOS",
     "EVAL_SCENARIOS",
+    "FAMILIES",
+    "PLANT_FIELDS",
+    "TRAINING_PLANT",
+    "family_scenarios",
+    "refuse_test_family",
     "LOAD_REF",
     "get_scenario",
     "load_scenario",
@@ -34,6 +48,17 @@ __all__ = [
 LOAD_REF = 7.4e5
 
 Event = tuple[float, float]
+#: A plant field's value for the episode: fixed, or a ``(low, high)`` range drawn uniformly at reset.
+PlantValue = float | tuple[float, float]
+#: ``(time_s, field, value, ramp_s)``: from ``time_s`` the field moves linearly to ``value`` over
+#: ``ramp_s`` seconds (0: a step). Files may give three entries, ``ramp_s`` then defaults to 0.
+PlantEvent = tuple[float, str, float, float]
+
+#: :class:`FurnaceParams` fields a scenario may set or change (all but :data:`STRUCTURAL_FIELDS`).
+PLANT_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(FurnaceParams) if f.name not in STRUCTURAL_FIELDS
+)
+_PARAM_INDEX = {f.name: i for i, f in enumerate(dataclasses.fields(FurnaceParams))}
 
 _LIMITS = {
     "setpoint": (600.0, 1100.0),
@@ -83,8 +108,16 @@ class Scenario:
     """Add measurement noise to the observation (the reward uses noise-free signals)."""
     lambda0: float = 1.15
     """Burner air ratio of the steady state the episode starts from."""
+    plant: tuple[tuple[str, PlantValue], ...] = ()
+    """Plant fields that differ from the env's base plant (``params``), hidden: a mapping (or
+    ``(field, value)`` pairs) of :data:`PLANT_FIELDS` names to a value or a ``[low, high]`` range
+    drawn uniformly from the env's ``np_random`` at every reset. Stored as sorted pairs."""
+    plant_events: tuple[PlantEvent, ...] = ()
+    """Plant changes during the episode, ``(time_s, field, value[, ramp_s])`` (see
+    :data:`PlantEvent`), applied at control-step resolution and never jittered (hidden)."""
 
     def __post_init__(self) -> None:
+        _check_plant(self)
         if int(self.n_steps) != self.n_steps or self.n_steps < 1:
             raise ValueError(f"Scenario {self.name!r}: n_steps={self.n_steps!r} must be an integer >= 1")
         for key, (lo, hi) in _LIMITS.items():
@@ -163,6 +196,34 @@ class Scenario:
             leak_events=events(0.7, 0.0, 0.12),
         )
 
+    def sample_plant(self, rng: np.random.Generator, base: FurnaceParams) -> tuple[FurnaceParams, np.ndarray | None]:
+        """Draw this episode's plant: ``base`` with :attr:`plant`'s fields set (ranges drawn
+        uniformly from ``rng``, one draw per ranged field in name order; nothing is drawn when
+        no field has a range), and, when there are :attr:`plant_events`, the plant in force
+        during each control step, ``[n_steps + 1, len(fields)]`` in
+        :meth:`FurnaceParams.to_array`'s layout (row ``k``: step ``k``, time ``k * dt``).
+        """
+        drawn = {name: float(rng.uniform(*v)) if isinstance(v, tuple) else float(v) for name, v in self.plant}
+        plant = dataclasses.replace(base, **drawn) if drawn else base
+        if not self.plant_events:
+            return plant, None
+        t = np.arange(self.n_steps + 1) * base.dt
+        table = np.tile(plant.to_array(), (self.n_steps + 1, 1))
+        for t0, name, value, ramp in sorted(self.plant_events):
+            col = table[:, _PARAM_INDEX[name]]
+            on = t >= t0
+            if not on.any():
+                continue
+            start = col[np.argmax(on)]  # the value in force when the event begins
+            frac = np.clip((t[on] - t0) / ramp, 0.0, 1.0) if ramp > 0 else 1.0
+            col[on] = start + (value - start) * frac
+        return plant, table
+
+    @property
+    def plant_names(self) -> tuple[str, ...]:
+        """The plant fields this scenario sets or changes (sorted), the keys of ``info["plant"]``."""
+        return tuple(sorted({name for name, _ in self.plant} | {ev[1] for ev in self.plant_events}))
+
     # -- files -------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Scenario:
@@ -173,7 +234,7 @@ class Scenario:
             raise ValueError(f"unknown scenario field(s) {unknown}; allowed: {sorted(allowed)}")
         kw = dict(d)
         for key in list(kw):
-            if key.endswith("_events"):
+            if key.endswith("_events") and key != "plant_events":
                 kw[key] = tuple(tuple(float(x) for x in ev) for ev in kw[key])
         return cls(**kw)
 
@@ -183,11 +244,125 @@ class Scenario:
         for key in list(d):
             if key.endswith("_events"):
                 d[key] = [list(ev) for ev in d[key]]
+        d["plant"] = {name: list(v) if isinstance(v, tuple) else v for name, v in self.plant}
         return d
+
+
+# -- plant validation (its own functions: the rest of ``__post_init__`` checks the programme) ----------
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _plant_field(sc: Scenario, where: str, name: Any) -> str:
+    """``name`` if a scenario may set that plant field, else a ``ValueError`` naming what is allowed."""
+    if isinstance(name, str) and name in PLANT_FIELDS:
+        return name
+    if isinstance(name, str) and name in STRUCTURAL_FIELDS:
+        raise ValueError(f"Scenario {sc.name!r}: {where} field {name!r} cannot vary per episode (it sets the "
+                         f"control step, the buffer sizes or the action/observation scaling; pass it in "
+                         f"params=); allowed: {list(PLANT_FIELDS)}")
+    raise ValueError(f"Scenario {sc.name!r}: unknown {where} field {name!r}; allowed: {list(PLANT_FIELDS)}")
+
+
+def _plant_value(sc: Scenario, where: str, name: str, v: Any) -> float:
+    """``v`` as a float if it is a valid value of ``FurnaceParams.<name>``, else a ``ValueError``."""
+    if not _is_number(v):
+        hint = " (YAML reads 1.8e5 as text: write 1.8e+5 or 180000.0)" if isinstance(v, str) else ""
+        raise ValueError(f"Scenario {sc.name!r}: {where} {name}={v!r} must be a finite number{hint}")
+    err = _param_error(name, float(v))
+    if err:
+        raise ValueError(f"Scenario {sc.name!r}: {where} {name}={v!r} is not a valid plant value ({err})")
+    return float(v)
+
+
+@functools.lru_cache(maxsize=1024)
+def _param_error(name: str, v: float) -> str:
+    """``FurnaceParams``' own complaint about ``name=v`` ('' if none); cached, as the training mix
+    rebuilds its scenario, and so re-validates the same plant ranges, at every reset."""
+    try:
+        dataclasses.replace(FurnaceParams(), **{name: v})
+    except ValueError as err:
+        return str(err)
+    return ""
+
+
+def _check_plant(sc: Scenario) -> None:
+    """Validate ``plant`` and ``plant_events`` and store them in their canonical, hashable form:
+    ``plant`` as name-sorted ``(field, value or (low, high))`` pairs, events as 4-tuples."""
+    raw = sc.plant
+    items = list(raw.items()) if isinstance(raw, Mapping) else raw
+    if not isinstance(items, list | tuple):
+        raise ValueError(f"Scenario {sc.name!r}: plant={raw!r} must be a mapping of field names to a value "
+                         "or a [low, high] range")
+    plant: dict[str, PlantValue] = {}
+    for item in items:
+        if not (isinstance(item, list | tuple) and len(item) == 2):
+            raise ValueError(f"Scenario {sc.name!r}: plant entry {item!r} must be (field, value or [low, high])")
+        name = _plant_field(sc, "plant", item[0])
+        if name in plant:
+            raise ValueError(f"Scenario {sc.name!r}: plant field {name!r} given twice")
+        v = item[1]
+        if isinstance(v, list | tuple):
+            if len(v) != 2:
+                raise ValueError(f"Scenario {sc.name!r}: plant {name}={v!r}: a range is [low, high]")
+            lo, hi = (_plant_value(sc, "plant", name, x) for x in v)
+            if lo > hi:
+                raise ValueError(f"Scenario {sc.name!r}: plant {name}={list(v)!r}: low > high")
+            plant[name] = (lo, hi)
+        else:
+            plant[name] = _plant_value(sc, "plant", name, v)
+    object.__setattr__(sc, "plant", tuple(sorted(plant.items())))
+
+    events = sc.plant_events
+    if not isinstance(events, list | tuple):
+        raise ValueError(f"Scenario {sc.name!r}: plant_events={events!r} must be a list of "
+                         "(time_s, field, value[, ramp_s])")
+    out: list[PlantEvent] = []
+    for ev in events:
+        if not (isinstance(ev, list | tuple) and len(ev) in (3, 4)):
+            raise ValueError(f"Scenario {sc.name!r}: plant_events entry {ev!r} must be (time_s, field, value[, ramp_s])")
+        t, name, value, ramp = (*ev, 0.0) if len(ev) == 3 else ev
+        name = _plant_field(sc, "plant_events", name)
+        for what, x in (("time", t), ("ramp", ramp)):
+            if not (_is_number(x) and x >= 0):
+                raise ValueError(f"Scenario {sc.name!r}: plant_events {what} {x!r} in {ev!r} must be finite and >= 0 s")
+        out.append((float(t), name, _plant_value(sc, "plant_events", name, value), float(ramp)))
+    object.__setattr__(sc, "plant_events", tuple(out))
 
 
 def _preset(name: str, description: str, **kw: Any) -> Scenario:
     return Scenario(name=name, description=description, **kw)
+
+
+#: The plant range of the training mix, drawn uniformly at every reset (domain randomisation),
+#: so that a model trained on it has seen furnaces that differ the way real ones do. Around the
+#: :class:`FurnaceParams` defaults:
+#:
+#: * ``heat_capacity`` +-15 % and ``ua`` +-10 %: charge mass and refractory vary between
+#:   furnaces and loads, insulation ages; they set the temperature loop's gain and time constant.
+#: * ``o2_knee`` +-0.25 % O2 and ``co_width`` +-15 %: burner condition and tuning move the CO
+#:   knee, where the fuel saving of low excess air ends.
+#: * ``tau_fuel``, ``tau_air``, ``tau_o2``, ``tau_co`` +-25 % and ``tau_tc`` +-20 %: actuator and
+#:   analyser lags differ between installations and drift with wear and dirt.
+#: * ``t_amb`` 10-40 degC: the seasons (ambient and combustion-air temperature).
+#: * ``lhv`` +-3 %: gas composition (``fuel_quality`` moves heating value and air demand together;
+#:   this moves the heating value alone).
+#:
+#: Dead times, full-scale flows and the control step stay fixed (:data:`STRUCTURAL_FIELDS`). The
+#: test family's out-of-range plants lie outside these bounds on purpose.
+TRAINING_PLANT: dict[str, tuple[float, float]] = {
+    "heat_capacity": (1.7e5, 2.3e5),
+    "ua": (135.0, 165.0),
+    "o2_knee": (1.75, 2.25),
+    "co_width": (0.29, 0.39),
+    "tau_fuel": (1.5, 2.5),
+    "tau_air": (4.5, 7.5),
+    "tau_tc": (8.0, 12.0),
+    "tau_o2": (2.25, 3.75),
+    "tau_co": (3.75, 6.25),
+    "t_amb": (10.0, 40.0),
+    "lhv": (48.5e6, 51.5e6),
+}
 
 
 #: Named presets. The evaluation scenarios each stress one hidden effect.
@@ -217,13 +392,68 @@ SCENARIOS: dict[str, Scenario] = {
             setpoint=860.0, load=0.5, setpoint_events=((300.0, 830.0), (750.0, 890.0)),
         ),
         _preset(
-            "train_mix", "random setpoint programmes and disturbances (for training)",
-            randomize=True,
+            "train_mix", "random setpoint programmes, disturbances and plants (for training)",
+            randomize=True, plant=TRAINING_PLANT,
         ),
     )
 }
-#: The scenarios every evaluation reports (the training mix is excluded).
+#: The named example scenarios, each stressing one hidden effect (the ``tune`` family).
 EVAL_SCENARIOS: tuple[str, ...] = ("nominal", "load_swing", "fuel_quality", "air_leak", "low_fire")
+
+# The test family: written before any tuning on it and never used to choose a default. Each
+# differs from the presets in its programme, its combination of disturbances or its plant.
+_TEST_PRESETS = (
+    _preset(
+        "long_climb", "a slow climb 840 -> 990 degC in 10 K steps every minute, then a hold",
+        setpoint=840.0, setpoint_events=tuple((120.0 + 60.0 * i, 850.0 + 10.0 * i) for i in range(15)),
+        time_jitter=5.0,
+    ),
+    _preset(
+        "fast_down", "a 140 K down-step from high fire (the furnace can only cool by its losses), then back up",
+        setpoint=980.0, load=1.1, setpoint_events=((300.0, 840.0), (800.0, 920.0)),
+    ),
+    _preset(
+        "swing_and_fuel", "unmeasured load swings while the fuel quality drifts",
+        setpoint=900.0, load_events=((200.0, 1.2), (650.0, 0.7), (1000.0, 1.0)),
+        fuel_quality_events=((350.0, 0.95), (850.0, 1.02)),
+    ),
+    _preset(
+        "leak_low_fire", "a tramp-air leak opens at low fire, then the setpoint rises",
+        setpoint=850.0, load=0.55, leak=0.01, leak_events=((250.0, 0.06),), setpoint_events=((600.0, 880.0),),
+    ),
+    _preset(
+        "plant_in_range", "a plant inside the training range: C +10 %, UA -7 %, CO knee +0.15 % O2, "
+        "slower damper, warm day",
+        setpoint=880.0, setpoint_events=((300.0, 940.0), (800.0, 900.0)),
+        plant={"heat_capacity": 2.2e5, "ua": 140.0, "o2_knee": 2.15, "tau_air": 7.0, "t_amb": 35.0},
+    ),
+    _preset(
+        "plant_out_of_range", "a plant outside the training range: C x1.25, UA -15 %, CO knee +0.5 % O2",
+        setpoint=910.0, setpoint_events=((300.0, 960.0), (750.0, 890.0)),
+        plant={"heat_capacity": 2.5e5, "ua": 127.5, "o2_knee": 2.5},
+    ),
+    _preset(
+        "fouled", "a strongly fouled plant: sooted burner (CO knee 2.9 % O2, wider), slow dirty analysers, "
+        "sticky fuel valve; a load step",
+        setpoint=900.0, load_events=((400.0, 1.15),),
+        plant={"o2_knee": 2.9, "co_width": 0.5, "tau_o2": 9.0, "tau_co": 15.0, "tau_fuel": 4.0},
+    ),
+    _preset(
+        "fouling_drift", "fouling during the episode: from 200 s to 1000 s the CO knee drifts 2.0 -> 2.9 % O2 "
+        "and the wall loss rises 30 %, out of the training range",
+        setpoint=920.0, setpoint_events=((600.0, 950.0),),
+        plant_events=((200.0, "o2_knee", 2.9, 800.0), (200.0, "ua", 195.0, 800.0)),
+    ),
+)
+SCENARIOS.update({s.name: s for s in _TEST_PRESETS})
+
+#: Named scenario families. ``tune``: the scenarios defaults are chosen on (the five examples).
+#: ``test``: scenarios unlike them (other programmes, combined disturbances, plants inside and
+#: outside :data:`TRAINING_PLANT`, drift out of it), only ever reported. Disjoint.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "tune": EVAL_SCENARIOS,
+    "test": tuple(s.name for s in _TEST_PRESETS),
+}
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -273,3 +503,30 @@ def get_scenario(spec: str | Path | Scenario | Mapping[str, Any]) -> Scenario:
             raise ValueError(f"scenario file {s!r} does not exist")
         return load_scenario(s)
     raise ValueError(f"unknown scenario {s!r}; allowed: {sorted(SCENARIOS)} or a .yaml/.json file")
+
+
+def family_scenarios(family: str) -> tuple[Scenario, ...]:
+    """The scenarios of a :data:`FAMILIES` entry; an unknown family raises ``ValueError`` naming the allowed ones."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown scenario family {family!r}; allowed: {sorted(FAMILIES)}")
+    return tuple(SCENARIOS[n] for n in FAMILIES[family])
+
+
+def _programme(sc: Scenario) -> Scenario:
+    # What a scenario does, without its labels or length: a renamed or shortened copy still matches.
+    return dataclasses.replace(sc, name="", description="", n_steps=1)
+
+
+def refuse_test_family(scenarios: Iterable[Scenario], purpose: str = "tuning") -> None:
+    """Raise ``ValueError`` if any scenario is (a renamed or shortened copy of) a ``test``-family one.
+
+    Tuning scripts call this before any work: a default chosen on the test family would make
+    the family's results a measure of the tuning distribution again.
+    """
+    test = {_programme(SCENARIOS[n]): n for n in FAMILIES["test"]}
+    for sc in scenarios:
+        hit = sc.name if sc.name in FAMILIES["test"] else test.get(_programme(sc))
+        if hit is not None:
+            raise ValueError(f"scenario {sc.name!r} is the test-family scenario {hit!r}; the 'test' family "
+                             f"{list(FAMILIES['test'])} is never used for {purpose}: use the 'tune' family "
+                             f"{list(FAMILIES['tune'])}, the training mix or your own scenarios")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba
 import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
@@ -12,10 +13,20 @@ from gymnasium.vector.utils import batch_space
 
 from furnace_env.cost import TRIP_PENALTY, CostWeights, trip_cost
 from furnace_env.env import TRIP_REASONS, measure, observation_bounds, validate_action
-from furnace_env.physics import N_OBS, REPORT_NAMES, FurnaceParams, FurnaceSim
+from furnace_env.physics import N_OBS, REPORT_NAMES, FurnaceParams, FurnaceSim, step_kernel
 from furnace_env.scenarios import Scenario, get_scenario
 
 __all__ = ["FurnaceVectorEnv"]
+
+_PARAM_INDEX = {name: i for i, name in enumerate(FurnaceParams.__dataclass_fields__)}
+
+
+@numba.njit(cache=True, nogil=True)
+def _step_each(state, o2_buf, co_buf, k0, cmd, dist, p_rows, w, obs, report, cost, tripped):
+    """:func:`~furnace_env.physics.step_kernel` row by row, row ``i`` with its own plant ``p_rows[i]``."""
+    for i in range(state.shape[0]):
+        step_kernel(state[i : i + 1], o2_buf[i : i + 1], co_buf[i : i + 1], k0, cmd[i : i + 1], dist[i : i + 1],
+                    p_rows[i], w, obs[i : i + 1], report[i : i + 1], cost[i : i + 1], tripped[i : i + 1])
 
 
 class FurnaceVectorEnv(VectorEnv):
@@ -27,6 +38,11 @@ class FurnaceVectorEnv(VectorEnv):
     with the same seeds. Autoreset follows gymnasium's next-step mode. ``info`` holds
     arrays of the hidden state (same keys as the single env) and ``"trip"`` codes
     (see :data:`~furnace_env.env.TRIP_REASONS`).
+
+    A scenario with a ``plant`` or ``plant_events`` gives every sub-env its own plant (drawn
+    from its own generator, as the single env draws it); the batch is then stepped row by row
+    with each row's plant (one compiled call, slower than the shared-plant kernel), and
+    ``info["plant"]`` maps the scenario's plant fields to arrays of the values in force.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -67,6 +83,8 @@ class FurnaceVectorEnv(VectorEnv):
         self._dist = np.zeros((n, 4))
         self._autoreset = np.zeros(n, dtype=bool)
         self._ready = False
+        self._plant_rows: np.ndarray | None = None
+        self._plant_tables: list[np.ndarray | None] = [None] * n
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         if options and "scenario" in options:
@@ -86,12 +104,30 @@ class FurnaceVectorEnv(VectorEnv):
         return obs, self._info(np.zeros(self.num_envs, dtype=np.int64))
 
     def _reset_rows(self, rows: np.ndarray) -> None:
+        if not self.scenario.plant_names:
+            self._plant_rows = None
+            for i in rows:
+                self._scheds[i] = self.scenario.sample_schedule(self._rngs[i], self.params.dt)
+            self._k[rows] = 0
+            cmd = np.zeros((len(rows), 2))
+            self._sim.reset_rows(rows, self._scheds[rows, 0], np.full(len(rows), self.scenario.lambda0), cmd)
+            self._cmd[rows] = cmd
+            return
+        if self._plant_rows is None:
+            self._plant_rows = np.tile(self.params.to_array(), (self.num_envs, 1))
         for i in rows:
+            # The same draws in the same order as the single env: schedule, then plant.
             self._scheds[i] = self.scenario.sample_schedule(self._rngs[i], self.params.dt)
-        self._k[rows] = 0
-        cmd = np.zeros((len(rows), 2))
-        self._sim.reset_rows(rows, self._scheds[rows, 0], np.full(len(rows), self.scenario.lambda0), cmd)
-        self._cmd[rows] = cmd
+            plant, table = self.scenario.sample_plant(self._rngs[i], self.params)
+            self._plant_tables[i] = table
+            if table is not None:
+                plant = FurnaceParams.from_array(table[0])
+            self._plant_rows[i] = plant.to_array()
+            self._k[i] = 0
+            cmd = np.zeros((1, 2))
+            self._sim.reset_rows(np.array([i]), self._scheds[i, :1], np.array([self.scenario.lambda0]), cmd,
+                                 params=plant)
+            self._cmd[i] = cmd[0]
 
     def _observe(self, rows: np.ndarray) -> np.ndarray:
         sim = self._sim
@@ -110,7 +146,16 @@ class FurnaceVectorEnv(VectorEnv):
         idx = np.arange(n)
         self._cmd[:] = a
         self._dist[:] = self._scheds[idx, np.minimum(self._k, self.scenario.n_steps)]
-        self._sim.step(self._cmd, self._dist)
+        if self._plant_rows is None:
+            self._sim.step(self._cmd, self._dist)
+        else:
+            for i, table in enumerate(self._plant_tables):
+                if table is not None:
+                    self._plant_rows[i] = table[min(self._k[i], self.scenario.n_steps)]
+            sim = self._sim
+            _step_each(sim.state, sim.o2_buf, sim.co_buf, sim.k, self._cmd, self._dist, self._plant_rows, sim.w,
+                       sim.obs, sim.report, sim.cost, sim.tripped)
+            sim.k += self.params.n_substeps
         self._k += 1
         trip = self._sim.tripped.copy()
         penalty = trip_cost(self.scenario.n_steps - self._k, self.trip_penalty, self.weights,
@@ -135,4 +180,7 @@ class FurnaceVectorEnv(VectorEnv):
         info: dict[str, Any] = {name: sim.report[:, j].copy() for j, name in enumerate(REPORT_NAMES)}
         info["trip"] = trip.copy()
         info["trip_reason"] = np.array([TRIP_REASONS[int(t)] for t in trip], dtype=object)
+        if self._plant_rows is not None:
+            info["plant"] = {name: self._plant_rows[:, _PARAM_INDEX[name]].copy()
+                             for name in self.scenario.plant_names}
         return info

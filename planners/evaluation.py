@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,8 +42,14 @@ class Episode:
 
 
 def run_episode(controller, env: gym.Env, seed: int, deterministic: bool = True,
-                options: dict | None = None) -> Episode:
-    """Run one episode of ``controller`` on ``env`` from ``env.reset(seed=seed)``."""
+                options: dict | None = None,
+                perturb: Callable[[np.ndarray], np.ndarray] | None = None) -> Episode:
+    """Run one episode of ``controller`` on ``env`` from ``env.reset(seed=seed)``.
+
+    ``perturb(action) -> action``, when given, changes each action before it reaches the plant
+    (exploration noise); the controller is told the applied action through its ``applied``
+    method where it has one, and the episode records the applied actions.
+    """
     if hasattr(controller, "reset") and not hasattr(controller, "policy"):
         controller.reset()
     obs, info = env.reset(seed=seed, options=options)
@@ -54,6 +61,10 @@ def run_episode(controller, env: gym.Env, seed: int, deterministic: bool = True,
         action, state = controller.predict(obs, state=state, episode_start=start, deterministic=deterministic)
         lat_l.append(time.perf_counter() - t0)
         start = np.zeros((1,), dtype=bool)
+        if perturb is not None:
+            action = perturb(action)
+            if callable(getattr(controller, "applied", None)):
+                controller.applied(action)
         obs, reward, terminated, truncated, info = env.step(action)
         obs_l.append(obs)
         clean_l.append(info["obs_clean"])

@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from furnace_env.scenarios import EVAL_SCENARIOS, get_scenario
+from furnace_env.scenarios import EVAL_SCENARIOS, FAMILIES, family_scenarios, get_scenario
 from planners.benchmark import (
     ControllerSpec,
     evaluate_controllers,
@@ -37,7 +37,7 @@ from planners.benchmark import (
     train_seed_scores,
     train_seed_table,
 )
-from planners.factories import parse_options
+from planners.factories import PlannerConfig, parse_options
 from planners.report import plot_sample_efficiency, plot_scores, sample_efficiency_points, write_csv
 
 __all__ = [
@@ -100,7 +100,10 @@ class CompareConfig:
     controllers: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROLLERS))
     """Controllers to evaluate (see ``--list``)."""
     scenario: list[str] = field(default_factory=lambda: list(EVAL_SCENARIOS))
-    """Scenario names or YAML/JSON files."""
+    """Scenario names or YAML/JSON files (ignored with ``--family``)."""
+    family: str = ""
+    """Evaluate every scenario of this family instead (``furnace_env.scenarios.FAMILIES``: ``tune``,
+    the named examples defaults are chosen on; ``test``, the held-out scenarios results are reported on)."""
     seeds: int = 3
     """Evaluation seeds per scenario (10 000, 10 001, ...)."""
     train_seeds: int = 1
@@ -377,6 +380,8 @@ def validate_config(cfg: CompareConfig) -> CompareConfig:
         raise SystemExit(f"--seeds {cfg.seeds}: must be >= 1")
     if cfg.train_seeds < 1:
         raise SystemExit(f"--train_seeds {cfg.train_seeds}: must be >= 1")
+    if cfg.family and cfg.family not in FAMILIES:
+        raise SystemExit(f"--family {cfg.family!r}: not a scenario family; allowed: {', '.join(FAMILIES)}")
     if cfg.paired_focus not in CONTROLLERS:
         raise SystemExit(f"--paired_focus {cfg.paired_focus!r}: not a controller; allowed: {', '.join(CONTROLLERS)}")
     try:
@@ -385,6 +390,10 @@ def validate_config(cfg: CompareConfig) -> CompareConfig:
         raise SystemExit(f"--planner_set: {err}") from None
     if named:
         raise SystemExit(f"--planner_set {named}: set by the controller's name (--controllers), not here")
+    try:
+        PlannerConfig.from_options(**cfg.planner_options)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"--planner_set: {err}") from None
     return cfg
 
 
@@ -397,8 +406,7 @@ def run_comparison(cfg: CompareConfig) -> list[dict]:
     out = Path(cfg.out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     scenarios = []
-    for s in cfg.scenario:
-        sc = get_scenario(s)
+    for sc in family_scenarios(cfg.family) if cfg.family else map(get_scenario, cfg.scenario):
         if cfg.steps:
             sc = replace(sc, n_steps=min(cfg.steps, sc.n_steps))
         scenarios.append(sc)

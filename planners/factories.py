@@ -7,96 +7,158 @@ training scripts in ``train/``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["make_eblnn_planner", "make_sb3", "OPTIMIZER_KWARGS", "OPT_PREFIX", "option_value"]
+__all__ = ["PlannerConfig", "make_eblnn_planner", "make_sb3", "OPTIMIZER_DEFAULTS", "DEFAULT_HORIZON",
+           "option_value", "parse_options"]
 
 
-#: Prefix of a keyword that goes to the optimiser whatever its name (``opt_beta``: CEM/MPPI's noise colour).
-OPT_PREFIX = "opt_"
-
-
-def _split(kwargs: dict[str, Any], cls) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(fields of cls, the rest)``; a key ``opt_<name>`` always goes to the rest, as ``<name>``."""
-    names = {f.name for f in fields(cls)}
-    forced = [k for k in kwargs if k.startswith(OPT_PREFIX) and k[len(OPT_PREFIX):] in set(kwargs) - names]
-    if forced:
-        raise ValueError(f"{forced[0]!r} and {forced[0][len(OPT_PREFIX):]!r} both given; one name, one value")
-    ours = {k: v for k, v in kwargs.items() if k in names}
-    rest = {k[len(OPT_PREFIX):] if k.startswith(OPT_PREFIX) else k: v for k, v in kwargs.items() if k not in names}
-    return ours, rest
-
-
-#: Each optimiser's settings on the world model. Langevin: the default budget (candidates x
-#: iterations; horizon below), tuned with ``evaluate/tune_planner.py``; latency in BENCHMARKS.md.
-#: CEM and MPPI (their candidates matched to Langevin's compute): tuned on the evaluation
-#: scenarios with tuning seeds (BENCHMARKS.md, "its gradient-free peers, tuned"): small
-#: perturbations of time-correlated noise (colour ``beta``) around the warm start, as iCEM does.
-OPTIMIZER_KWARGS: dict[str, dict[str, Any]] = {
-    "langevin": {"n_candidates": 32, "iterations": 5},
+#: The world-model settings of the gradient-free peers (their candidates are matched to the Langevin
+#: planner's compute): small perturbations of time-correlated noise (colour ``beta``) around the warm
+#: start, as iCEM does (docs/tuning.md, "its gradient-free peers, tuned"). Langevin's budget is its
+#: config's default (:class:`~planners.optim.LangevinConfig`: 32 candidates x 5 iterations, the most
+#: that fits near the latency goal: docs/tuning.md, "the horizon and the iterations").
+OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
     "cem": {"init_std": 0.1, "beta": 3.0},
     "mppi": {"sigma": 0.05, "beta": 2.0, "temperature": 0.1},
 }
-#: Planning horizon, control steps (75 s; 15 planned as well as 20 at 0.78-0.85x the latency, and better
-#: than 10 or 12: BENCHMARKS.md, "the horizon and the iterations").
+#: Planning horizon, control steps (75 s): as good as 20 at a lower latency, better than 10 or 12
+#: (docs/tuning.md, "the horizon and the iterations").
 DEFAULT_HORIZON = 15
 
 
-def make_eblnn_planner(env, checkpoint: str | Sequence[str], optimizer: str = "langevin",
-                       horizon: int = DEFAULT_HORIZON, seed: int = 0, fast: bool = True, warm_start: bool = True,
-                       device: str = "cpu", compute: float = 1.0, kappa: float = 0.0, selection: str = "best",
-                       selection_temperature: float = 0.5, **kwargs: Any):
+def _objective_config():
+    from planners.objective import ObjectiveConfig
+
+    return ObjectiveConfig()
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """The EB-LNN planner, nested: its objective, its optimiser with that optimiser's options, the
+    horizon and the budget. Every default of the planner is written here or in the nested configs.
+
+    :meth:`from_options` builds one from flat keywords (the picklable form the comparison and the
+    tuning grid pass around): ``objective.<name>`` and ``optimizer.<name>`` address a section
+    explicitly; a bare name goes to this class's own fields, else to
+    :class:`~planners.objective.ObjectiveConfig`, else to the optimiser's config (so ``beta`` is the
+    energy weight and ``optimizer.beta`` CEM's noise colour).
+    """
+
+    optimizer: str = "langevin"
+    """Trajectory optimiser: langevin, cem, mppi or random (:data:`planners.optim.OPTIMIZERS`)."""
+    optimizer_options: dict[str, Any] = field(default_factory=dict)
+    """Fields of the optimiser's config set here (over :data:`OPTIMIZER_DEFAULTS` and its defaults)."""
+    horizon: int = DEFAULT_HORIZON
+    """Plan length, control steps."""
+    compute: float = 1.0
+    """Budget of a gradient-free optimiser, as a multiple of the default Langevin planner's objective
+    evaluations per step (a backward pass counted as two); ignored when ``n_candidates`` is given."""
+    warm_start: bool = True
+    """Start each plan from the previous one shifted by a step."""
+    selection: str = "best"
+    """Applied plan: the best candidate, or "softmax" (the weighted average of the last population)."""
+    selection_temperature: float = 0.5
+    """Softmax temperature (in units of the population's cost std)."""
+    kappa: float = 0.0
+    """Ensembles: weight of the members' spread in the objective (0 with one model: the plain planner)."""
+    seed: int = 0
+    """Seed of the planner's ``torch.Generator``."""
+    fast: bool = True
+    """Plan with the fused CfC rollout (False: the stock ncps path; the same plans to float precision)."""
+    device: str = "cpu"
+    """Torch device of the world model while planning."""
+    objective: Any = field(default_factory=_objective_config)
+    """The planning objective's settings (:class:`~planners.objective.ObjectiveConfig`)."""
+
+    @classmethod
+    def from_options(cls, base: PlannerConfig | None = None, **options: Any) -> PlannerConfig:
+        """``base`` (default: the defaults) with flat or dotted ``options``; unknown names are refused."""
+        from planners.objective import ObjectiveConfig
+        from planners.optim import OPTIMIZERS
+
+        base = base if base is not None else cls()
+        own = {f.name for f in fields(cls)} - {"objective", "optimizer_options"}
+        obj_names = {f.name for f in fields(ObjectiveConfig)}
+        top = {k: v for k, v in options.items() if k in own}
+        name = top.get("optimizer", base.optimizer)
+        if name not in OPTIMIZERS:
+            raise ValueError(f"optimizer={name!r}; allowed: {', '.join(OPTIMIZERS)}")
+        opt_names = {f.name for f in fields(OPTIMIZERS[name][1])}
+        obj_kw: dict[str, Any] = {}
+        opt_kw: dict[str, Any] = dict(base.optimizer_options)
+        for key, val in options.items():
+            if key in own:
+                continue
+            section, dot, sub = key.partition(".")
+            if dot and section not in ("objective", "optimizer"):
+                raise ValueError(f"planner option {key!r}: the sections are 'objective.' and 'optimizer.'")
+            if dot:
+                target = obj_kw if section == "objective" else opt_kw
+                bare = "objective" if sub in obj_names else "optimizer" if sub in opt_names else None
+                if sub in options and bare == section:
+                    raise ValueError(f"{sub!r} and {key!r} both given; one name, one value")
+            elif key in obj_names:
+                target, sub = obj_kw, key
+            elif key in opt_names:
+                target, sub = opt_kw, key
+            else:
+                raise ValueError(f"unknown planner option {key!r}; allowed: {sorted(own)}, the objective's "
+                                 f"{sorted(obj_names)} or optimizer {name!r}'s {sorted(opt_names)}")
+            target[sub] = val
+        objective = dataclasses.replace(base.objective, **obj_kw)
+        return dataclasses.replace(base, **top, objective=objective, optimizer_options=opt_kw)
+
+
+def make_eblnn_planner(env, checkpoint: str | Sequence[str], config: PlannerConfig | None = None,
+                       **options: Any):
     """The MPC controller on a trained EB-LNN world model, or on an ensemble of them.
 
     ``checkpoint``: one checkpoint path, or several (a sequence) for an
     :class:`~planners.objective.EnsemblePlanningModel` that averages the members' objectives
-    (plus ``kappa`` times their spread). ``kwargs`` go to
-    :class:`~planners.objective.ObjectiveConfig` (``beta``, ``smooth``, ...) when they name one
-    of its fields, else to the optimiser's config; ``opt_<name>`` goes to the optimiser's
-    ``<name>`` where both have one (``opt_beta``: the noise colour of CEM and MPPI, while ``beta``
-    is the energy weight). The gradient-free optimisers get
+    (plus ``kappa`` times their spread). ``config`` (default: :class:`PlannerConfig`'s defaults)
+    with ``options`` applied by :meth:`PlannerConfig.from_options` (flat or dotted names, e.g.
+    ``beta=0``, ``optimizer="cem"``, ``**{"optimizer.beta": 2}``). The gradient-free optimisers get
     ``n_candidates`` matched to ``compute`` times the default Langevin planner's objective
     evaluations (a backward pass counted as two), unless ``n_candidates`` is given.
-    ``selection`` and ``selection_temperature``: which plan is applied, the best candidate or the
-    softmax-weighted average of the last population (:class:`~planners.optim.TrajectoryOptimizer`).
     """
     from eblnn_agent.checkpoint import load_checkpoint
     from planners.mpc import MPCController
-    from planners.objective import EnsemblePlanningModel, ObjectiveConfig, WorldModelPlanningModel
+    from planners.objective import EnsemblePlanningModel, WorldModelPlanningModel
     from planners.optim import TrajectoryOptimizer, make_matched_optimizer, make_optimizer
 
-    obj_kw, opt_kw = _split(kwargs, ObjectiveConfig)
+    cfg = PlannerConfig.from_options(config, **options)
     paths = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint)
     if not paths:
         raise ValueError("checkpoint: expected a path or a non-empty sequence of paths, got an empty sequence")
-    objective = ObjectiveConfig(**obj_kw)
     members = []
     for path in paths:
-        model, _, _ = load_checkpoint(Path(path), device=device)
+        model, _, _ = load_checkpoint(Path(path), device=cfg.device)
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        members.append(WorldModelPlanningModel(model, objective, env.unwrapped.weights, fast=fast,
+        members.append(WorldModelPlanningModel(model, cfg.objective, env.unwrapped.weights, fast=cfg.fast,
                                                params=env.unwrapped.params))
-    if len(members) == 1 and kappa == 0:
+    if len(members) == 1 and cfg.kappa == 0:
         planning_model = members[0]
     else:
-        planning_model = EnsemblePlanningModel(members, kappa=kappa)
-    opt_kw = {**OPTIMIZER_KWARGS.get(optimizer, {}), **opt_kw}
-    if optimizer != "langevin" and "n_candidates" not in opt_kw:
-        budget = compute * make_optimizer("langevin", **OPTIMIZER_KWARGS["langevin"]).nominal_evals()
-        opt = make_matched_optimizer(optimizer, budget, **opt_kw)
+        planning_model = EnsemblePlanningModel(members, kappa=cfg.kappa)
+    opt_kw = {**OPTIMIZER_DEFAULTS.get(cfg.optimizer, {}), **cfg.optimizer_options}
+    if cfg.optimizer != "langevin" and "n_candidates" not in opt_kw:
+        budget = cfg.compute * make_optimizer("langevin").nominal_evals()
+        opt = make_matched_optimizer(cfg.optimizer, budget, **opt_kw)
     else:
-        opt = make_optimizer(optimizer, **opt_kw)
-    traj = TrajectoryOptimizer(opt, horizon=horizon, warm_start=warm_start, selection=selection,
-                               temperature=selection_temperature)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    return MPCController(planning_model, traj, generator=gen, name=f"eblnn-{optimizer}")
+        opt = make_optimizer(cfg.optimizer, **opt_kw)
+    traj = TrajectoryOptimizer(opt, horizon=cfg.horizon, warm_start=cfg.warm_start, selection=cfg.selection,
+                               temperature=cfg.selection_temperature)
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    return MPCController(planning_model, traj, generator=gen, name=f"eblnn-{cfg.optimizer}")
 
 
 def option_value(text: str):

@@ -107,6 +107,12 @@ class MPCController(Controller):
         self.latencies.append(time.perf_counter() - t0)
         return action[None].astype(np.float32)
 
+    def applied(self, action: np.ndarray) -> None:
+        """Tell the model the action actually sent to the plant, where it differs from the one
+        :meth:`act` returned (exploration noise, a supervisor's override)."""
+        if callable(getattr(self.model, "applied", None)):
+            self.model.applied(np.asarray(action))
+
     def stats(self) -> dict[str, Any]:
         """Planner diagnostics of the episode so far (namespaced ``planner/``)."""
         lat = np.asarray(self.latencies) if self.latencies else np.zeros(1)

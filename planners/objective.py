@@ -35,13 +35,10 @@ class ObjectiveConfig:
     beta: float = 1.0
     """Weight of the learned energy of the imagined hidden states (0: no energy, an ablation). The
     energy is low where the world model was trained, so it keeps the plan where the model's
-    predictions can be trusted. Tuned with ``evaluate/tune_planner.py --scenario eval --steps 0
-    --episodes 8 --grid beta=...`` (the five evaluation scenarios on tuning seeds), margin over PI
-    per episode at the 20-step horizon: 0.1 / 0.3 / 0.5 / 1 / 2 / 3 / 5 / 10 -> +15.2 / +17.7 /
-    +25.5 / +32.1 / +37.8 / +36.1 / +22.8 / -157; at the 15-step horizon 1 / 2 / 3 -> +46.5 /
-    +42.6 / +28.7, and on the evaluation seeds with three world models 1 beat 2 on all 15
-    (model, scenario) pairs (mean score 0.17 vs -0.01; BENCHMARKS.md). With 0.1, more Langevin
-    iterations made the plan worse (the optimiser finds the model's errors)."""
+    predictions can be trusted: without it, more optimisation finds the model's errors. Too much
+    of it pulls the plan towards the training data's operation (PI-like excess air) and, beyond
+    a few units, outweighs the cost. 1 suits the 15-step horizon with every world model tried
+    (docs/tuning.md, "the energy weight and the optimiser's budget", "the energy weight at horizon 15")."""
     smooth: float = 20.0
     """Weight of the action-smoothness term, per unit squared change of a command."""
     energy_reduce: str = "sequence"
@@ -50,9 +47,8 @@ class ObjectiveConfig:
     """Cost-to-go beyond the horizon: the tracking cost of the last predicted temperature, counted
     this many more steps. Without it a short horizon sees the fuel saved now but not the
     temperature lost later, and the plan starves the furnace; too much of it makes the plan chase
-    the model's least accurate prediction. Tuned with the integral action on (``tune_planner.py
-    --scenario eval --steps 0 --episodes 4``, margin over PI per episode): 0 / 5 / 10 / 15 / 20 / 30
-    -> -12.6 / +17.8 / +15.8 / +6.6 / -3.3 / -11.1 (BENCHMARKS.md)."""
+    the model's least accurate prediction. Chosen with the integral action on, which holds the
+    steady state (docs/tuning.md, "the objective's safety terms")."""
     coords: str = "ratio"
     """Search coordinates: "ratio" (fuel command, burner excess air in ``excess_air``) or "raw" (env actions)."""
     excess_air: tuple[float, float] = DEFAULT_EXCESS_AIR
@@ -60,26 +56,23 @@ class ObjectiveConfig:
     co_backoff: float = 0.85
     """Constraint tightening: the plan is charged for predicted CO above ``(1 - co_backoff)`` times the
     env's CO limit (0: the env's own limit). A back-off keeps the plan a margin away from the CO knee,
-    where a learned model's CO error is largest and an optimiser would otherwise exploit it. Tuned
-    with ``evaluate/tune_planner.py`` (16 training-mix episodes; BENCHMARKS.md, Planners)."""
+    where a learned model's CO error is largest and an optimiser would otherwise exploit it
+    (docs/tuning.md, "the objective's safety terms")."""
     o2_backoff: float = 1.5
     """Constraint tightening of the O2 minimum, percentage points added to the env's ``o2_min``: the
     plan pays for predicted O2 below ``o2_min + o2_backoff``. It is the margin a combustion engineer
     keeps for an unmeasured rise in the fuel's air demand, which the analysers report only after
     their dead time, when the CO it causes has already been charged (``fuel_quality``: a step to 9 %
-    more air demand). Tuned with ``tune_planner.py --scenario eval --steps 0 --episodes 8``, margin
-    over PI per episode: 0 / 1.0 / 1.5 -> +6.2 / +14.0 / +15.2 (``fuel_quality`` alone -42 / +1 / +33;
-    2.0 / 2.5 there: +22 / -33, the extra air costing more fuel than the CO it saves; BENCHMARKS.md)."""
+    more air demand). A larger margin costs more fuel in excess air than the CO it saves
+    (docs/tuning.md, "world-model data and the O2 margin")."""
     bias_filter: float = 0.1
     """Offset-free MPC (output-disturbance estimate, as in DMC): weight ``alpha`` of an exponential
     filter of the model's one-step prediction errors on the real plant, ``b <- (1 - alpha) b + alpha e``,
     added to every predicted step of the horizon: additive for temperature and O2, multiplicative
     (in ``log(CO + co_floor)``) for CO. 0 switches it off. It corrects the model where the plant
     is now (a leak, a fuel it has not seen) without retraining. A light filter (small ``alpha``)
-    keeps the sensor noise out of the plan: 0.8 (before) / 0.3 / 0.1 -> margin over PI +48.8 /
-    +52.9 / +53.2 per episode on tuning seeds, valve travel 34.9 / 32.0 / 30.7 strokes per hour;
-    on the evaluation seeds 0.1 is ahead of 0.8 by 0.06 in score (11 of 15 episodes, sign-flip
-    p = 0.03; BENCHMARKS.md, "the offset-free correction's filter")."""
+    keeps the sensor noise out of the plan, and so out of the valves (docs/tuning.md, "the
+    offset-free correction's filter")."""
     co_floor: float = 10.0
     """CO offset of the multiplicative CO correction, ppm (keeps the log finite near zero CO)."""
     track_integral: float = 0.02
@@ -87,9 +80,9 @@ class ObjectiveConfig:
     by this gain times the measured tracking error ``setpoint - T`` (K per K per step), so a model
     whose steady-state gain is off (it expects a rise that never comes, and the plan under-fires)
     is pushed to the setpoint. Integrates only while ``|setpoint - T| <= track_integral_band``
-    (not through transients); reset when the setpoint moves. 0 switches it off. Tuned with
-    ``evaluate/tune_planner.py --scenario eval --steps 0`` (the five evaluation scenarios on tuning
-    seeds): margin over PI -26 (off) / -11 (0.02) / -23 (0.04) per episode (BENCHMARKS.md)."""
+    (not through transients); reset when the setpoint moves. 0 switches it off. It helps on
+    full-length episodes and costs a little on short ones, which leave an integrator little
+    time (docs/tuning.md, "the objective's safety terms")."""
     track_integral_max: float = 20.0
     """Largest target shift of ``track_integral``, K (anti-windup)."""
     track_integral_band: float = 15.0

@@ -273,9 +273,9 @@ class Optimizer:
 class LangevinConfig:
     """Options of :class:`LangevinOptimizer`."""
 
-    n_candidates: int = 64
+    n_candidates: int = 32
     """Candidate sequences descended in parallel (one batch)."""
-    iterations: int = 20
+    iterations: int = 5
     """Maximum population evaluations (dynamic halting may stop earlier): every evaluation but the
     last takes a gradient and moves the candidates; the last one only ranks them."""
     step_size: float = 0.1

@@ -1,14 +1,16 @@
 """The oracle: the same MPC and optimisers, planning on the TRUE batched physics from the TRUE hidden state.
 
 Information structure (what makes it the upper bound of the score scale). At each control step
-the oracle copies the plant's full hidden state out of the env it controls (temperatures,
-actuator positions, analyser states and their dead-time buffers, the sub-step counter) and the
-disturbances in force now (setpoint, load, fuel quality, tramp air: the row
-``env.unwrapped._sched[env.unwrapped._k]``). It then assumes the setpoint and the disturbances
+the oracle takes the env's public snapshot (``env.unwrapped.get_state()``, a
+:class:`~furnace_env.state.FurnaceState`): the plant's full hidden state (temperatures, actuator
+positions, analyser states and their dead-time buffers, the sub-step counter), the episode's true
+plant (the scenario's drawn ``plant`` and its ``plant_events``) and the disturbances in force now
+(setpoint, load, fuel quality, tramp air). It then assumes the setpoint and the disturbances
 *stay at their current values* over the horizon: no preview of future setpoint steps or load
-changes, which no other planner gets either. So it is what a perfect model of the plant and a
-perfect state estimator could achieve with the same knowledge of the future as the others. It
-ignores the (noisy) measurements.
+changes, which no other planner gets either. The plant is part of the perfect model: rollouts
+use the plant in force at each step of the horizon, plant events included, as the true physics
+will. So it is what a perfect model of the plant and a perfect state estimator could achieve
+with the same knowledge of the exogenous future as the others. It ignores the (noisy) measurements.
 
 Each candidate action sequence is rolled out by the numba kernel
 (:class:`~furnace_env.physics.FurnaceSim` with one row per candidate); the objective is the env's
@@ -35,13 +37,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from furnace_env.physics import FurnaceSim
+from furnace_env.physics import FurnaceParams, FurnaceSim
+from furnace_env.ratio import DEFAULT_EXCESS_AIR
+from furnace_env.state import FurnaceState
 from planners.mpc import MPCController
 from planners.optim import Objective, TrajectoryOptimizer, make_optimizer
 
 __all__ = ["OracleConfig", "OracleModel", "make_oracle", "DEFAULT_ORACLE_OPTIMIZER"]
 
-#: The oracle's default CEM settings (BENCHMARKS.md: doubling the budget changes the return little).
+#: The oracle's default CEM settings: a converged budget, doubling it changes the return little
+#: (docs/benchmarks/oracle.md).
 DEFAULT_ORACLE_OPTIMIZER: dict[str, Any] = {"n_candidates": 128, "iterations": 20, "elite_frac": 0.1,
                                             "init_std": 0.1, "beta": 3.0, "keep_elites": 0.3}
 
@@ -56,7 +61,7 @@ class OracleConfig:
     """Cost of a trip within the horizon (None: the env's own ``trip_penalty``)."""
     coords: str = "ratio"
     """Search coordinates: ``"ratio"`` (fuel command, excess air) or ``"raw"`` (the env's actions)."""
-    excess_air: tuple[float, float] = (-0.05, 1.0)
+    excess_air: tuple[float, float] = DEFAULT_EXCESS_AIR
     """Excess-air range ``lambda - 1`` mapped onto [-1, 1] in ``"ratio"`` coordinates."""
 
     def __post_init__(self) -> None:
@@ -76,7 +81,7 @@ class OracleModel:
 
     def __init__(self, env, config: OracleConfig | None = None) -> None:
         base = getattr(env, "unwrapped", env)
-        for attr in ("_sim", "_sched", "_k", "_cmd", "params", "weights", "trip_penalty"):
+        for attr in ("get_state", "params", "weights", "trip_penalty"):
             if not hasattr(base, attr):
                 raise ValueError(f"the oracle needs a FurnaceEnv (missing {attr!r} on {type(base).__name__})")
         self.env = base
@@ -92,86 +97,95 @@ class OracleModel:
 
     def nominal_action(self) -> np.ndarray:
         """The commands now applied to the plant, in search coordinates (a bumpless start)."""
-        return self.encode(self.env._cmd[0], self._quality())
+        state = self.state()
+        return self.encode(state.command, float(state.disturbance[2]), state.plant)
 
-    def decode(self, u: np.ndarray | torch.Tensor, quality: float | None = None) -> np.ndarray:
-        """Search coordinates ``[..., 2]`` -> env actions ``[..., 2]`` in [-1, 1]."""
+    def decode(self, u: np.ndarray | torch.Tensor, quality: float | None = None,
+               plant: FurnaceParams | None = None) -> np.ndarray:
+        """Search coordinates ``[..., 2]`` -> env actions ``[..., 2]`` in [-1, 1] (at the fuel quality
+        and plant in force now unless given)."""
         u = u.detach().cpu().numpy() if isinstance(u, torch.Tensor) else np.asarray(u)
         u = u.astype(np.float64)
         if self.cfg.coords == "raw":
             return np.clip(u, -1.0, 1.0)
-        p, (lo, hi) = self.env.params, self.cfg.excess_air
-        q = self._quality() if quality is None else quality
+        p, q = self._plant_and_quality(plant, quality)
+        lo, hi = self.cfg.excess_air
         fuel_cmd = np.clip(u[..., 0], -1.0, 1.0)
         lam = 1.0 + lo + (hi - lo) * 0.5 * (np.clip(u[..., 1], -1.0, 1.0) + 1.0)
         air = lam * p.afr * q * 0.5 * (fuel_cmd + 1.0) * p.fuel_max
         return np.stack([fuel_cmd, np.clip(2.0 * air / p.air_max - 1.0, -1.0, 1.0)], axis=-1)
 
-    def encode(self, action: np.ndarray, quality: float | None = None) -> np.ndarray:
+    def encode(self, action: np.ndarray, quality: float | None = None,
+               plant: FurnaceParams | None = None) -> np.ndarray:
         """Env actions ``[..., 2]`` -> search coordinates (the inverse of :meth:`decode` inside its range)."""
         a = np.asarray(action, dtype=np.float64)
         if self.cfg.coords == "raw":
             return a.copy()
-        p, (lo, hi) = self.env.params, self.cfg.excess_air
-        q = self._quality() if quality is None else quality
+        p, q = self._plant_and_quality(plant, quality)
+        lo, hi = self.cfg.excess_air
         fuel = np.maximum(0.5 * (a[..., 0] + 1.0) * p.fuel_max, 1e-9)
         lam = 0.5 * (a[..., 1] + 1.0) * p.air_max / (p.afr * q * fuel)
         u1 = np.clip(2.0 * (lam - 1.0 - lo) / (hi - lo) - 1.0, -1.0, 1.0)
         return np.stack([a[..., 0], u1], axis=-1)
 
     def make_objective(self, obs: np.ndarray | None = None) -> Objective:
-        """Cost of candidate sequences ``[N, H, 2]`` (search coordinates) on the true physics,
-        disturbances and setpoint held at their current values."""
-        snap = self.snapshot()
+        """Cost of candidate sequences ``[N, H, 2]`` (search coordinates) on the true physics and
+        plant, disturbances and setpoint held at their current values."""
+        snap = self.state()
         smooth = self.cfg.smooth
         penalty = self.env.trip_penalty if self.cfg.trip_penalty is None else self.cfg.trip_penalty
-        q = float(snap["dist"][2])
+        q = float(snap.disturbance[2])
 
         def objective(u: torch.Tensor) -> torch.Tensor:
-            a = np.ascontiguousarray(self.decode(u, q))
+            a = np.ascontiguousarray(self.decode(u, q, snap.plant))
             n, h, _ = a.shape
             sim = self._sim(n)
-            sim.state[:] = snap["state"]
-            sim.o2_buf[:] = snap["o2_buf"]
-            sim.co_buf[:] = snap["co_buf"]
-            sim.k = snap["k"]
-            dist = np.ascontiguousarray(np.broadcast_to(snap["dist"], (n, 4)))
+            sim.set_params(snap.plant)
+            sim.state[:] = snap.physics
+            sim.o2_buf[:] = snap.o2_buf
+            sim.co_buf[:] = snap.co_buf
+            sim.k = snap.substep
+            dist = np.ascontiguousarray(np.broadcast_to(snap.disturbance, (n, 4)))
             total = np.zeros(n)
             tripped = np.zeros(n, dtype=bool)
             for t in range(h):
+                if snap.plant_table is not None:
+                    sim.p[:] = snap.plant_at(snap.step + t)  # the plant events, as the true physics applies them
                 sim.step(np.ascontiguousarray(a[:, t]), dist)
                 total += sim.cost
                 tripped |= sim.tripped != 0
             total += penalty * tripped
             if smooth > 0:
-                prev = np.concatenate([np.broadcast_to(snap["cmd"], (n, 1, 2)), a[:, :-1]], axis=1)
+                prev = np.concatenate([np.broadcast_to(snap.command, (n, 1, 2)), a[:, :-1]], axis=1)
                 total += smooth * ((a - prev) ** 2).sum(axis=(1, 2))
             return torch.from_numpy(total).to(u.dtype)
 
         return objective
 
     # -- helpers -----------------------------------------------------------------------------------
-    def _quality(self) -> float:
-        base = self.env
-        if base._sched is None:
-            raise RuntimeError("reset() the env before planning with the oracle")
-        return float(base._sched[min(base._k, base._sched.shape[0] - 1), 2])
+    def state(self) -> FurnaceState:
+        """The env's true state now (its public snapshot)."""
+        try:
+            return self.env.get_state()
+        except RuntimeError as err:
+            raise RuntimeError("reset() the env before planning with the oracle") from err
+
+    def quality(self) -> float:
+        """The true fuel quality in force now."""
+        return float(self.state().disturbance[2])
+
+    def _plant_and_quality(self, plant: FurnaceParams | None, quality: float | None) -> tuple[FurnaceParams, float]:
+        if plant is not None and quality is not None:
+            return plant, quality
+        state = self.state()
+        return (state.plant if plant is None else plant,
+                float(state.disturbance[2]) if quality is None else quality)
 
     def _sim(self, n: int) -> FurnaceSim:
         sim = self._sims.get(n)
         if sim is None:
             sim = self._sims[n] = FurnaceSim(n, self.env.params, self.env.weights)
         return sim
-
-    def snapshot(self) -> dict[str, Any]:
-        """The plant's true hidden state and the disturbances in force now (copies)."""
-        base = self.env
-        if base._sched is None:
-            raise RuntimeError("reset() the env before planning with the oracle")
-        src = base._sim
-        k = min(base._k, base._sched.shape[0] - 1)
-        return {"state": src.state[0].copy(), "o2_buf": src.o2_buf[0].copy(), "co_buf": src.co_buf[0].copy(),
-                "k": int(src.k), "dist": base._sched[k].copy(), "cmd": base._cmd[0].copy()}
 
 
 def make_oracle(env, optimizer: str = "cem", horizon: int = 30, seed: int = 0, smooth: float = 0.0,
@@ -184,7 +198,7 @@ def make_oracle(env, optimizer: str = "cem", horizon: int = 30, seed: int = 0, s
     override :data:`DEFAULT_ORACLE_OPTIMIZER` (for CEM) or the optimiser's defaults. The horizon,
     30 steps (150 s), covers most of the temperature loop's time constant (195 s identified, 20 s
     dead time) and the CO analyser's 15 s delay many times; 40 and 60 steps did no better at the
-    same budget (a larger search space; see BENCHMARKS.md).
+    same budget (a larger search space; docs/benchmarks/oracle.md).
     """
     if optimizer not in ("cem", "mppi", "random"):
         raise ValueError(f"oracle optimizer={optimizer!r}; allowed: 'cem', 'mppi', 'random' "

@@ -132,6 +132,7 @@ def test_sample_efficiency_points_are_paired_by_scenario_and_seed():
     assert p["return"] == pytest.approx((-95 - 200 - 60) / 3)
 
 
+@pytest.mark.slow  # three comparison runs and three tiny trainings
 def test_ensemble_controller_on_tiny_members(tmp_path):
     art = tmp_path / "art"
     _tiny_world_model(art / "world_model" / "best.pt", 3000)
@@ -248,3 +249,17 @@ def test_train_seeds_end_to_end_report_the_mean_and_each_seed(tmp_path):
     paired = list(csv.DictReader((out / "paired.csv").open()))
     assert {(r["controller"], r["pairs"], r["train_seeds"]) for r in paired if r["scenario"] == "nominal"} == {
         ("pi", "4", "2"), ("oracle", "4", "2")}
+
+
+def test_family_test_runs_end_to_end(tmp_path):
+    from furnace_env.scenarios import FAMILIES
+
+    out = tmp_path / "cmp"
+    res = _run("--family", "test", "--controllers", "pi", "oracle", "--seeds", "1", "--steps", "5",
+               "--workers", "1", "--out", str(out), "--no_train", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader((out / "episodes.csv").open()))
+    assert {r["scenario"] for r in rows} == set(FAMILIES["test"]) and len(rows) == 2 * len(FAMILIES["test"])
+    assert all(float(r["steps"]) == 5 for r in rows)
+    bad = _run("--family", "eval", "--out", str(tmp_path / "x"), cwd=tmp_path)
+    assert bad.returncode != 0 and "'eval'" in bad.stderr and "allowed: tune, test" in bad.stderr

@@ -67,6 +67,7 @@ def test_bad_flag_is_named(tmp_path):
     assert res.returncode != 0 and "--episodes_per_iter 0" in res.stderr
 
 
+@pytest.mark.slow  # a second online loop
 def test_loop_from_a_trained_model(tiny_loop):
     """``--init_checkpoint``: iteration 0 is that model (copied), its dataset is reloaded, planner data follow."""
     from eblnn_agent.checkpoint import load_checkpoint
@@ -123,6 +124,7 @@ def test_planner_episodes_weighted():
         sample_windows(data, 5, 4, np.random.default_rng(0), p=np.array([0.5, 0.5, 0.5, -0.5]))
 
 
+@pytest.mark.slow  # spawns worker processes that each import torch
 def test_parallel_collection_is_the_serial_one(tiny_loop, monkeypatch):
     """Planner episodes collected in 2 processes equal those collected in this one, bit for bit."""
     monkeypatch.syspath_prepend(str(ROOT))  # spawned workers import the module by name

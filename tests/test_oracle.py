@@ -51,7 +51,7 @@ def test_trip_is_penalised_and_never_cheap():
     obj = model.make_objective()
     # Full fuel with no air: flame safeguard within the horizon. Holding the current commands: no trip.
     rich = torch.tensor([[1.0, -1.0]], dtype=torch.float64).expand(1, 12, 2)
-    hold = torch.as_tensor(env.unwrapped._cmd[0]).expand(1, 12, 2)
+    hold = torch.as_tensor(env.unwrapped.command).expand(1, 12, 2)
     c = obj(torch.cat([rich, hold]))
     assert c[0] > c[1] + env.unwrapped.trip_penalty
 
@@ -59,11 +59,13 @@ def test_trip_is_penalised_and_never_cheap():
 def test_oracle_does_not_touch_the_plant():
     env = _env()
     env.reset(seed=0)
-    before = (env.unwrapped._sim.state.copy(), env.unwrapped._sim.o2_buf.copy(), env.unwrapped._sim.k)
+    before = env.unwrapped.get_state()
     ctl = make_oracle(env, n_candidates=16, iterations=2, horizon=8)
     ctl.act(np.zeros((1, 8)))
-    assert np.array_equal(before[0], env.unwrapped._sim.state)
-    assert np.array_equal(before[1], env.unwrapped._sim.o2_buf) and before[2] == env.unwrapped._sim.k
+    after = env.unwrapped.get_state()
+    assert np.array_equal(before.physics, after.physics)
+    assert np.array_equal(before.o2_buf, after.o2_buf) and before.substep == after.substep
+    assert before.rng_state == after.rng_state
 
 
 def test_oracle_is_deterministic_per_seed():

@@ -62,7 +62,7 @@ def test_wrapper_steps_the_env_with_the_mapped_action():
 def test_wrapper_rejects_bad_actions_and_keeps_state(bad):
     env = RatioActionWrapper(gym.make("Furnace-v0", scenario="nominal"))
     env.reset(seed=0)
-    k = env.unwrapped._k
+    k = env.unwrapped.step_index
     with pytest.raises(ValueError, match="action="):
         env.step(bad)
-    assert env.unwrapped._k == k
+    assert env.unwrapped.step_index == k

@@ -273,18 +273,19 @@ def test_factory_builds_an_ensemble_from_several_checkpoints(tmp_path, model, se
         make_eblnn_planner(env, checkpoint=[])
 
 
-def test_factory_routes_opt_prefixed_options_to_the_optimiser(tmp_path, model):
+def test_factory_routes_optimizer_options_to_the_optimiser(tmp_path, model):
     from eblnn_agent.checkpoint import save_checkpoint
     from eblnn_agent.config import WorldModelRunConfig
     from planners.factories import make_eblnn_planner
 
     path = str(save_checkpoint(tmp_path / "m.pt", model, WorldModelRunConfig(model=model.cfg)))
     env = gym.make("Furnace-v0", scenario={"name": "short", "n_steps": 3})
-    ctrl = make_eblnn_planner(env, checkpoint=path, optimizer="cem", beta=0.5, opt_beta=2.0, init_std=0.2)
+    ctrl = make_eblnn_planner(env, checkpoint=path, optimizer="cem", beta=0.5, init_std=0.2,
+                              **{"optimizer.beta": 2.0})
     assert ctrl.model.cfg.beta == 0.5  # the energy weight
     assert ctrl.trajopt.optimizer.config.beta == 2.0 and ctrl.trajopt.optimizer.config.init_std == 0.2  # noise colour
-    with pytest.raises(ValueError, match="opt_init_std"):
-        make_eblnn_planner(env, checkpoint=path, optimizer="cem", init_std=0.2, opt_init_std=0.3)
+    with pytest.raises(ValueError, match="optimizer.init_std"):
+        make_eblnn_planner(env, checkpoint=path, optimizer="cem", init_std=0.2, **{"optimizer.init_std": 0.3})
     # The plan selection reaches the trajectory optimiser, and a softmax average plans an episode.
     soft = make_eblnn_planner(env, checkpoint=path, selection="softmax", selection_temperature=0.2,
                               n_candidates=4, iterations=2, horizon=4)

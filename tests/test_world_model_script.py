@@ -36,10 +36,17 @@ def _run(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_tiny_training_run_end_to_end_and_resume(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One tiny ``train/world_model.py`` run: ``(args, tmp, result)``; shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("tiny_run")
+    args = [*TINY, "--out_dir", str(tmp / "run"), "--data_path", str(tmp / "d.npz"), "--no_wandb"]
+    return args, tmp, _run(args, tmp)
+
+
+def test_tiny_training_run_end_to_end(tiny_run):
+    args, tmp_path, r = tiny_run
     out = tmp_path / "run"
-    args = [*TINY, "--out_dir", str(out), "--data_path", str(tmp_path / "d.npz"), "--no_wandb"]
-    r = _run(args, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     for key in ("train/cd_gap", "train/e_pos", "train/e_neg", "val/physics", "val/loss", "langevin/nonfinite",
                 "langevin/grad_norm"):
@@ -49,6 +56,14 @@ def test_tiny_training_run_end_to_end_and_resume(tmp_path):
     assert torch.isfinite(model.obs_std).all() and (model.obs_std != 1).any()  # stats travel inside
     report = json.loads((out / "report.json").read_text())
     assert report["epochs_run"] == 2 and report["sequences_per_s"] > 0
+
+
+@pytest.mark.slow  # three more script runs after the tiny one
+def test_tiny_run_resumes_reseeds_and_reports_quality(tiny_run):
+    args, tmp_path, r = tiny_run
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "run"
+    model, cfg, meta = load_checkpoint(out / "best.pt", device="cpu")
     # The dataset is reloaded, not collected again; --resume continues to a later epoch.
     r2 = _run([*args, "--resume", "--epochs", "3"], tmp_path)
     assert r2.returncode == 0, r2.stderr[-2000:]

@@ -69,8 +69,8 @@ class RunConfig:
     ``furnace_env.ratio``: the coordinates the planners search in, so every controller gets the
     same ratio-control structure) or "raw" (fuel-valve and air-damper commands, the env's own).
     Recorded in every model zip (:func:`env_record`), where the evaluation reads it. Ratio coordinates
-    narrowed the baselines' gap to PI (BENCHMARKS.md: PPO 100 k -2,988 vs -3,537 raw; SAC 50 k
-    -3,790 vs -4,168, seed 0, mean return over the named scenarios)."""
+    narrowed the baselines' gap to PI for both algorithms (docs/tuning.md, "Action coordinates and
+    SAC settings")."""
     device: str = "auto"
     """Torch device for the networks: auto, cpu or cuda (small MLPs: cpu is usually fastest)."""
     threads: int = 1
@@ -129,12 +129,13 @@ class PPOConfig:
     region and SB3 saves, restores and (for SAC) applies them to replayed samples."""
     norm_reward: bool = True
     """VecNormalize the rewards by the running std of the discounted return (the zoo's default
-    for PPO): the -500 trip penalty would otherwise dominate the value loss."""
+    for PPO): a trip's cost (:func:`furnace_env.cost.trip_cost`, 500 and more) would otherwise
+    dominate the value loss."""
     obs_integral: bool = False
     """Append the integrated temperature error to the observation (``furnace_env.features``), so
     that the memoryless policy can learn integral action, as a PI controller has; recorded in the
-    model zips, and the evaluation integrates the same way. Off for PPO: 200 k steps scored
-    -3,279 with it against -2,840 without (seed 0, mean over the named scenarios; BENCHMARKS.md)."""
+    model zips, and the evaluation integrates the same way. Off for PPO, which learned worse with
+    it (docs/tuning.md, "Action coordinates and SAC settings")."""
 
 
 @dataclass
@@ -178,11 +179,11 @@ class SACConfig:
     observations and SB3 normalises sampled batches with the current statistics."""
     norm_reward: bool = False
     """VecNormalize the rewards. Off: SAC's learned temperature adapts to the raw scale, and with
-    normalisation the return after 30 k steps was three times worse (BENCHMARKS.md)."""
+    normalisation SAC learned far worse (docs/benchmarks/baselines.md)."""
     obs_integral: bool = True
     """Append the integrated temperature error to the observation (see :class:`PPOConfig`). On for
-    SAC: at 50 k steps -3,008 with it against -3,790 without (seed 0, mean over the named
-    scenarios; BENCHMARKS.md)."""
+    SAC, which gains integral action from it, most on ``low_fire`` (docs/tuning.md, "Action
+    coordinates and SAC settings")."""
 
 
 @dataclass

@@ -46,6 +46,7 @@ from eblnn_agent.model import EBLNN
 from eblnn_agent.trainer import Trainer
 from eblnn_agent.utils import atomic_write, process_pool, resolve_device
 from furnace_env.scenarios import get_scenario
+from planners.evaluation import run_episode
 from planners.factories import make_eblnn_planner
 
 #: Behaviour code of planner-collected episodes (the collector uses 0 = PI + noise, 1 = random).
@@ -60,10 +61,8 @@ class OnlineConfig:
 
     iterations: int = 4
     """Planner-collection rounds after the initial model. With 4 rounds of 4 episodes and 5
-    epochs the planner improves on the initial model (``tune_planner.py --checkpoint
-    <out>/iter_<k>/best.pt --scenario eval --steps 0 --episodes 4``, margin over PI per episode:
-    -17.7 at iteration 0, +10.6 at iteration 4, 21,936 steps); 2 rounds of 2 episodes and 3 epochs
-    did not (-22.0 at iteration 2)."""
+    epochs the planner improves on the initial model; with 2 rounds of 2 episodes and 3 epochs
+    it did not (docs/tuning.md, "Online loop: the initial model's epochs")."""
     episodes_per_iter: int = 4
     """Episodes collected with the planner per round."""
     init_env_steps: int = 20_000
@@ -71,8 +70,7 @@ class OnlineConfig:
     init_epochs: int = 30
     """Training epochs of the initial model (at most: early stopping as in ``train/world_model.py``).
     30, as the world-model trainer: with 8 the initial model was undertrained and planned far worse
-    (``tune_planner.py --checkpoint <out>/iter_0/best.pt --scenario eval --steps 0 --episodes 4``,
-    margin over PI per episode: -165.2 with 8, -17.7 with 30; after two rounds -48.7 / -22.0)."""
+    (docs/tuning.md, "Online loop: the initial model's epochs")."""
     epochs_per_iter: int = 5
     """Fine-tuning epochs per round."""
     optimizer: str = "langevin"
@@ -135,30 +133,25 @@ def _planner_episode(checkpoint: str, cfg: OnlineConfig, seed: int, horizon: int
     if cfg.episode_steps:
         scenario = replace(scenario, n_steps=min(cfg.episode_steps, horizon))
     env = gym.make("Furnace-v0", scenario=scenario)
-    obs_ep = np.zeros((horizon + 1, 8), dtype=np.float32)
-    act_ep = np.zeros((horizon, 2), dtype=np.float32)
     rng = np.random.default_rng((cfg.seed, seed))
     a_noise = float(np.exp(-env.unwrapped.params.dt / cfg.explore_tau))
+    noise = np.zeros(2)
+
+    def perturb(action: np.ndarray) -> np.ndarray:
+        nonlocal noise
+        noise = a_noise * noise + np.sqrt(1 - a_noise**2) * cfg.explore_std * rng.standard_normal(2)
+        return np.clip(np.asarray(action, dtype=np.float64).reshape(2) + noise, -1.0, 1.0).astype(np.float32)
+
     try:
         ctrl = make_eblnn_planner(env, checkpoint=checkpoint, optimizer=cfg.optimizer, seed=seed)
-        obs, _ = env.reset(seed=seed)
-        obs_ep[0] = obs
-        noise = np.zeros(2)
-        ret, length = 0.0, 0
-        for k in range(scenario.n_steps):
-            action, _ = ctrl.predict(obs)
-            noise = a_noise * noise + np.sqrt(1 - a_noise**2) * cfg.explore_std * rng.standard_normal(2)
-            a = np.clip(np.asarray(action, dtype=np.float64).reshape(2) + noise, -1.0, 1.0).astype(np.float32)
-            if hasattr(ctrl.model, "applied"):
-                ctrl.model.applied(a)  # the filter must see what the plant got, noise included
-            obs, r, term, trunc, _ = env.step(a)
-            ret += float(r)
-            act_ep[k], obs_ep[k + 1] = a, obs
-            length += 1
-            if term or trunc:
-                break
+        ep = run_episode(ctrl, env, seed=seed, perturb=perturb)
     finally:
         env.close()
+    length = len(ep.actions)
+    obs_ep = np.zeros((horizon + 1, 8), dtype=np.float32)
+    act_ep = np.zeros((horizon, 2), dtype=np.float32)
+    obs_ep[:length + 1], act_ep[:length] = ep.obs, ep.actions
+    ret = sum(float(r) for r in ep.rewards)
     obs_ep[length + 1:] = obs_ep[length]
     return obs_ep, act_ep, length, ret
 
