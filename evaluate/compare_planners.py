@@ -5,10 +5,14 @@
     python evaluate/compare_planners.py --family test           # the held-out test family
     python evaluate/compare_planners.py --controllers pi oracle eblnn-langevin
     python evaluate/compare_planners.py --controllers pi oracle eblnn-langevin --planner_set beta=1
+    python evaluate/compare_planners.py --controllers pi oracle sac-residual ppo-residual --train_seeds 3
 
-Controllers that need a trained artefact (the EB-LNN world model, PPO, SAC) look for it under
+Controllers that need a trained artefact (the EB-LNN world model, PPO, SAC and their residual
+versions on PI) look for it under
 ``--artifacts``; a missing one is trained there on the small default budget first (``--no_train``
-skips such controllers instead, and prints the command that makes each artefact).
+skips such controllers instead, and prints the command that makes each artefact). With
+``--train_seeds N`` each trained controller is trained and scored from N seeds (seed k >= 1 under
+``<artifacts>/<name>/seed_<k>/``) and the table reports the mean over them.
 Evaluation seeds start at 10 000, a range no training script uses.
 """
 

@@ -16,13 +16,19 @@ Structure (per control step, all in fractions of full flow):
 * Cross-limiting (lead-lag): fuel may not exceed what the *measured* air can burn at the
   trimmed ratio, and air may not fall below what the *measured* fuel needs, so air leads
   on increases and fuel leads on decreases.
+
+The cross-limits and the CO override are the controller's *safety layer*
+(:func:`safety_layer`): :meth:`PIController.demand` gives the PI loops' demand with the limits
+of the current measurements, and the safety layer turns it, plus an optional residual from
+another controller (``planners.residual``), into the commands. PI itself applies it with no
+residual, so the layer a residual agent meets is exactly PI's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -30,7 +36,7 @@ from furnace_env.control import Controller
 from furnace_env.env import validate_observation
 from furnace_env.physics import FurnaceParams
 
-__all__ = ["PIConfig", "PIController", "make_pi"]
+__all__ = ["PIConfig", "PIController", "PIDemand", "safety_layer", "make_pi"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,42 @@ class PIConfig:
         lo, hi = self.trim_limits
         if not 0 < lo <= 1.0 <= hi:
             raise ValueError(f"PIConfig.trim_limits={self.trim_limits!r} must satisfy 0 < low <= 1 <= high")
+
+
+class PIDemand(NamedTuple):
+    """One step of the PI loops on a batch of furnaces, before the safety layer (fractions of full flow)."""
+
+    fuel: np.ndarray
+    """Fuel demand: the temperature PI's firing demand, ``[N]``."""
+    air: np.ndarray
+    """Air demand: the firing demand at the trimmed air/fuel ratio, ``[N]``."""
+    fuel_cap: np.ndarray
+    """Cross-limit: the most fuel the *measured* air can burn at ``cross_limit_lambda``, ``[N]``."""
+    air_floor: np.ndarray
+    """Cross-limit: the least air the *measured* fuel needs at the trimmed ratio, ``[N]``."""
+    co_high: np.ndarray
+    """CO override active: measured CO above ``co_override``, ``[N]`` bool."""
+
+
+def safety_layer(demand: PIDemand, residual: np.ndarray | None = None) -> np.ndarray:
+    """Env actions ``[N, 2]`` from the PI demand plus an optional residual, under PI's limits.
+
+    ``residual`` ``[N, 2]`` is in action units (``[-1, 1]`` spans the full stroke, so 0.1 is 5 %
+    of full flow) and is added to the demand before the limits, so it can never lift fuel above
+    what the measured air burns nor pull air below what the measured fuel needs (the cross-limits
+    hold whatever it asks). While the CO override is active (measured CO above its threshold)
+    the residual may only take fuel away and add air: the override wins over any agent.
+    """
+    fuel, air = demand.fuel, demand.air
+    if residual is not None:
+        r = np.asarray(residual, dtype=np.float64).reshape(len(fuel), 2) * 0.5  # action units -> fractions
+        r_fuel = np.where(demand.co_high, np.minimum(r[:, 0], 0.0), r[:, 0])
+        r_air = np.where(demand.co_high, np.maximum(r[:, 1], 0.0), r[:, 1])
+        fuel, air = fuel + r_fuel, air + r_air
+    fuel_sp = np.minimum(fuel, demand.fuel_cap)  # fuel limited by measured air
+    air_sp = np.maximum(air, demand.air_floor)  # air at least what measured fuel needs
+    action = np.stack([2.0 * fuel_sp - 1.0, 2.0 * air_sp - 1.0], axis=1)
+    return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
 class PIController(Controller):
@@ -116,6 +158,12 @@ class PIController(Controller):
         return np.clip(c.o2_sp_ref + c.o2_sp_slope * (c.fire_ref - fire), 1.0, 6.0)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
+        return safety_layer(self.demand(obs))
+
+    def demand(self, obs: np.ndarray) -> PIDemand:
+        """Advance the PI loops by one step on observations ``[N, 8]``; the demand and its limits.
+
+        Call once per control step: the integrators move on every call."""
         obs = validate_observation(obs)[0]  # before the integrators see it
         c, p = self.cfg, self.params
         temp, sp, o2 = obs[:, 0], obs[:, 1], obs[:, 2]
@@ -141,10 +189,8 @@ class PIController(Controller):
         # Air/fuel ratio in flow fractions: kg air per kg fuel, scaled to the actuator ranges.
         ratio = p.afr * (1.0 + c.excess_air) * self._trim * p.fuel_max / p.air_max
         cross = p.afr * c.cross_limit_lambda * p.fuel_max / p.air_max
-        fuel_sp = np.minimum(fire, air_meas / cross)  # fuel limited by measured air
-        air_sp = np.maximum(fire, fuel_meas) * ratio  # air at least what measured fuel needs
-        action = np.stack([2.0 * fuel_sp - 1.0, 2.0 * air_sp - 1.0], axis=1)
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
+        return PIDemand(fuel=fire, air=fire * ratio, fuel_cap=air_meas / cross, air_floor=fuel_meas * ratio,
+                        co_high=obs[:, 3] > c.co_override)
 
     def with_config(self, **changes) -> PIController:
         """A fresh controller with some gains changed (for tuning)."""

@@ -1,4 +1,4 @@
-"""Planners for Furnace-v0: model-agnostic optimisers, MPC, the oracle, and the evaluation harness.
+"""Planners for Furnace-v0: model-agnostic optimisers, MPC, the oracle, residual RL on PI, and the evaluation harness.
 
 The controller interface and the reference PI controller live with the plant
 (:mod:`furnace_env.control`, :mod:`furnace_env.pi`).
@@ -50,6 +50,9 @@ __all__ = [
     "TrustSupervisedController",
     "calibrate",
     "make_supervised_planner",
+    # planners.residual
+    "ResidualPI",
+    "ResidualPIWrapper",
 ]
 
 _OPTIM = ("Optimizer", "OptimResult", "PlanResult", "TrajectoryOptimizer", "LangevinConfig",
@@ -70,6 +73,8 @@ _LAZY = {
     "PyTorchMPPIController": "planners.external_mppi",
     **{name: "planners.trust" for name in ("TrustConfig", "TrustCalibration", "TrustMonitor",
                                            "TrustSupervisedController", "calibrate", "make_supervised_planner")},
+    "ResidualPI": "planners.residual",
+    "ResidualPIWrapper": "planners.residual",
 }
 
 

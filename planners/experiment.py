@@ -6,6 +6,13 @@ into picklable :class:`~planners.benchmark.ControllerSpec` recipes, training a m
 first (:func:`train_missing`, each artefact by its own training script on its small default budget);
 :func:`run_comparison` evaluates, summarises and writes the reports.
 Evaluation seeds start at :data:`EVAL_SEED0`, a range no training script uses.
+
+Trained controllers (:data:`SEEDED_ARTEFACTS`: the world model and the SB3 agents) can come in
+several training seeds (``--train_seeds N``): seed 0 is the artefact at its usual path, seed
+``k >= 1`` is trained by the same command with ``--seed k`` into ``<artifacts>/<name>/seed_<k>/``
+(:func:`seeded`), and every seed becomes a spec of the same controller name with its
+``train_seed``, so the summary averages over training seeds and the paired tests pair within
+each (``planners.benchmark``).
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from planners.benchmark import (
     paired_differences,
     paired_table,
     summarise,
+    train_seed_scores,
+    train_seed_table,
 )
 from planners.factories import PlannerConfig, parse_options
 from planners.report import plot_sample_efficiency, plot_scores, sample_efficiency_points, write_csv
@@ -40,6 +49,9 @@ __all__ = [
     "CompareConfig",
     "WORLD_MODEL_VARIANTS",
     "validate_config",
+    "SEEDED_ARTEFACTS",
+    "SB3_CONTROLLERS",
+    "seeded",
     "artefact_commands",
     "artefact_path",
     "needed_artefacts",
@@ -80,11 +92,18 @@ CONTROLLERS: dict[str, str] = {
                     "(not in the default set)",
     "ppo": "stable-baselines3 PPO (VecNormalize)",
     "sac": "stable-baselines3 SAC",
+    "ppo-residual": "stable-baselines3 PPO as a bounded residual on PI, under PI's cross-limits and CO override",
+    "sac-residual": "stable-baselines3 SAC as a bounded residual on PI, under PI's cross-limits and CO override",
 }
 #: Controllers outside the default set (a larger budget, further artefacts, or peers of the issue-21 study).
 EXTRA_CONTROLLERS = ("cem-10x", "eblnn-ensemble", "eblnn-supervised", "physics-mpc", "physics-mpc-backoff",
                      "pytorch-mppi")
 DEFAULT_CONTROLLERS = [c for c in CONTROLLERS if c not in EXTRA_CONTROLLERS]
+#: Controllers that are a trained stable-baselines3 agent, each its own artefact (``train/baselines.py --algo``).
+SB3_CONTROLLERS = ("ppo", "sac", "ppo-residual", "sac-residual")
+#: Artefacts trained once per training seed with ``--train_seeds`` (the online loop and the
+#: ensemble's members are not: they have their own seeds' meaning).
+SEEDED_ARTEFACTS = ("world_model", *SB3_CONTROLLERS)
 
 
 @dataclass
@@ -100,6 +119,10 @@ class CompareConfig:
     the named examples defaults are chosen on; ``test``, the held-out scenarios results are reported on)."""
     seeds: int = 3
     """Evaluation seeds per scenario (10 000, 10 001, ...)."""
+    train_seeds: int = 1
+    """Training seeds of every trained controller (world-model planners and SB3 agents): seeds
+    0 .. N-1, seed k >= 1 trained into ``<artifacts>/<name>/seed_<k>/`` (missing ones trained
+    first, as any artefact). The summary reports the mean over training seeds."""
     workers: int = 2
     """Episodes run in parallel in this many processes (1: in this process)."""
     out: str = "runs/compare"
@@ -158,25 +181,52 @@ ENSEMBLE_SEEDS = (1, 2)
 ARTEFACT_AFTER = {f"world_model_seed_{k}": "world_model" for k in ENSEMBLE_SEEDS}
 
 
+def seeded(name: str, train_seed: int) -> str:
+    """The artefact key of ``name``'s training seed: ``name`` itself for seed 0, else ``name/seed_<k>``."""
+    if name not in SEEDED_ARTEFACTS:
+        raise ValueError(f"artefact {name!r} has no training seeds; seeded: {', '.join(SEEDED_ARTEFACTS)}")
+    return name if train_seed == 0 else f"{name}/seed_{train_seed}"
+
+
+def _unseed(key: str) -> tuple[str, int]:
+    """``(artefact name, training seed)`` of an artefact key (see :func:`seeded`)."""
+    name, _, tail = key.partition("/seed_")
+    return name, int(tail) if tail else 0
+
+
 def artefact_commands(cfg: CompareConfig) -> dict[str, list[str]]:
-    """The command that makes each trained artefact on the small default budget."""
+    """The command that makes each trained artefact on the small default budget.
+
+    A training seed ``k >= 1`` of a world model collects its own data (``--seed k``, into its own
+    folder, so parallel trainings never share a dataset file); of an SB3 agent, ``--seed k``."""
     art = Path(cfg.artifacts)
     py = sys.executable
-    return {
+    cmds = {
         "world_model": [py, "train/world_model.py", "--out_dir", str(art / "world_model")],
-        "ppo": [py, "train/baselines.py", "--algo", "ppo", "--out", str(art / "ppo")],
-        "sac": [py, "train/baselines.py", "--algo", "sac", "--out", str(art / "sac")],
+        **{a: [py, "train/baselines.py", "--algo", a, "--out", str(art / a)] for a in SB3_CONTROLLERS},
         "online": [py, "train/online_mbrl.py", "--out_dir", str(art / "online")],
         **{f"world_model_seed_{k}": [py, "train/world_model.py", "--seed", str(k), "--data_seed", "0",
                                      "--out_dir", str(art / "world_model_seeds" / f"seed_{k}")]
            for k in ENSEMBLE_SEEDS},
     }
+    for k in range(1, cfg.train_seeds):
+        out = art / "world_model" / f"seed_{k}"
+        cmds[seeded("world_model", k)] = [py, "train/world_model.py", "--seed", str(k), "--data_path",
+                                          str(out / "transitions.npz"), "--out_dir", str(out)]
+        for a in SB3_CONTROLLERS:
+            cmds[seeded(a, k)] = [py, "train/baselines.py", "--algo", a, "--seed", str(k), "--out",
+                                  str(art / a / f"seed_{k}")]
+    return cmds
 
 
 def artefact_path(cfg: CompareConfig, name: str) -> Path:
+    """Where artefact ``name`` (a key of :func:`artefact_commands`) is complete."""
     art = Path(cfg.artifacts)
-    return {"world_model": art / "world_model" / "best.pt", "ppo": art / "ppo" / "model.zip",
-            "sac": art / "sac" / "model.zip", "online": art / "online" / "report.json",
+    base, k = _unseed(name)
+    if k:
+        return artefact_path(cfg, base).parent / f"seed_{k}" / artefact_path(cfg, base).name
+    return {"world_model": art / "world_model" / "best.pt", "online": art / "online" / "report.json",
+            **{a: art / a / "model.zip" for a in SB3_CONTROLLERS},
             **{f"world_model_seed_{k}": art / "world_model_seeds" / f"seed_{k}" / "best.pt"
                for k in ENSEMBLE_SEEDS}}[name]
 
@@ -185,8 +235,8 @@ def needed_artefacts(cfg: CompareConfig) -> list[str]:
     """The trained artefacts the requested controllers (and the sample-efficiency plot) need."""
     need = []
     if any(c in WORLD_MODEL_VARIANTS for c in cfg.controllers):
-        need.append("world_model")
-    need += [a for a in ("ppo", "sac") if a in cfg.controllers]
+        need += [seeded("world_model", k) for k in range(cfg.train_seeds)]
+    need += [seeded(a, k) for a in SB3_CONTROLLERS if a in cfg.controllers for k in range(cfg.train_seeds)]
     if cfg.sample_efficiency and "eblnn-langevin" in cfg.controllers:
         need.append("online")
     if "eblnn-ensemble" in cfg.controllers:
@@ -218,7 +268,7 @@ def train_missing(cfg: CompareConfig, names: list[str], parallel: int = 2) -> No
                 break
             n = ready[0]
             todo.remove(n)
-            log = Path(cfg.artifacts) / f"{n}.log"
+            log = Path(cfg.artifacts) / f"{n.replace('/', '_')}.log"
             print(f"training {n} on its small default budget: python {' '.join(cmds[n][1:])}  (log: {log})",
                   flush=True)
             fh = log.open("w")
@@ -271,11 +321,12 @@ def controller_specs(cfg: CompareConfig) -> list[ControllerSpec]:
             from planners.physics_mpc import PLANNER_BACKOFFS
 
             specs.append(ControllerSpec(name, "planners.physics_mpc:make_physics_mpc", dict(PLANNER_BACKOFFS)))
-        elif name in ("ppo", "sac"):
-            path = ensure_artefact(cfg, name)
-            if path is not None:
-                specs.append(ControllerSpec(name, "planners.factories:make_sb3", {"path": str(path)},
-                                            env_steps=_env_steps(path)))
+        elif name in SB3_CONTROLLERS:
+            for k in range(cfg.train_seeds):
+                path = ensure_artefact(cfg, seeded(name, k))
+                if path is not None:
+                    specs.append(ControllerSpec(name, "planners.factories:make_sb3", {"path": str(path)},
+                                                env_steps=_env_steps(path), train_seed=k))
         elif name == "eblnn-ensemble":
             paths = [ensure_artefact(cfg, "world_model"),
                      *(ensure_artefact(cfg, f"world_model_seed_{k}") for k in ENSEMBLE_SEEDS)]
@@ -290,19 +341,22 @@ def controller_specs(cfg: CompareConfig) -> list[ControllerSpec]:
         elif name == "eblnn-supervised":
             from planners.trust import calibrate_checkpoint, default_calibration_path
 
-            path = ensure_artefact(cfg, "world_model")
-            if path is not None:
+            for k in range(cfg.train_seeds):
+                path = ensure_artefact(cfg, seeded("world_model", k))
+                if path is None:
+                    continue
                 if not default_calibration_path(path).is_file():
                     calibrate_checkpoint(path)  # once per checkpoint, stored beside it
                 kw = {"checkpoint": str(path), **cfg.planner_options, **WORLD_MODEL_VARIANTS[name]}
                 specs.append(ControllerSpec(name, "planners.trust:make_supervised_planner", kw,
-                                            env_steps=_world_model_env_steps(path)))
+                                            env_steps=_world_model_env_steps(path), train_seed=k))
         else:
-            path = ensure_artefact(cfg, "world_model")
-            if path is not None:
-                kw = {"checkpoint": str(path), **cfg.planner_options, **WORLD_MODEL_VARIANTS[name]}
-                specs.append(ControllerSpec(name, "planners.factories:make_eblnn_planner", kw,
-                                            env_steps=_world_model_env_steps(path)))
+            for k in range(cfg.train_seeds):
+                path = ensure_artefact(cfg, seeded("world_model", k))
+                if path is not None:
+                    kw = {"checkpoint": str(path), **cfg.planner_options, **WORLD_MODEL_VARIANTS[name]}
+                    specs.append(ControllerSpec(name, "planners.factories:make_eblnn_planner", kw,
+                                                env_steps=_world_model_env_steps(path), train_seed=k))
     return specs
 
 
@@ -316,8 +370,8 @@ def _world_model_env_steps(path: Path) -> int:
 
 #: Series on the sample-efficiency plot: the EB-LNN planner on world models trained on fixed
 #: datasets ("offline data": the main world model and any under ``world_model_budgets/``), on the
-#: online loop's models, and PPO / SAC at their checkpoints.
-SAMPLE_EFFICIENCY_CONTROLLERS = ("eblnn-langevin", "eblnn-online", "ppo", "sac")
+#: online loop's models, and the SB3 agents (from scratch and residual) at their checkpoints.
+SAMPLE_EFFICIENCY_CONTROLLERS = ("eblnn-langevin", "eblnn-online", *SB3_CONTROLLERS)
 _STEPS_RE = re.compile(r"_(\d+)_steps\.zip$")
 
 
@@ -334,7 +388,9 @@ def sample_efficiency_specs(cfg: CompareConfig) -> list[ControllerSpec]:
       (``python train/world_model.py --n_env_steps N --data_path ... --out_dir ...``), as
       ``eblnn-langevin`` points beside the main world model;
     * ``<artifacts>/online/iter_*/best.pt``: the online loop's models, as ``eblnn-online``;
-    * ``<artifacts>/{ppo,sac}/checkpoints/*_<steps>_steps.zip``.
+    * ``<artifacts>/<agent>/checkpoints/*_<steps>_steps.zip`` for every SB3 agent requested
+      (``ppo``, ``sac``, ``ppo-residual``, ``sac-residual``), and the same under each further
+      training seed's ``<agent>/seed_<k>/`` (the points then pool the training seeds' episodes).
     """
     art = Path(cfg.artifacts)
     specs = []
@@ -344,14 +400,16 @@ def sample_efficiency_specs(cfg: CompareConfig) -> list[ControllerSpec]:
         if ensure_artefact(cfg, "online") is not None:
             for ckpt in sorted(art.glob("online/iter_*/best.pt"), key=lambda p: int(p.parent.name[5:])):
                 specs.append(_planner_spec("eblnn-online", ckpt, cfg.planner_options))
-    for algo in ("ppo", "sac"):
+    for algo in SB3_CONTROLLERS:
         if algo not in cfg.controllers:
             continue
-        for ckpt in sorted(art.glob(f"{algo}/checkpoints/*.zip")):
-            m = _STEPS_RE.search(ckpt.name)
-            if m:
-                specs.append(ControllerSpec(algo, "planners.factories:make_sb3", {"path": str(ckpt)},
-                                            env_steps=int(m.group(1))))
+        for k in range(cfg.train_seeds):
+            folder = artefact_path(cfg, seeded(algo, k)).parent
+            for ckpt in sorted(folder.glob(f"checkpoints/{algo}_*_steps.zip")):
+                m = _STEPS_RE.search(ckpt.name)
+                if m:
+                    specs.append(ControllerSpec(algo, "planners.factories:make_sb3", {"path": str(ckpt)},
+                                                env_steps=int(m.group(1)), train_seed=k))
     return specs
 
 
@@ -377,6 +435,8 @@ def validate_config(cfg: CompareConfig) -> CompareConfig:
         check_backend(cfg.backend, cfg.address or None)
     except (ValueError, ImportError) as err:
         raise SystemExit(f"--backend {cfg.backend}: {err}") from None
+    if cfg.train_seeds < 1:
+        raise SystemExit(f"--train_seeds {cfg.train_seeds}: must be >= 1")
     if cfg.family and cfg.family not in FAMILIES:
         raise SystemExit(f"--family {cfg.family!r}: not a scenario family; allowed: {', '.join(FAMILIES)}")
     if cfg.paired_focus not in CONTROLLERS:
@@ -436,9 +496,13 @@ def run_comparison(cfg: CompareConfig) -> list[dict]:
         paired = paired_differences(records, focus=cfg.paired_focus)
         write_csv(paired, out / "paired.csv")
         table += "\n\n## Paired differences\n\n" + paired_table(paired)
+    per_seed = train_seed_scores(records)
+    if train_seed_table(per_seed):
+        table += ("\n\n## Training seeds\n\nNormalised score of each training seed's artefact (its mean "
+                  "return over the evaluation seeds against PI's and the oracle's):\n\n" + train_seed_table(per_seed))
     (out / "summary.md").write_text(table + "\n")
     (out / "summary.json").write_text(json.dumps({"config": asdict(cfg), "summary": summary,
-                                                  "paired": paired}, indent=1))
+                                                  "paired": paired, "train_seeds": per_seed}, indent=1))
     print(table)
     from furnace_env.plotting import plot_trajectories
 

@@ -220,7 +220,8 @@ def parse_options(items) -> dict:
 
 
 def make_sb3(env, path: str):
-    """A trained stable-baselines3 PPO or SAC policy (with its saved observation normalisation)."""
+    """A trained stable-baselines3 PPO or SAC policy (with its saved observation normalisation);
+    a residual agent runs on a PI controller with ``env``'s actuator ranges."""
     from planners.sb3_policy import load_sb3_policy
 
-    return load_sb3_policy(path)
+    return load_sb3_policy(path, params=env.unwrapped.params if env is not None else None)

@@ -49,7 +49,7 @@ def plot_sample_efficiency(points: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     labels = {"eblnn-langevin": "EB-LNN Langevin MPC (offline data)", "eblnn-online": "EB-LNN Langevin MPC (online loop)",
-              "ppo": "PPO", "sac": "SAC"}
+              "ppo": "PPO", "sac": "SAC", "ppo-residual": "residual PPO on PI", "sac-residual": "residual SAC on PI"}
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, name in enumerate(dict.fromkeys(p["controller"] for p in points)):
         pts = sorted((p for p in points if p["controller"] == name), key=lambda p: p["env_steps"])

@@ -14,6 +14,10 @@ parts of it, e.g. its spaces and schedules): load only zips you made or trust. T
 admits only the classes such a file holds (the wrapper, its running mean/std, numpy arrays and
 generators, a Box space) and refuses any other global before it is called, so a crafted
 ``vecnormalize.pkl`` cannot run code.
+
+A residual agent (``--algo sac-residual`` or ``ppo-residual``; its record holds ``residual``)
+runs on the PI controller it was trained on: the policy sees the measurements and PI's action,
+and its action goes through PI's safety layer (:class:`planners.residual.ResidualPI`).
 """
 
 from __future__ import annotations
@@ -29,11 +33,14 @@ import numpy as np
 
 from furnace_env.env import validate_observation
 from furnace_env.features import TrackingIntegral
+from furnace_env.physics import FurnaceParams
 from furnace_env.ratio import ACTION_COORDS, DEFAULT_EXCESS_AIR, RatioActions
+from planners.residual import ResidualPI, residual_from_record
 
 __all__ = ["SB3Policy", "SB3ArtefactError", "load_sb3_policy", "load_vecnormalize", "vecnormalize_path"]
 
-ALGOS = ("ppo", "sac")
+#: The training script's algorithms, longest first (a folder name is matched by its prefix).
+ALGOS = ("ppo-residual", "sac-residual", "ppo", "sac")
 _CKPT_RE = re.compile(r"^(?P<prefix>.+)_(?P<steps>\d+)_steps\.zip$")
 
 
@@ -43,7 +50,7 @@ class SB3ArtefactError(RuntimeError):
 
 def _make_command(path: Path, algo: str | None) -> str:
     out = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return f"python train/baselines.py --algo {algo or '{ppo,sac}'} --out {out}"
+    return f"python train/baselines.py --algo {algo or '{' + ','.join(ALGOS) + '}'} --out {out}"
 
 
 def _guess_algo(path: Path) -> str | None:
@@ -131,6 +138,12 @@ def _integral_feature(data: dict) -> TrackingIntegral | None:
     return None if not spec else TrackingIntegral(float(spec["dt"]), float(spec["limit"]))
 
 
+def _residual(data: dict, params: FurnaceParams | None) -> ResidualPI | None:
+    """The PI interface of a residual agent (``furnace_env_record["residual"]``), else None."""
+    spec = (data.get("furnace_env_record") or {}).get("residual")
+    return None if not spec else residual_from_record(spec, params)
+
+
 def _action_map(data: dict) -> RatioActions | None:
     """The ratio-coordinate map of a policy trained in them, else None (the env's own coordinates).
 
@@ -148,8 +161,14 @@ class SB3Policy:
     """A trained SB3 model behind frozen observation normalisation, with SB3's ``predict``."""
 
     def __init__(self, model: Any, obs_norm: Any, algo: str, env_steps: int, path: Path,
-                 ratio: RatioActions | None = None, integral: TrackingIntegral | None = None) -> None:
+                 ratio: RatioActions | None = None, integral: TrackingIntegral | None = None,
+                 residual: ResidualPI | None = None) -> None:
+        if residual is not None and (ratio is not None or integral is not None):
+            raise ValueError("a residual agent acts on PI's commands and observes PI's inputs: "
+                             "it takes neither ratio coordinates nor the integral feature")
         self.model = model
+        self.residual = residual
+        """Set for a residual agent: PI runs beside it and its safety layer applies after the residual."""
         self.obs_norm = obs_norm
         self.ratio = ratio
         """Set for a policy trained in ratio coordinates: its actions are mapped to the env's."""
@@ -157,14 +176,16 @@ class SB3Policy:
         """Set for a policy trained with the integrated temperature error as an input."""
         self._fresh = True
         self.algo = algo
-        self.name = algo
+        self.name = algo if residual is None else f"{algo}-residual"
         self.env_steps = env_steps
         """Real env steps the model consumed in training."""
         self.path = path
 
     def reset(self) -> None:
-        """Start a new episode (the integral feature, if any, restarts at zero)."""
+        """Start a new episode (the integral feature, if any, restarts at zero; PI, if any, restarts bumpless)."""
         self._fresh = True
+        if self.residual is not None:
+            self.residual.reset()
 
     def features(self, observation: np.ndarray, episode_start: np.ndarray | None = None) -> np.ndarray:
         """Env observation -> the policy's observation: with the integral feature, integrated
@@ -192,18 +213,35 @@ class SB3Policy:
         """Env actions in [-1, 1] for one observation ``[8]`` or a batch ``[N, 8]`` (deterministic by default)."""
         obs, single = validate_observation(observation)  # before the integral feature moves
         observation = (obs[0] if single else obs).astype(np.float32)
+        if self.residual is not None:
+            return self._predict_residual(observation, state, episode_start, deterministic)
         x = self.normalize(self.features(observation, episode_start))
         action, state = self.model.predict(x, state=state, episode_start=episode_start, deterministic=deterministic)
         if self.ratio is not None:
             action = self.ratio.to_env(np.asarray(action, dtype=np.float64)).astype(np.float32)
         return action, state
 
+    def _predict_residual(self, observation: np.ndarray, state: Any, episode_start: np.ndarray | None,
+                          deterministic: bool) -> tuple[np.ndarray, Any]:
+        """PI advances one step, the agent adds its residual, PI's safety layer applies."""
+        obs = np.asarray(observation, dtype=np.float64)
+        single = obs.ndim == 1
+        if episode_start is not None and np.any(episode_start):
+            self.residual.reset()
+        x = self.normalize(self.residual.observe(obs[None] if single else obs))
+        u, state = self.model.predict(x, state=state, episode_start=episode_start, deterministic=deterministic)
+        action = self.residual.act(u)
+        return (action[0] if single else action), state
+
     def __repr__(self) -> str:
-        return f"SB3Policy({self.algo}, env_steps={self.env_steps}, path={str(self.path)!r})"
+        return f"SB3Policy({self.name}, env_steps={self.env_steps}, path={str(self.path)!r})"
 
 
-def load_sb3_policy(path: str | Path, device: str = "cpu") -> SB3Policy:
+def load_sb3_policy(path: str | Path, device: str = "cpu", params: FurnaceParams | None = None) -> SB3Policy:
     """Load ``model.zip`` (or a checkpoint zip) and its VecNormalize statistics for evaluation.
+
+    ``params``: the plant's parameters for a residual agent's PI controller (its actuator
+    ranges; default: the nominal plant's).
 
     Raises :class:`SB3ArtefactError` naming the path and the command that makes the artefact
     when the zip or its statistics are missing or unreadable.
@@ -220,6 +258,7 @@ def load_sb3_policy(path: str | Path, device: str = "cpu") -> SB3Policy:
         algo = _algo_of_zip(data)
         ratio = _action_map(data)
         integral = _integral_feature(data)
+        residual = _residual(data, params)
         from stable_baselines3 import PPO, SAC
 
         model = {"ppo": PPO, "sac": SAC}[algo].load(path, device=device)
@@ -238,7 +277,7 @@ def load_sb3_policy(path: str | Path, device: str = "cpu") -> SB3Policy:
                                f"{_make_command(path, algo)}") from err
     if not obs_norm.norm_obs:
         obs_norm = None
-    return SB3Policy(model, obs_norm, algo, int(model.num_timesteps), path, ratio, integral)
+    return SB3Policy(model, obs_norm, algo, int(model.num_timesteps), path, ratio, integral, residual)
 
 
 def _main(argv: list[str] | None = None) -> None:
@@ -255,7 +294,7 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = parser.parse_args(argv)
     policies = [load_sb3_policy(p) for p in args.models]
-    names = ["pi"] + [f"{p.algo} {p.env_steps // 1000}k" for p in policies]
+    names = ["pi"] + [f"{p.name} {p.env_steps // 1000}k" for p in policies]
     print("| scenario | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
     totals = np.zeros(len(names))

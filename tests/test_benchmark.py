@@ -12,11 +12,15 @@ from planners.benchmark import (
     ControllerSpec,
     EpisodeRecord,
     bootstrap_ci,
+    hierarchical_bootstrap_ci,
     markdown_table,
+    nested_bootstrap_means,
     paired_differences,
     paired_table,
     sign_flip_pvalue,
     summarise,
+    train_seed_pairs,
+    train_seed_scores,
 )
 from planners.evaluation import Episode, episode_metrics, normalised_score
 
@@ -190,3 +194,84 @@ def test_a_missing_ray_is_named_with_the_extra_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(ImportError, match=r"furnace-eblnn\[ray\]"):
         check_backend("ray")
+
+
+# -- training seeds ------------------------------------------------------------------------------------
+def _trec(ctrl, seed, ret, train_seed=0, sc="a"):
+    m = {"return": ret, "iae": 0.0, "fuel_kg": 1.0, "violation_share": 0.0, "co_ppm_s": 0.0, "trips": 0.0,
+         "latency_ms": 0.0}
+    return EpisodeRecord(ctrl, sc, seed, m, env_steps=0, train_seed=train_seed)
+
+
+def test_hierarchical_bootstrap_resamples_groups_then_values():
+    # No spread within groups: the replicates are means of two drawn groups, 1, 2 or 3.
+    means = nested_bootstrap_means({(0, "s0"): [1.0] * 3, (0, "s1"): [3.0] * 3}, n_boot=4000,
+                                   rng=np.random.default_rng(0))
+    assert set(np.round(means, 9)) == {1.0, 2.0, 3.0}
+    assert np.mean(means == 2.0) == pytest.approx(0.5, abs=0.03)
+    assert hierarchical_bootstrap_ci({0: [1.0] * 3, 1: [3.0] * 3}) == (1.0, 3.0)
+    # Groups weigh the same whatever their size: the centre is the mean of group means (2), not 2.5.
+    assert np.mean(nested_bootstrap_means({(0, 0): [1.0], (0, 1): [3.0] * 3}, 4000)) == pytest.approx(2.0, abs=0.05)
+    # One group: the ordinary bootstrap of its values (same spread, up to resampling noise).
+    x = np.random.default_rng(2).normal(size=12)
+    lo, hi = hierarchical_bootstrap_ci({0: x})
+    ref = bootstrap_ci(x)
+    assert lo == pytest.approx(ref[0], abs=0.15) and hi == pytest.approx(ref[1], abs=0.15)
+    # Strata are kept, each weighing the same: scenario a's 0s and b's 10s always average to 5.
+    means = nested_bootstrap_means({("a", 0): [0.0], ("a", 1): [0.0, 0.0], ("b", 0): [10.0], ("b", 1): [10.0]}, 100)
+    np.testing.assert_allclose(means, 5.0)
+    assert all(math.isnan(v) for v in hierarchical_bootstrap_ci({}))
+    with pytest.raises(ValueError, match="empty"):
+        nested_bootstrap_means({(0, 0): []})
+    with pytest.raises(ValueError, match="level"):
+        hierarchical_bootstrap_ci({0: [1.0]}, level=1.5)
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ([0], [0, 1, 2], [(0, 0, 0), (1, 0, 1), (2, 0, 2)]),   # PI meets every training seed
+    ([0, 1, 2], [0], [(0, 0, 0), (1, 1, 0), (2, 2, 0)]),
+    ([0, 1, 2], [0, 1, 2], [(0, 0, 0), (1, 1, 1), (2, 2, 2)]),  # within each training seed
+    ([0, 1], [1, 2], [(1, 1, 1)]),                          # a seed without a partner is left out
+    ([], [0], []),
+])
+def test_train_seed_pairs(a, b, expected):
+    assert train_seed_pairs(a, b) == expected
+
+
+def test_summarise_means_over_training_seeds_with_an_interval_over_both():
+    recs = [_trec("pi", s, -100.0) for s in range(4)] + [_trec("oracle", s, -80.0) for s in range(4)]
+    recs += [_trec("rl", s, -100.0, train_seed=0) for s in range(2)]  # seed 0: two episodes
+    recs += [_trec("rl", s, -80.0, train_seed=1) for s in range(4)]   # seed 1: four
+    rows = {r["controller"]: r for r in summarise(recs)}
+    rl = rows["rl"]
+    # Every training seed weighs the same: -90, not the pooled episode mean -86.7.
+    assert rl["return"] == pytest.approx(-90.0) and rl["score"] == pytest.approx(0.5)
+    assert rl["train_seeds"] == 2 and rl["episodes"] == 6
+    assert (rl["return_ci_lo"], rl["return_ci_hi"]) == (-100.0, -80.0)  # the training seeds' spread
+    assert rows["pi"]["train_seeds"] == 1 and rows["pi"]["return_ci_lo"] == rows["pi"]["return_ci_hi"] == -100.0
+    by_seed = {(r["controller"], r["train_seed"]): r for r in train_seed_scores(recs)}
+    assert by_seed[("rl", 0)]["score"] == pytest.approx(0.0) and by_seed[("rl", 1)]["score"] == pytest.approx(1.0)
+    assert by_seed[("rl", 0)]["episodes"] == 2
+
+
+def test_paired_differences_pair_within_each_training_seed():
+    recs = []
+    for sd in range(2):
+        recs += [_trec("pi", sd, -100.0), _trec("oracle", sd, 0.0)]
+        # Focus with two training seeds (and a third its peer lacks), a peer with the same two.
+        recs += [_trec("f", sd, 0.0, 0), _trec("f", sd, -20.0, 1), _trec("f", sd, -50.0, 2)]
+        recs += [_trec("rl", sd, -10.0, 0), _trec("rl", sd, -10.0, 1), _trec("rl", sd, -5.0, 3)]
+    rows = {(r["controller"], r["scenario"]): r for r in paired_differences(recs, focus="f")}
+    rl = rows[("rl", "a")]
+    # Within seed 0: +10 twice; within seed 1: -10 twice; seeds 2 and 3 have no partner.
+    assert (rl["pairs"], rl["train_seeds"], rl["wins"]) == (4, 2, 2)
+    assert rl["diff"] == pytest.approx(0.0) and (rl["ci_lo"], rl["ci_hi"]) == (-10.0, 10.0)
+    assert rl["p_value"] == pytest.approx(1.0)
+    # PI has one training seed: it meets all three of the focus's, each weighing the same.
+    pi = rows[("pi", "a")]
+    assert (pi["pairs"], pi["train_seeds"]) == (6, 3) and pi["diff"] == pytest.approx((100 + 80 + 50) / 3)
+    assert pi["p_value"] == pytest.approx(2 / 2**6) and pi["significant"]
+    assert (pi["ci_lo"], pi["ci_hi"]) == (50.0, 100.0)
+    pooled = rows[("pi", "all")]  # score differences: return differences / the oracle gap of 100
+    assert pooled["unit"] == "score" and pooled["diff"] == pytest.approx(2.3 / 3)
+    assert rows[("rl", "all")]["diff"] == pytest.approx(0.0)

@@ -199,6 +199,58 @@ def test_planner_set_reaches_every_world_model_planner_but_not_a_variants_own_se
             compare_planners.parse_args(["--planner_set", *bad])
 
 
+def test_train_seeds_schedule_one_artefact_per_seed(tmp_path):
+    from planners.experiment import (
+        CompareConfig,
+        artefact_commands,
+        artefact_path,
+        needed_artefacts,
+        seeded,
+        validate_config,
+    )
+
+    art = tmp_path / "art"
+    cfg = CompareConfig(controllers=["pi", "eblnn-langevin", "cem", "sac-residual", "ppo"], train_seeds=3,
+                        artifacts=str(art))
+    need = needed_artefacts(cfg)
+    assert need == ["world_model", "world_model/seed_1", "world_model/seed_2", "ppo", "ppo/seed_1",
+                    "ppo/seed_2", "sac-residual", "sac-residual/seed_1", "sac-residual/seed_2"]
+    cmds = artefact_commands(cfg)
+    assert artefact_path(cfg, "sac-residual") == art / "sac-residual" / "model.zip"
+    assert artefact_path(cfg, "sac-residual/seed_2") == art / "sac-residual" / "seed_2" / "model.zip"
+    assert cmds["sac-residual/seed_2"][2:] == ["--algo", "sac-residual", "--seed", "2", "--out",
+                                              str(art / "sac-residual" / "seed_2")]
+    # A world model's further seed collects its own data, in its own folder.
+    wm = cmds["world_model/seed_1"]
+    assert wm[wm.index("--seed") + 1] == "1" and wm[wm.index("--out_dir") + 1] == str(art / "world_model" / "seed_1")
+    assert Path(wm[wm.index("--data_path") + 1]).parent == art / "world_model" / "seed_1"
+    assert artefact_path(cfg, "world_model/seed_1") == art / "world_model" / "seed_1" / "best.pt"
+    assert "world_model/seed_3" not in cmds  # seeds 0 .. N-1
+    with pytest.raises(ValueError, match="'online' has no training seeds"):
+        seeded("online", 1)
+    with pytest.raises(SystemExit, match="--train_seeds 0"):
+        validate_config(CompareConfig(train_seeds=0))
+
+
+def test_train_seeds_end_to_end_report_the_mean_and_each_seed(tmp_path):
+    art = tmp_path / "art"
+    _tiny_world_model(art / "world_model" / "best.pt", 3000)
+    _tiny_world_model(art / "world_model" / "seed_1" / "best.pt", 3000)
+    out = tmp_path / "cmp"
+    res = _run("--controllers", "eblnn-langevin", "pi", "oracle", "--scenario", "nominal", "--seeds", "2",
+               "--steps", "3", "--workers", "1", "--artifacts", str(art), "--no_train", "--train_seeds", "2",
+               "--out", str(out), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader((out / "episodes.csv").open()))
+    assert sorted((r["train_seed"], r["seed"]) for r in rows if r["controller"] == "eblnn-langevin") == [
+        ("0", "10000"), ("0", "10001"), ("1", "10000"), ("1", "10001")]
+    summary = (out / "summary.md").read_text()
+    assert "| eblnn-langevin (2 training seeds) | nominal |" in summary and "## Training seeds" in summary
+    paired = list(csv.DictReader((out / "paired.csv").open()))
+    assert {(r["controller"], r["pairs"], r["train_seeds"]) for r in paired if r["scenario"] == "nominal"} == {
+        ("pi", "4", "2"), ("oracle", "4", "2")}
+
+
 def test_family_test_runs_end_to_end(tmp_path):
     from furnace_env.scenarios import FAMILIES
 

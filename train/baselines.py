@@ -3,6 +3,12 @@
     python train/baselines.py --algo ppo                      # small default budget
     python train/baselines.py --algo sac --steps 50000 --seed 1 --out runs/sac_50k
     python train/baselines.py --algo ppo --config configs/ppo.yaml --n_envs 4 --wandb auto
+    python train/baselines.py --algo sac-residual --residual_bound 0.1   # residual on PI
+
+``sac-residual`` and ``ppo-residual`` train the same algorithms as a bounded residual on the PI
+controller (``planners.residual``: the agent observes PI's inputs and PI's action, and PI's
+cross-limits and CO override apply after its residual), with :class:`SACResidualConfig` and
+:class:`PPOResidualConfig`.
 
 Every hyperparameter is a field of :class:`PPOConfig` or :class:`SACConfig` (the algorithm's
 settings, budget included) or of :class:`RunConfig` (seed, output, logging). A YAML file
@@ -43,7 +49,7 @@ from eblnn_agent.cli import (
 from eblnn_agent.logger import WANDB_DEFAULT, WANDB_MODES, open_wandb_run
 from eblnn_agent.utils import atomic_write, check_writable_dir, package_versions
 
-ALGOS = ("ppo", "sac")
+ALGOS = ("ppo", "sac", "ppo-residual", "sac-residual")
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -59,7 +65,8 @@ class RunConfig:
     scenario: str = "train_mix"
     """Training scenario: a preset name or a YAML/JSON scenario file."""
     action_coords: str = "ratio"
-    """The policy's action coordinates: "ratio" (fuel command and burner excess air,
+    """The from-scratch policy's action coordinates (a residual agent acts on PI's commands, in
+    the env's coordinates, whatever this says): "ratio" (fuel command and burner excess air,
     ``furnace_env.ratio``: the coordinates the planners search in, so every controller gets the
     same ratio-control structure) or "raw" (fuel-valve and air-damper commands, the env's own).
     Recorded in every model zip (:func:`env_record`), where the evaluation reads it. Ratio coordinates
@@ -180,7 +187,37 @@ class SACConfig:
     coordinates and SAC settings")."""
 
 
-ALGO_CONFIGS: dict[str, type] = {"ppo": PPOConfig, "sac": SACConfig}
+@dataclass
+class SACResidualConfig(SACConfig):
+    """SAC as a bounded residual on the PI controller (``planners.residual``); SAC's settings otherwise."""
+
+    train_freq: int = 1
+    """Env steps between updates: one gradient update per env step (the zoo's SAC setting)."""
+    gradient_steps: int = 1
+    """Gradient steps per update (with ``train_freq`` 1: one per env step)."""
+    obs_integral: bool = False
+    """Off: PI's integrator already removes the offset, and its action is among the inputs."""
+    residual_bound: float = 0.1
+    """Largest residual on PI's fuel and air commands, action units ([-1, 1] is the full stroke,
+    so 0.1 is 5 % of full flow): small enough that PI's loops stay in charge, large enough to trim
+    the excess air and the firing rate by a few per cent."""
+
+
+@dataclass
+class PPOResidualConfig(PPOConfig):
+    """PPO as a bounded residual on the PI controller (``planners.residual``); PPO's settings otherwise."""
+
+    residual_bound: float = 0.1
+    """Largest residual on PI's commands, action units (see :class:`SACResidualConfig`)."""
+
+
+ALGO_CONFIGS: dict[str, type] = {"ppo": PPOConfig, "sac": SACConfig, "ppo-residual": PPOResidualConfig,
+                                 "sac-residual": SACResidualConfig}
+
+
+def residual_bound(cfg: Any) -> float | None:
+    """The residual's bound for a residual algorithm's config, None for a from-scratch one."""
+    return getattr(cfg, "residual_bound", None)
 
 
 def validate(algo: str, run: RunConfig, cfg: PPOConfig | SACConfig) -> None:
@@ -215,6 +252,13 @@ def validate(algo: str, run: RunConfig, cfg: PPOConfig | SACConfig) -> None:
         get_scenario(run.scenario)
     except ValueError as err:
         raise ConfigError(f"scenario={run.scenario!r}: {err}") from err
+    bound = residual_bound(cfg)
+    if bound is not None:
+        if not (np.isfinite(bound) and 0.0 < bound <= 2.0):
+            raise ConfigError(f"residual_bound={bound!r} must lie in (0, 2] (action units)")
+        if cfg.obs_integral:
+            raise ConfigError("obs_integral=True with a residual algorithm: the residual agent observes PI's "
+                              "measurements and action only (PI integrates); set --no_obs_integral")
     if isinstance(cfg, PPOConfig) and (cfg.n_steps * cfg.n_envs) % cfg.batch_size:
         raise ConfigError(f"batch_size={cfg.batch_size} must divide n_steps * n_envs = "
                           f"{cfg.n_steps * cfg.n_envs} (PPO drops no samples)")
@@ -289,10 +333,11 @@ def make_sb3_logger(out: Path, wandb_run: Any):
 
 # -- environment and model ------------------------------------------------------------------------
 def make_env(scenario: str, n_envs: int, seed: int, norm_obs: bool, norm_reward: bool, gamma: float,
-             action_coords: str, obs_integral: bool):
+             action_coords: str, obs_integral: bool, residual: float | None = None):
     """``n_envs`` Furnace-v0 copies (seeds ``seed + i``) in a DummyVecEnv under VecNormalize,
     each in ``action_coords`` (``RatioActionWrapper`` for "ratio") and, with ``obs_integral``,
-    observing the integrated temperature error (``TrackingIntegralWrapper``)."""
+    observing the integrated temperature error (``TrackingIntegralWrapper``); with ``residual``
+    (a bound), acting as a residual on PI instead (``planners.residual.ResidualPIWrapper``)."""
     import gymnasium as gym
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
@@ -302,6 +347,10 @@ def make_env(scenario: str, n_envs: int, seed: int, norm_obs: bool, norm_reward:
     from furnace_env.ratio import RatioActionWrapper
 
     def wrapper(env):
+        if residual is not None:
+            from planners.residual import ResidualPIWrapper
+
+            return ResidualPIWrapper(env, residual)
         env = TrackingIntegralWrapper(env) if obs_integral else env
         return RatioActionWrapper(env) if action_coords == "ratio" else env
 
@@ -371,6 +420,12 @@ def env_record(run: RunConfig, cfg: PPOConfig | SACConfig) -> dict:
     from furnace_env.physics import FurnaceParams
     from furnace_env.ratio import DEFAULT_EXCESS_AIR
 
+    bound = residual_bound(cfg)
+    if bound is not None:
+        from planners.residual import residual_record
+
+        return {"env_id": "Furnace-v0", "scenario": run.scenario, "action_coords": "raw",
+                "residual": residual_record(bound)}
     record: dict[str, Any] = {"env_id": "Furnace-v0", "scenario": run.scenario, "action_coords": run.action_coords}
     if run.action_coords == "ratio":
         record["excess_air"] = list(DEFAULT_EXCESS_AIR)
@@ -402,7 +457,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{cfg.n_envs} env(s), seed {run.seed} -> {out}", flush=True)
 
     env = make_env(run.scenario, cfg.n_envs, run.seed, cfg.norm_obs, cfg.norm_reward, cfg.gamma,
-                   run.action_coords, cfg.obs_integral)
+                   run.action_coords, cfg.obs_integral, residual_bound(cfg))
     model = make_model(algo, cfg, env, run.seed, run.device)
     # A plain attribute is saved in the zip's "data" record: every checkpoint and the final model
     # carry their coordinates, so no side file can disagree with the weights.
