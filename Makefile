@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml scripts/setup_venv.sh
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python evaluate/compare_planners.py --seeds 1 --sample_efficiency --out runs/demo
+	$(BIN)/python evaluate/compare_planners.py --family test --seeds 1 --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2
