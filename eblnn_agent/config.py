@@ -150,7 +150,7 @@ class EnergyConfig:
     hard_negative_prob: float = 1.0
     """Probability (seed 003) that a training step includes the hard-negative hinge (drawn from the
     trainer's generator); validation weights the hinge by it. 1: every step, 0: never."""
-    next_obs_negative_weight: float = 0.0
+    next_obs_negative_weight: float = 1.0
     """Weight of the perturbed-next-observation hinge: a real history ``h_{t+1}`` followed by a
     next observation ``obs_{t+1}`` moved off the truth (temperature, O2, CO and the flows) must sit
     above the state of the real next observation, by a margin that grows with the size of the move
@@ -158,13 +158,13 @@ class EnergyConfig:
     next_obs_noise: float = 3.0
     """Largest perturbation of the next observation, in one-step delta standard deviations (each
     negative draws its size uniformly up to this, and its margin scales with it)."""
-    other_plant_weight: float = 0.0
+    other_plant_weight: float = 1.0
     """Weight of the other-plant hinge: windows whose second half is an episode of another plant of
     the family (``other_plant_steps`` transitions collected on
     :data:`eblnn_agent.negatives.NEGATIVE_PLANTS`) filtered on from this plant's history must sit
     above this plant's own continuation. 0: off (no other-plant data collected). The three
-    transition negatives are off by default until a closed-loop benefit is measured on the tuning
-    family (docs/energy_trust.md)."""
+    transition negatives are on by default: chosen on the tuning family (docs/tuning.md, "the
+    transition negatives"), reported on the test family."""
     other_plant_steps: int = 30000
     """Transitions collected across the negative plants (when ``other_plant_weight > 0``)."""
     other_plant_path: str = ""
@@ -173,7 +173,7 @@ class EnergyConfig:
     splice_skip: int = 4
     """Steps after the splice whose states are not used as other-plant negatives (the jump at the
     splice is itself a perturbed observation; the steps after it show the other plant's dynamics)."""
-    rollout_negative_weight: float = 0.0
+    rollout_negative_weight: float = 1.0
     """Weight of the rollout hinge: the states of the model's own open-loop predictions (the real
     actions from a real filtered state) where the predicted observation has left the truth by
     more than ``rollout_negative_threshold`` must sit above the real filtered states. 0: off."""
