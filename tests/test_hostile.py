@@ -301,7 +301,7 @@ def _tiny_trainer(out: Path, **overrides):
     split = split_episodes(TransitionData(obs, acts, np.full(9, 24), np.zeros(9, dtype=np.int8), {}), 0.2, 0.2, 0)
     base = dict(hidden_size=8, backbone_units=8, physics_hidden_dims=[8], ebm_hidden_dims=[8], window=8,
                 batch_size=4, max_windows_per_epoch=4, n_steps=1, cd_batch=8, buffer_capacity=16, epochs=3,
-                progress=False, out_dir=str(out))
+                progress=False, out_dir=str(out), other_plant_weight=0.0)  # no other-plant data here
     cfg = WorldModelRunConfig().with_overrides(**{**base, **overrides})
     torch.manual_seed(0)
     m = EBLNN(cfg.model)
