@@ -35,6 +35,7 @@ from furnace_env.vector import FurnaceVectorEnv
 
 __all__ = [
     "TransitionData",
+    "reload_matching",
     "DataSplit",
     "NormStats",
     "Windows",
@@ -251,22 +252,31 @@ def collect_transitions(n_env_steps: int, seed: int, scenario: str = "train_mix"
     return data
 
 
+def reload_matching(path: Path, provenance: dict[str, Any], log=print) -> TransitionData | None:
+    """The dataset stored at ``path`` when it exists, reads and has exactly ``provenance``; else None
+    (saying why), so that the caller collects it again."""
+    if not path.is_file():
+        return None
+    try:
+        data = TransitionData.load(path)
+    except (OSError, ValueError, KeyError) as err:
+        log(f"dataset {path} unreadable ({err}); collecting again")
+        return None
+    if data.provenance != provenance:
+        log(f"dataset {path} has other provenance; collecting again")
+        return None
+    log(f"dataset {path}: reloaded {data.n_episodes} episodes, {data.env_steps} transitions")
+    return data
+
+
 def load_or_collect(path: str | Path, n_env_steps: int, seed: int, scenario: str = "train_mix",
                     num_envs: int = 64, pi_fraction: float = 0.5, progress: bool = False,
                     log=print) -> TransitionData:
     """Reload ``path`` when its provenance matches these arguments, else collect and save there."""
     path = Path(path)
-    want = _provenance(n_env_steps, seed, scenario, num_envs, pi_fraction)
-    if path.is_file():
-        try:
-            data = TransitionData.load(path)
-        except (OSError, ValueError, KeyError) as err:
-            log(f"dataset {path} unreadable ({err}); collecting again")
-        else:
-            if data.provenance == want:
-                log(f"dataset {path}: reloaded {data.n_episodes} episodes, {data.env_steps} transitions")
-                return data
-            log(f"dataset {path} has other provenance; collecting again")
+    data = reload_matching(path, _provenance(n_env_steps, seed, scenario, num_envs, pi_fraction), log)
+    if data is not None:
+        return data
     data = collect_transitions(n_env_steps, seed, scenario, num_envs, pi_fraction, path=path, progress=progress)
     log(f"dataset {path}: collected {data.n_episodes} episodes, {data.env_steps} transitions")
     return data

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eblnn_agent.data import TransitionData, Windows, collect_transitions
+from eblnn_agent.data import TransitionData, Windows, collect_transitions, reload_matching
 from eblnn_agent.model import EBLNN
 from furnace_env.physics import FurnaceParams
 
@@ -108,17 +108,9 @@ def load_or_collect_plants(path: str | Path, n_env_steps: int, seed: int, plants
                            scenario: str = "train_mix", num_envs: int = 64, log=print) -> TransitionData:
     """Reload ``path`` when its provenance matches, else :func:`collect_plants` and save there."""
     path = Path(path)
-    want = _provenance(plants, n_env_steps, seed, scenario, num_envs)
-    if path.is_file():
-        try:
-            data = TransitionData.load(path)
-        except (OSError, ValueError, KeyError) as err:
-            log(f"dataset {path} unreadable ({err}); collecting again")
-        else:
-            if data.provenance == want:
-                log(f"dataset {path}: reloaded {data.n_episodes} other-plant episodes")
-                return data
-            log(f"dataset {path} has other provenance; collecting again")
+    data = reload_matching(path, _provenance(plants, n_env_steps, seed, scenario, num_envs), log)
+    if data is not None:
+        return data
     data = collect_plants(n_env_steps, seed, plants, scenario, num_envs)
     path.parent.mkdir(parents=True, exist_ok=True)
     data.save(path)
