@@ -9,7 +9,7 @@ import numpy as np
 
 from furnace_env.env import validate_observation
 
-__all__ = ["Controller", "Predictor", "as_batch"]
+__all__ = ["Controller", "Predictor", "as_batch", "one_plant_observation"]
 
 
 @runtime_checkable
@@ -55,3 +55,16 @@ def as_batch(observation: np.ndarray) -> tuple[np.ndarray, bool]:
     interface serves other plants too; a controller of Furnace-v0 checks its 8 channels itself.
     """
     return validate_observation(observation, obs_dim=None)
+
+
+def one_plant_observation(observation: np.ndarray, controller: str, obs_dim: int | None = None) -> np.ndarray:
+    """The one observation ``[D]`` of a controller that keeps state for a single plant.
+
+    Checked by :func:`furnace_env.env.validate_observation` (any width unless ``obs_dim``) and refused,
+    naming ``controller``, when it is a batch of several plants.
+    """
+    obs = validate_observation(observation, obs_dim=obs_dim)[0]
+    if obs.shape[0] != 1:
+        raise ValueError(f"{controller} controls one plant: observation batch of shape {obs.shape}; "
+                         "expected (1, obs_dim)")
+    return obs[0]

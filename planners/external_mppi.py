@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from furnace_env.control import Controller
+from furnace_env.control import Controller, one_plant_observation
 
 __all__ = ["PyTorchMPPIConfig", "PyTorchMPPIController", "matched_pytorch_mppi_config"]
 
@@ -172,14 +172,8 @@ class PyTorchMPPIController(Controller):
         )
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.asarray(obs, dtype=np.float64)
-        if obs.ndim == 1:
-            obs = obs[None]
-        if obs.shape[0] != 1:
-            raise ValueError(f"PyTorchMPPIController controls one plant: observation batch of shape {obs.shape}; "
-                             "expected (1, obs_dim)")
+        o = one_plant_observation(obs, "PyTorchMPPIController")
         t0 = time.perf_counter()
-        o = obs[0]
         self.model.observe(o)
         first_step = self._mppi is None
         nominal = getattr(self.model, "nominal_action", None)

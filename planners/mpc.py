@@ -15,8 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from furnace_env.control import Controller
-from furnace_env.env import validate_observation
+from furnace_env.control import Controller, one_plant_observation
 from planners.optim import Objective, PlanResult, TrajectoryOptimizer
 
 __all__ = ["PlanningModel", "MPCController"]
@@ -84,12 +83,8 @@ class MPCController(Controller):
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         # Before the model's filter sees it; any width (the controller knows no plant), the model checks its own.
-        obs = validate_observation(obs, obs_dim=None)[0]
-        if obs.shape[0] != 1:
-            raise ValueError(f"MPCController controls one plant: observation batch of shape {obs.shape}; "
-                             "expected (1, obs_dim)")
+        o = one_plant_observation(obs, "MPCController")
         t0 = time.perf_counter()
-        o = obs[0]
         self.model.observe(o)
         hold = self._last_action
         if hold is None and callable(getattr(self.model, "nominal_action", None)):

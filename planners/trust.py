@@ -41,7 +41,7 @@ import torch
 
 from eblnn_agent.data import TransitionData
 from eblnn_agent.negatives import prediction_error
-from furnace_env.control import Controller
+from furnace_env.control import Controller, one_plant_observation
 from furnace_env.physics import FurnaceParams
 from furnace_env.pi import PIController
 from furnace_env.scenarios import get_scenario
@@ -332,12 +332,7 @@ class TrustSupervisedController(Controller):
         self.alarms = 0
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.asarray(obs, dtype=np.float64)
-        if obs.ndim == 1:
-            obs = obs[None]
-        if obs.shape[0] != 1:
-            raise ValueError(f"TrustSupervisedController controls one plant: observation batch of shape "
-                             f"{obs.shape}; expected (1, obs_dim)")
+        obs = one_plant_observation(obs, "TrustSupervisedController")[None]
         e, i = self.monitor.update(obs, self._last_action)
         score = float(self.cal.score(e, i)[0])
         was = bool(self.alarm.on[0])
