@@ -51,8 +51,9 @@ __all__ = [
     "DEFAULT_EPISODE_STEPS",
 ]
 
-#: The registered time limit: the length of every preset scenario (see ``FurnaceEnv``, "Time limit").
-DEFAULT_EPISODE_STEPS = 240
+#: The registered time limit: the length of every preset scenario, the ``Scenario`` default (see
+#: ``FurnaceEnv``, "Time limit").
+DEFAULT_EPISODE_STEPS = Scenario().n_steps
 
 if "Furnace-v0" not in registry:
     register(

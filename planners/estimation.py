@@ -45,13 +45,14 @@ one measures.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
 import numpy as np
 from filterpy.kalman import MerweScaledSigmaPoints, UnscentedKalmanFilter
 
 from furnace_env.cost import CostWeights
+from furnace_env.env import NOISE_ABS, NOISE_REL
 from furnace_env.physics import FurnaceParams, FurnaceSim, co_ppm, flue_o2
 from furnace_env.scenarios import LOAD_REF
 from planners.physics_objective import PhysicsSnapshot
@@ -61,6 +62,13 @@ __all__ = ["EstimatorConfig", "DisturbanceEstimate", "FurnaceUKF", "N_MEAS", "ME
 #: Measured channels the filter uses (observation indices 0, 2, 3, 4, 5), in its measurement order.
 MEAS_NAMES = ("temperature", "o2", "co", "fuel_flow", "air_flow")
 N_MEAS = len(MEAS_NAMES)
+#: Their channels in the observation (thermocouple, O2, CO, fuel flow, air flow).
+_MEAS_OBS = (0, 2, 3, 4, 5)
+
+
+def _env_noise(table: np.ndarray) -> tuple[float, ...]:
+    """Furnace-v0's documented measurement-noise parameters of the measured channels."""
+    return tuple(float(table[j]) for j in _MEAS_OBS)
 _OBS_IDX = np.array([0, 2, 3, 4, 5])
 _CO_OFFSET = 10.0  # ppm, the offset of the log-CO coordinate
 # Instrument ranges of temperature, O2 and CO (Furnace-v0's observation bounds), in the filter's
@@ -109,11 +117,11 @@ class EstimatorConfig:
     """Fuel quality assumed at the start (the design fuel)."""
     leak0: float = 0.02
     """Leak assumed at the start, kg/s (the design value); the load then follows from the heat balance."""
-    sensor_abs: tuple[float, float, float, float, float] = (1.0, 0.05, 1.0, 0.0, 0.0)
-    """Absolute noise std of temperature (K), O2 (%), CO (ppm), fuel (kg/h) and air (kg/h): the
-    instruments' data-sheet values (these are Furnace-v0's documented noise levels)."""
-    sensor_rel: tuple[float, float, float, float, float] = (0.0, 0.0, 0.03, 0.005, 0.005)
-    """Relative noise std of the same channels, per unit of the reading."""
+    sensor_abs: tuple[float, float, float, float, float] = field(default_factory=lambda: _env_noise(NOISE_ABS))
+    """Absolute noise std of temperature (K), O2 (%), CO (ppm), fuel (kg/h) and air (kg/h): by
+    default Furnace-v0's documented noise levels (``furnace_env.env.NOISE_ABS``)."""
+    sensor_rel: tuple[float, float, float, float, float] = field(default_factory=lambda: _env_noise(NOISE_REL))
+    """Relative noise std of the same channels, per unit of the reading (``NOISE_REL``)."""
     sensor_floor: tuple[float, float, float, float, float] = (0.2, 0.01, 0.01, 0.1, 1.0)
     """Smallest std of each channel (temperature K, O2 %, log-CO, fuel kg/h, air kg/h): keeps the
     filter stable on noise-free data and absorbs rounding of the float32 observation."""
