@@ -233,16 +233,11 @@ def monitor_alarms(model: EBLNN, calibration, seeds: Sequence[int], plants=HELD_
 
     ``calibration``: a :class:`~planners.trust.TrustCalibration` (its settings and threshold).
     """
-    from planners.trust import Hysteresis, calibration_scores
-
-    c = calibration.config
+    from planners.trust import alarm_history, step_mask
 
     def shares(data: TransitionData) -> tuple[float, float]:
-        e, i, mask = calibration_scores(model, data, c)
-        s = calibration.score(e, i)
-        h = Hysteresis(s.shape[0], calibration.threshold, calibration.release, c.raise_steps, c.release_steps,
-                       c.burn_in)
-        on = np.stack([h.step(s[:, t]) for t in range(s.shape[1])], axis=1) & mask
+        on = alarm_history(model, calibration, data)
+        mask = step_mask(data, calibration.config)
         return float(on[mask].mean()), float(on.any(axis=1).mean())
 
     nominal = shares(pi_episodes(FurnaceParams(), seeds, scenario))

@@ -36,6 +36,8 @@ __all__ = [
     "FAMILIES",
     "PLANT_FIELDS",
     "TRAINING_PLANT",
+    "PLANT_CHANGE_SCENARIOS",
+    "out_of_range_step",
     "family_scenarios",
     "refuse_test_family",
     "LOAD_REF",
@@ -487,11 +489,61 @@ _TEST_PRESETS = (
 )
 SCENARIOS.update({s.name: s for s in _TEST_PRESETS})
 
-#: Named scenario families. ``tune``: the scenarios defaults are chosen on (the five examples).
+# Plant changes for tuning run-time trust monitoring (the ``tune`` family): at 400 s the plant steps
+# out of :data:`TRAINING_PLANT` on the nominal programme. Disjoint from the test family's changes
+# (its fouling drift) and from the held-out plants the energy diagnostics measure on.
+_TUNE_CHANGES = (
+    _preset(
+        "shift_charge", "at 400 s a lighter charge with more exposed wall: heat capacity x0.6, wall loss x1.4",
+        setpoint=900.0, setpoint_events=((700.0, 940.0),),
+        plant_events=((400.0, "heat_capacity", 1.2e5), (400.0, "ua", 210.0)),
+    ),
+    _preset(
+        "shift_burner", "at 400 s a damaged burner nozzle: the CO knee jumps 2.0 -> 3.2 % O2 and widens x1.8",
+        setpoint=920.0, setpoint_events=((700.0, 890.0),),
+        plant_events=((400.0, "o2_knee", 3.2), (400.0, "co_width", 0.61)),
+    ),
+    _preset(
+        "shift_damper", "at 400 s a sticking damper and a fouled O2 probe: air lag x2.5, O2 analyser lag x2.5",
+        setpoint=880.0, setpoint_events=((700.0, 930.0),),
+        plant_events=((400.0, "tau_air", 15.0), (400.0, "tau_o2", 7.5)),
+    ),
+)
+SCENARIOS.update({s.name: s for s in _TUNE_CHANGES})
+#: The ``tune`` family's plant-change scenarios (each steps the plant out of the training range at 400 s).
+PLANT_CHANGE_SCENARIOS: tuple[str, ...] = tuple(s.name for s in _TUNE_CHANGES)
+
+
+def out_of_range_step(scenario: Scenario | str, ranges: Mapping[str, tuple[float, float]] | None = None,
+                      base: FurnaceParams | None = None) -> int | None:
+    """The first control step at which ``scenario``'s plant lies outside ``ranges`` (default
+    :data:`TRAINING_PLANT`), or None when it never does. A field without a range is out of range as
+    soon as it differs from ``base`` (default :class:`FurnaceParams`), since training never varied it.
+    Only for scenarios whose plant is fixed or changes by :attr:`Scenario.plant_events` (a ranged
+    ``plant`` is drawn per episode: ``ValueError``)."""
+    sc = get_scenario(scenario)
+    if any(isinstance(v, tuple) for _, v in sc.plant):
+        raise ValueError(f"out_of_range_step: scenario {sc.name!r} draws its plant per episode; give a fixed plant")
+    rng_map = dict(TRAINING_PLANT if ranges is None else ranges)
+    base = base if base is not None else FurnaceParams()
+    plant, table = sc.sample_plant(np.random.default_rng(0), base)
+    rows = table if table is not None else plant.to_array()[None]
+    nominal = base.to_array()
+    out = np.zeros(rows.shape[0], dtype=bool)
+    for name, i in _PARAM_INDEX.items():
+        if name in STRUCTURAL_FIELDS:
+            continue
+        lo, hi = rng_map.get(name, (nominal[i], nominal[i]))
+        tol = 1e-9 * max(abs(lo), abs(hi), 1.0)
+        out |= (rows[:, i] < lo - tol) | (rows[:, i] > hi + tol)
+    return int(np.argmax(out)) if out.any() else None
+
+#: Named scenario families. ``tune``: the scenarios defaults are chosen on (the five examples and
+#: three plant changes out of the training range, for the trust monitor).
 #: ``test``: scenarios unlike them (other programmes, combined disturbances, plants inside and
 #: outside :data:`TRAINING_PLANT`, drift out of it), only ever reported. Disjoint.
 FAMILIES: dict[str, tuple[str, ...]] = {
-    "tune": EVAL_SCENARIOS,
+    "tune": EVAL_SCENARIOS + PLANT_CHANGE_SCENARIOS,
     "test": tuple(s.name for s in _TEST_PRESETS),
 }
 

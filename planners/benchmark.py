@@ -143,8 +143,9 @@ def evaluate_controllers(specs: Sequence[ControllerSpec], scenarios: Sequence[Sc
                          trajectory_seed: int | None = None,
                          progress: Callable[[EpisodeRecord], None] | None = None,
                          backend: str = "process", address: str | None = None,
-                         threads: int = 1) -> list[EpisodeRecord]:
-    """Every controller on every scenario and seed; episodes of ``trajectory_seed`` keep their arrays.
+                         threads: int = 1, keep_all: bool = False) -> list[EpisodeRecord]:
+    """Every controller on every scenario and seed; episodes of ``trajectory_seed`` (every episode
+    with ``keep_all``) keep their arrays.
 
     ``backend="process"``: ``workers`` spawned processes on this machine (default: the machine's
     cores; 0 or 1 runs in this process). ``backend="ray"``: one Ray task per episode (one CPU
@@ -161,7 +162,7 @@ def evaluate_controllers(specs: Sequence[ControllerSpec], scenarios: Sequence[Sc
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads={threads!r} must be an integer >= 1")
     scs = [get_scenario(s) for s in scenarios]
-    tasks = [(spec, sc, int(seed), seed == trajectory_seed) for spec in specs for sc in scs for seed in seeds]
+    tasks = [(spec, sc, int(seed), keep_all or seed == trajectory_seed) for spec in specs for sc in scs for seed in seeds]
     if backend == "ray":
         return _evaluate_on_ray(tasks, address, threads, progress)
     workers = (os.cpu_count() or 1) if workers is None else int(workers)

@@ -345,8 +345,8 @@ def controller_specs(cfg: CompareConfig) -> list[ControllerSpec]:
                 path = ensure_artefact(cfg, seeded("world_model", k))
                 if path is None:
                     continue
-                if not default_calibration_path(path).is_file():
-                    calibrate_checkpoint(path)  # once per checkpoint, stored beside it
+                if not default_calibration_path(path).is_file():  # once per checkpoint, stored beside it
+                    calibrate_checkpoint(path, planner_options=cfg.planner_options, workers=cfg.workers)
                 kw = {"checkpoint": str(path), **cfg.planner_options, **WORLD_MODEL_VARIANTS[name]}
                 specs.append(ControllerSpec(name, "planners.trust:make_supervised_planner", kw,
                                             env_steps=_world_model_env_steps(path), train_seed=k))

@@ -6,18 +6,23 @@ fits the plant, :class:`TrustSupervisedController` wraps any model-based control
 is not trusted, and back when trust returns:
 
 * :class:`TrustMonitor` filters the real trajectory through the world model (its own copy of the
-  filter, independent of the controller it watches) and keeps, per step, the energy of the
-  filtered state and the ``kstep`` innovation: the error of the model's ``kstep``-step open-loop
-  prediction of the observation just received, made from the filtered state ``kstep`` steps ago
-  with the actions applied since (one-step errors are dominated by sensor noise; a plant whose
-  dynamics differ shows as a drift over a few steps). Each is averaged over the last ``window``
-  steps and standardised with statistics from in-distribution validation data; the trust score
-  is one of them or their mean (``TrustConfig.score``).
-* :func:`calibrate` runs the monitor over in-distribution validation episodes and sets the alarm
-  threshold at the lowest level whose alarms (with the hysteresis) stay within the false-alarm
-  target there; :class:`TrustCalibration` stores it as JSON beside the checkpoint.
+  filter, independent of the controller it watches) and gives, per step, the energy of the
+  filtered state and the ``kstep`` innovation: the per-channel error of the model's ``kstep``-step
+  open-loop prediction of the observation just received, made from the filtered state ``kstep``
+  steps ago with the actions applied since (one-step errors are dominated by sensor noise; a
+  plant whose dynamics differ shows as a drift over a few steps).
+* :class:`TrustCalibration` standardises them with statistics of in-distribution validation
+  episodes (the innovation as a normalised innovation squared: each channel's squared error over
+  its validation mean, averaged over the channels) into a per-step trust score
+  (``TrustConfig.score``), clipped against single outliers; a :class:`Detector` turns the scores
+  into the alarm statistic (a window mean, or a CUSUM for a quicker reaction to a sustained shift).
+* :func:`calibrate` sets the alarm threshold at the lowest level whose alarms (with the hysteresis)
+  stay within the false-alarm target on the validation episodes (PI's or the planner's own closed
+  loop on the training mix, ``TrustConfig.calibrate_on``); the calibration is stored as JSON
+  beside the checkpoint.
 * :class:`Hysteresis`: the alarm is raised after ``raise_steps`` consecutive steps above the
-  threshold and cleared after ``release_steps`` consecutive steps below the (lower) release level.
+  threshold and cleared after ``release_steps`` consecutive steps below the (lower) release level
+  (growing by ``release_growth`` with each further alarm of the episode).
 * The hand-over is bumpless: PI's integrators start from the action last applied
   (:meth:`~furnace_env.pi.PIController.handover`); the model-based controller keeps filtering the plant
   while PI holds it (``track``, when it has one) and resumes from the action PI last applied.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,30 +46,45 @@ import numpy as np
 import torch
 
 from eblnn_agent.data import TransitionData
-from eblnn_agent.negatives import prediction_error
+from eblnn_agent.negatives import MEASURED_CHANNELS
 from furnace_env.control import Controller, one_plant_observation
 from furnace_env.physics import FurnaceParams
 from furnace_env.pi import PIController
 from furnace_env.scenarios import get_scenario
 from furnace_env.vector import FurnaceVectorEnv
 
-__all__ = ["TrustConfig", "TrustCalibration", "TrustMonitor", "Hysteresis", "calibrate", "calibration_scores",
-           "TrustSupervisedController", "make_supervised_planner", "SCORES", "pi_episodes", "calibrate_checkpoint",
-           "default_calibration_path", "CALIBRATION_SEED0"]
+__all__ = ["TrustConfig", "TrustCalibration", "TrustMonitor", "Detector", "Hysteresis", "calibrate", "raw_stats",
+           "alarms", "alarm_history", "step_mask", "detection_delays", "episodes_data", "channel_errors",
+           "TrustSupervisedController", "make_supervised_planner", "SCORES", "DETECTORS", "CALIBRATION_SOURCES",
+           "pi_episodes", "planner_episodes", "planner_runs", "calibrate_checkpoint", "default_calibration_path", "CALIBRATION_SEED0",
+           "FORMAT"]
 
-#: The trust scores: the window energy, the window k-step innovation, or the mean of both (standardised).
+#: The trust scores: the per-step energy, the per-step k-step innovation, or the mean of both (standardised).
 SCORES = ("energy", "innovation", "combined")
+#: How the per-step standardised score becomes the alarm statistic: a moving window mean, or Page's CUSUM.
+DETECTORS = ("window", "cusum")
+#: What the alarm threshold is calibrated on: the PI controller's or the supervised planner's own closed loop.
+CALIBRATION_SOURCES = ("pi", "planner")
 
 
 @dataclass(frozen=True)
 class TrustConfig:
-    """Settings of the trust monitor and its alarm."""
+    """Settings of the trust monitor and its alarm (defaults chosen on the tune family: docs/energy_trust.md)."""
 
     score: str = "energy"
-    """Which standardised window statistic is the trust score: "energy", "innovation" or "combined"
-    (their mean)."""
+    """Which standardised per-step statistic is the trust score: "energy" (of the filtered state),
+    "innovation" (the k-step normalised innovation squared) or "combined" (their mean)."""
+    detector: str = "window"
+    """"window": the mean of the score over the last ``window`` steps; "cusum": Page's cumulative sum
+    ``S_t = max(0, S_{t-1} + z_t - cusum_drift)``, which reacts to a sustained shift faster at the same
+    false-alarm rate (Page 1954; the standard change detector of fault monitoring)."""
     window: int = 20
-    """Steps averaged into the window statistics (100 s at the 5 s step)."""
+    """Steps averaged by the window detector (100 s at the 5 s step)."""
+    cusum_drift: float = 0.5
+    """The CUSUM's allowance ``k`` in standardised units: shifts smaller than about ``2 k`` are ignored."""
+    clip: float = 4.0
+    """Each standardised per-step score is clipped to ``[-clip, clip]`` so that one outlier (a CO spike)
+    cannot raise an alarm alone."""
     kstep: int = 5
     """Horizon of the innovation, steps: the model's prediction of the current observation made this
     many steps ago with the actions applied since."""
@@ -78,17 +99,30 @@ class TrustConfig:
     raise_steps: int = 3
     """Consecutive steps above the threshold that raise the alarm."""
     release_steps: int = 12
-    """Consecutive steps below the release level that clear it."""
+    """Consecutive steps below the release level that clear the first alarm of an episode."""
+    release_growth: float = 1.0
+    """Each further alarm of an episode needs this many times the previous alarm's release steps to
+    clear (a back-off against handing the plant back and forth: under PI the model may look right
+    again while the plant is still the changed one)."""
+    calibrate_on: str = "pi"
+    """The validation episodes of the calibration: "pi" (the base controller on the training mix) or
+    "planner" (the supervised planner's own closed loop on the training mix: the operating points
+    it will be judged at)."""
 
     def __post_init__(self) -> None:
-        if self.score not in SCORES:
-            raise ValueError(f"TrustConfig.score={self.score!r}; allowed: {SCORES}")
+        for name, allowed in (("score", SCORES), ("detector", DETECTORS), ("calibrate_on", CALIBRATION_SOURCES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TrustConfig.{name}={getattr(self, name)!r}; allowed: {allowed}")
         for name in ("window", "kstep", "raise_steps", "release_steps"):
             v = getattr(self, name)
-            if not (isinstance(v, int) and v >= 1):
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
                 raise ValueError(f"TrustConfig.{name}={v!r} must be an integer >= 1")
-        if not (isinstance(self.burn_in, int) and self.burn_in >= 0):
+        if not (isinstance(self.burn_in, int) and not isinstance(self.burn_in, bool) and self.burn_in >= 0):
             raise ValueError(f"TrustConfig.burn_in={self.burn_in!r} must be an integer >= 0")
+        for name, lo, hi in (("cusum_drift", 0.0, 10.0), ("clip", 0.5, 100.0), ("release_growth", 1.0, 100.0)):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi):
+                raise ValueError(f"TrustConfig.{name}={v!r} must be a number in [{lo}, {hi}]")
         if not 0.0 < self.false_alarm_target < 0.5:
             raise ValueError(f"TrustConfig.false_alarm_target={self.false_alarm_target!r} must lie in (0, 0.5)")
         if not 0.5 <= self.release_quantile < 1.0:
@@ -102,17 +136,20 @@ class TrustCalibration:
     config: TrustConfig
     """The settings it was calibrated with."""
     energy_mean: float
-    """Mean window energy over the validation steps."""
+    """Mean per-step energy over the validation steps."""
     energy_std: float
     """Its standard deviation."""
+    channel_scale: tuple[float, ...]
+    """Mean squared k-step error of each measured channel (:data:`MEASURED_CHANNELS`, in one-step
+    delta standard deviations) over the validation steps: the innovation's normalisation."""
     innovation_mean: float
-    """Mean window k-step innovation over the validation steps."""
+    """Mean per-step normalised innovation squared over the validation steps."""
     innovation_std: float
     """Its standard deviation."""
     threshold: float
-    """Alarm threshold of the score."""
+    """Alarm threshold of the detector's statistic."""
     release: float
-    """Release level of the score (trust returns below it)."""
+    """Release level of the statistic (trust returns below it)."""
     false_alarm_share: float
     """Share of validation steps on which the alarm was on (after the burn-in)."""
     n_steps: int
@@ -121,16 +158,32 @@ class TrustCalibration:
     """What it was calibrated on (checkpoint, data)."""
 
     def score(self, energy: np.ndarray, innovation: np.ndarray) -> np.ndarray:
-        """The trust score of window statistics (high = less trust)."""
-        ze = (np.asarray(energy) - self.energy_mean) / self.energy_std
-        zi = (np.asarray(innovation) - self.innovation_mean) / self.innovation_std
-        return {"energy": ze, "innovation": zi, "combined": 0.5 * (ze + zi)}[self.config.score]
+        """The standardised, clipped per-step trust score (high = less trust) of per-step energies
+        ``[...]`` and squared per-channel innovations ``[..., C]`` (NaN where not yet available: 0)."""
+        ze = (np.asarray(energy, dtype=np.float64) - self.energy_mean) / self.energy_std
+        q = (np.asarray(innovation, dtype=np.float64) / np.asarray(self.channel_scale)).mean(-1)
+        zi = np.nan_to_num((q - self.innovation_mean) / self.innovation_std, nan=0.0)
+        z = {"energy": ze, "innovation": zi, "combined": 0.5 * (ze + zi)}[self.config.score]
+        return np.clip(z, -self.config.clip, self.config.clip)
+
+    def statistic(self, energy: np.ndarray, innovation: np.ndarray) -> np.ndarray:
+        """The detector's statistic ``[E, T]`` of whole episodes' per-step values (``[E, T]``, ``[E, T, C]``)."""
+        z = self.score(energy, innovation)
+        det = Detector(z.shape[0], self.config)
+        return np.stack([det.step(z[:, t]) for t in range(z.shape[1])], axis=1)
+
+    def hysteresis(self, n: int) -> Hysteresis:
+        """A fresh alarm state for ``n`` plants with this calibration's levels."""
+        c = self.config
+        return Hysteresis(n, self.threshold, self.release, c.raise_steps, c.release_steps, c.burn_in,
+                          release_growth=c.release_growth)
 
     def save(self, path: str | Path) -> Path:
         from eblnn_agent.utils import atomic_write
 
         d = dataclasses.asdict(self)
-        d["format"] = "eblnn-trust-calibration"
+        d["channel_scale"] = list(self.channel_scale)
+        d["format"] = FORMAT
         return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(d, indent=2)))
 
     @classmethod
@@ -141,13 +194,28 @@ class TrustCalibration:
         except (OSError, ValueError) as err:
             raise ValueError(f"trust calibration {str(p)!r} unreadable ({err}); recalibrate with "
                              f"python evaluate/calibrate_trust.py --checkpoint <best.pt>") from err
-        if d.pop("format", None) != "eblnn-trust-calibration":
-            raise ValueError(f"{str(p)!r} is not a trust calibration (written by evaluate/calibrate_trust.py)")
-        d["config"] = TrustConfig(**d["config"])
-        return cls(**d)
+        fmt = d.pop("format", None) if isinstance(d, dict) else None
+        if fmt != FORMAT:
+            old = " (an older format: recalibrate with python evaluate/calibrate_trust.py)" if fmt else ""
+            raise ValueError(f"{str(p)!r} is not a trust calibration of format {FORMAT!r}{old}")
+        try:
+            d["config"] = TrustConfig(**d["config"])
+            d["channel_scale"] = tuple(float(v) for v in d["channel_scale"])
+            cal = cls(**d)
+        except (TypeError, KeyError, ValueError) as err:
+            raise ValueError(f"trust calibration {str(p)!r} has bad fields ({err}); recalibrate with "
+                             f"python evaluate/calibrate_trust.py --checkpoint <best.pt>") from err
+        if len(cal.channel_scale) != len(MEASURED_CHANNELS) or not all(v > 0 and math.isfinite(v) for v in cal.channel_scale):
+            raise ValueError(f"trust calibration {str(p)!r}: channel_scale={cal.channel_scale!r} must be "
+                             f"{len(MEASURED_CHANNELS)} positive numbers")
+        return cal
 
 
-def pi_episodes(params: FurnaceParams, seeds: Sequence[int], scenario: str = "train_mix") -> TransitionData:
+#: The calibration file's format tag (version 2: per-channel innovations, detectors).
+FORMAT = "eblnn-trust-calibration-2"
+
+
+def pi_episodes(params: FurnaceParams, seeds: Sequence[int], scenario: Any = "train_mix") -> TransitionData:
     """Episodes of the tuned PI controller (no noise) on plant ``params``, one per env seed."""
     scen = get_scenario(scenario)
     n, horizon = len(seeds), scen.n_steps
@@ -176,11 +244,13 @@ def pi_episodes(params: FurnaceParams, seeds: Sequence[int], scenario: str = "tr
 
 
 class TrustMonitor:
-    """Filters real observations of ``N`` plants through the world model; window energy and innovation.
+    """Filters real observations of ``N`` plants through the world model; per-step energy and innovation.
 
     Call :meth:`update` once per control step with the new observations and the actions applied at
     the previous step (``None`` at the first). The energy at step ``t`` is that of the state that has
-    consumed ``(obs_{t-1}, a_{t-1})``.
+    consumed ``(obs_{t-1}, a_{t-1})``; the innovation at step ``t`` is the squared error, per measured
+    channel (:data:`MEASURED_CHANNELS`, in one-step delta standard deviations), of the model's
+    ``kstep``-step open-loop prediction of ``obs_t`` (NaN for the first ``kstep`` steps).
     """
 
     def __init__(self, model, config: TrustConfig | None = None) -> None:
@@ -194,53 +264,79 @@ class TrustMonitor:
         self._h: torch.Tensor | None = None
         self._last_obs: torch.Tensor | None = None
         self._hist: deque = deque(maxlen=self.cfg.kstep)  # (obs_s, h_s, a_s) for the last kstep steps
-        self._energy: deque = deque(maxlen=self.cfg.window)
-        self._innov: deque = deque(maxlen=self.cfg.window)
         self.t = 0
 
     @torch.no_grad()
     def update(self, obs: np.ndarray, prev_action: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Consume observations ``[N, 8]`` (and the actions ``[N, 2]`` applied before them); returns the
-        window means ``(energy [N], innovation [N])`` so far."""
+        """Consume observations ``[N, 8]`` (and the actions ``[N, 2]`` applied before them); returns this
+        step's ``(energy [N], innovation [N, C])``."""
         m = self.model
         o = torch.as_tensor(np.atleast_2d(np.asarray(obs, dtype=np.float64)), dtype=self.dtype, device=self.device)
+        n = o.shape[0]
+        energy = o.new_full((n,), float("nan"))
+        innov = o.new_full((n, len(MEASURED_CHANNELS)), float("nan"))
         if self._h is None:
-            self._h = m.initial_state(o.shape[0]).to(self.device, self.dtype)
+            self._h = m.initial_state(n).to(self.device, self.dtype)
         else:
             if prev_action is None:
                 raise ValueError("update: prev_action is required after the first step of an episode")
             a = torch.as_tensor(np.atleast_2d(np.asarray(prev_action, dtype=np.float64)), dtype=self.dtype,
                                 device=self.device)
-            if a.shape != (o.shape[0], 2):
-                raise ValueError(f"prev_action of shape {tuple(a.shape)}; expected ({o.shape[0]}, 2)")
+            if a.shape != (n, 2):
+                raise ValueError(f"prev_action of shape {tuple(a.shape)}; expected ({n}, 2)")
             obs_s, h_s, _ = self._hist[-1]
             self._hist[-1] = (obs_s, h_s, a)
             self._h = m.step(self._last_obs, a, self._h)
-            self._energy.append(m.energy(self._h))
+            energy = m.energy(self._h)
             if len(self._hist) == self.cfg.kstep:
                 o0, h0, _ = self._hist[0]
                 acts = torch.stack([x[2] for x in self._hist], dim=1)
-                pred = m.rollout(o0, h0, acts).obs[:, -1]
-                self._innov.append(prediction_error(m, pred, o))
+                innov = channel_errors(m, m.rollout(o0, h0, acts).obs[:, -1], o).pow(2)
         self._hist.append((o, self._h, None))
         self._last_obs = o
         self.t += 1
-        n = o.shape[0]
-        e = torch.stack(list(self._energy)).mean(0) if self._energy else o.new_zeros(n)
-        i = torch.stack(list(self._innov)).mean(0) if self._innov else o.new_zeros(n)
-        return e.cpu().numpy().astype(np.float64), i.cpu().numpy().astype(np.float64)
+        return energy.cpu().numpy().astype(np.float64), innov.cpu().numpy().astype(np.float64)
+
+
+def channel_errors(model, pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Per measured channel (:data:`MEASURED_CHANNELS`), ``pred - truth`` in one-step delta standard
+    deviations of the model's space ``[..., C]`` (:func:`~eblnn_agent.negatives.prediction_error` is
+    their RMS)."""
+    ch = list(MEASURED_CHANNELS)
+    return (model.to_model_space(pred) - model.to_model_space(truth))[..., ch] / model.delta_std[ch]
+
+
+class Detector:
+    """The alarm statistic of ``N`` plants from their per-step scores: a window mean or a CUSUM."""
+
+    def __init__(self, n: int, config: TrustConfig) -> None:
+        self.cfg = config
+        self._window: deque = deque(maxlen=config.window)
+        self._cusum = np.zeros(n)
+
+    def step(self, z: np.ndarray) -> np.ndarray:
+        """Advance one step with standardised scores ``[N]``; returns the statistic ``[N]``."""
+        z = np.asarray(z, dtype=np.float64)
+        if self.cfg.detector == "cusum":
+            self._cusum = np.maximum(0.0, self._cusum + z - self.cfg.cusum_drift)
+            return self._cusum.copy()
+        self._window.append(z)
+        return np.mean(self._window, axis=0)
 
 
 class Hysteresis:
     """Alarm state of ``N`` rows: raised after ``raise_steps`` steps above ``threshold`` (once ``t >=
-    burn_in``), cleared after ``release_steps`` steps below ``release``."""
+    burn_in``), cleared after ``release_steps`` steps below ``release``; each further alarm of a row
+    needs ``release_growth`` times as many steps to clear as its previous one."""
 
     def __init__(self, n: int, threshold: float, release: float, raise_steps: int, release_steps: int,
-                 burn_in: int) -> None:
+                 burn_in: int, release_growth: float = 1.0) -> None:
         if release > threshold:
             raise ValueError(f"release level {release!r} must not exceed the threshold {threshold!r}")
         self.threshold, self.release = float(threshold), float(release)
-        self.raise_steps, self.release_steps, self.burn_in = int(raise_steps), int(release_steps), int(burn_in)
+        self.raise_steps, self.burn_in = int(raise_steps), int(burn_in)
+        self.release_growth = float(release_growth)
+        self.release_needed = np.full(n, float(release_steps))
         self.on = np.zeros(n, dtype=bool)
         self._above = np.zeros(n, dtype=int)
         self._below = np.zeros(n, dtype=int)
@@ -252,48 +348,100 @@ class Hysteresis:
         armed = self.t >= self.burn_in
         self._above = np.where(armed & (s > self.threshold), self._above + 1, 0)
         self._below = np.where(s < self.release, self._below + 1, 0)
-        self.on = np.where(self.on, self._below < self.release_steps, self._above >= self.raise_steps)
+        cleared = self.on & (self._below >= self.release_needed)
+        self.release_needed = np.where(cleared, self.release_needed * self.release_growth, self.release_needed)
+        self.on = np.where(self.on, ~cleared, self._above >= self.raise_steps)
         self.t += 1
         return self.on.copy()
 
 
-def calibration_scores(model, data: TransitionData, config: TrustConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Window energy and innovation ``[E, T]`` of every step of ``data``'s episodes (the monitor run
-    over all episodes at once), and the mask of valid steps past the burn-in."""
+def raw_stats(model, data: TransitionData, config: TrustConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-step energy ``[E, T]`` and squared channel innovations ``[E, T, C]`` of every step of
+    ``data``'s episodes (the monitor run over all episodes at once), and the mask of valid steps past
+    the burn-in."""
     mon = TrustMonitor(model, config)
     e_n, t_n = data.actions.shape[:2]
-    energy, innov = np.zeros((e_n, t_n)), np.zeros((e_n, t_n))
+    energy, innov = np.zeros((e_n, t_n)), np.zeros((e_n, t_n, len(MEASURED_CHANNELS)))
     for t in range(t_n):
-        e, i = mon.update(data.obs[:, t], data.actions[:, t - 1] if t > 0 else None)
-        energy[:, t], innov[:, t] = e, i
-    mask = (np.arange(t_n)[None] < data.lengths[:, None]) & (np.arange(t_n)[None] >= config.burn_in)
-    return energy, innov, mask
+        energy[:, t], innov[:, t] = mon.update(data.obs[:, t], data.actions[:, t - 1] if t > 0 else None)
+    return energy, innov, step_mask(data, config)
+
+
+def step_mask(data: TransitionData, config: TrustConfig) -> np.ndarray:
+    """The steps ``[E, T]`` of ``data``'s episodes on which an alarm counts: inside each episode and
+    past the burn-in (and past the first step, which has no energy yet)."""
+    t = np.arange(data.actions.shape[1])[None]
+    return (t < data.lengths[:, None]) & (t >= max(config.burn_in, 1))
 
 
 def calibrate(model, data: TransitionData, config: TrustConfig | None = None, source: str = "") -> TrustCalibration:
-    """Calibrate the monitor on in-distribution episodes ``data`` (e.g. the world model's validation split)."""
+    """Calibrate the monitor on in-distribution episodes ``data`` (see :func:`calibrate_checkpoint`)."""
     cfg = config if config is not None else TrustConfig()
-    energy, innov, mask = calibration_scores(model, data, cfg)
-    if mask.sum() < 10:
-        raise ValueError(f"calibrate: only {int(mask.sum())} valid steps past the burn-in ({cfg.burn_in}); "
-                         f"give longer or more episodes")
-    e, i = energy[mask], innov[mask]
-    stats = dict(energy_mean=float(e.mean()), energy_std=float(max(e.std(), 1e-6)),
-                 innovation_mean=float(i.mean()), innovation_std=float(max(i.std(), 1e-6)))
-    probe = TrustCalibration(cfg, **stats, threshold=0.0, release=0.0, false_alarm_share=0.0, n_steps=0)
-    scores = probe.score(energy, innov)
-    rel_q = float(np.quantile(scores[mask], cfg.release_quantile))
+    energy, innov, mask = raw_stats(model, data, cfg)
+    have_innov = mask & np.isfinite(innov).all(-1)
+    if have_innov.sum() < 10:
+        raise ValueError(f"calibrate: only {int(have_innov.sum())} valid steps past the burn-in ({cfg.burn_in}) "
+                         f"and the innovation horizon ({cfg.kstep}); give longer or more episodes")
+    scale = np.maximum(innov[have_innov].mean(0), 1e-9)
+    q = (innov / scale).mean(-1)[have_innov]
+    e = energy[mask]
+    probe = TrustCalibration(cfg, energy_mean=float(e.mean()), energy_std=float(max(e.std(), 1e-6)),
+                             channel_scale=tuple(float(v) for v in scale), innovation_mean=float(q.mean()),
+                             innovation_std=float(max(q.std(), 1e-6)), threshold=0.0, release=0.0,
+                             false_alarm_share=0.0, n_steps=0)
+    stat = probe.statistic(energy, innov)
+    rel_q = float(np.quantile(stat[mask], cfg.release_quantile))
 
     def alarm_share(thr: float) -> float:
-        hyst = Hysteresis(scores.shape[0], thr, min(rel_q, thr), cfg.raise_steps, cfg.release_steps, cfg.burn_in)
-        on = np.stack([hyst.step(scores[:, t]) for t in range(scores.shape[1])], axis=1)
-        return float(on[mask].mean())
+        cal = dataclasses.replace(probe, threshold=thr, release=min(rel_q, thr))
+        return float(alarms(cal, stat)[mask].mean())
 
-    # The lowest candidate level (quantiles of the validation score, then beyond its maximum) within the target.
-    levels = [*np.quantile(scores[mask], np.linspace(0.9, 1.0, 201)), float(scores[mask].max()) + 1e-6]
+    # The lowest candidate level (quantiles of the validation statistic, then beyond its maximum) within the target.
+    levels = [*np.quantile(stat[mask], np.linspace(0.9, 1.0, 201)), float(stat[mask].max()) + 1e-6]
     thr = next(lv for lv in levels if alarm_share(lv) <= cfg.false_alarm_target)
     return dataclasses.replace(probe, threshold=float(thr), release=float(min(rel_q, thr)),
                                false_alarm_share=alarm_share(thr), n_steps=int(mask.sum()), source=source)
+
+
+def alarms(calibration: TrustCalibration, statistic: np.ndarray) -> np.ndarray:
+    """The alarm state ``[E, T]`` of whole episodes' detector statistics ``[E, T]`` (with the hysteresis)."""
+    h = calibration.hysteresis(statistic.shape[0])
+    return np.stack([h.step(statistic[:, t]) for t in range(statistic.shape[1])], axis=1)
+
+
+def alarm_history(model, calibration: TrustCalibration, data: TransitionData) -> np.ndarray:
+    """Replay the monitor over recorded episodes: the alarm state ``[E, T]`` at every step (False past
+    an episode's end and in the burn-in). The alarm of a supervised run is this replay of its own
+    record up to the first alarm; after it, PI's actions change the trajectory."""
+    energy, innov, mask = raw_stats(model, data, calibration.config)
+    return alarms(calibration, calibration.statistic(energy, innov)) & mask
+
+
+def detection_delays(alarm: np.ndarray, change_step: int) -> list[int | None]:
+    """Per episode (rows of ``alarm [E, T]``), the steps from ``change_step`` to the first alarm at or
+    after it (None: never alarmed after it)."""
+    out: list[int | None] = []
+    for row in np.asarray(alarm, dtype=bool):
+        hits = np.flatnonzero(row[change_step:])
+        out.append(int(hits[0]) if hits.size else None)
+    return out
+
+
+def episodes_data(episodes: Sequence[Any]) -> TransitionData:
+    """Recorded closed-loop episodes (:class:`~planners.evaluation.Episode`: what the controller saw and
+    did) as :class:`TransitionData`, padded to the longest (the last observation repeated)."""
+    if not episodes:
+        raise ValueError("episodes_data: no episodes")
+    t_n = max(len(ep.actions) for ep in episodes)
+    n = len(episodes)
+    obs = np.zeros((n, t_n + 1, 8), dtype=np.float32)
+    act = np.zeros((n, t_n, 2), dtype=np.float32)
+    lengths = np.array([len(ep.actions) for ep in episodes], dtype=np.int64)
+    for i, ep in enumerate(episodes):
+        k = lengths[i]
+        obs[i, :k + 1], act[i, :k] = ep.obs, ep.actions
+        obs[i, k + 1:] = ep.obs[-1]
+    return TransitionData(obs, act, lengths, np.zeros(n, dtype=np.int8), {"controller": "closed loop"})
 
 
 class TrustSupervisedController(Controller):
@@ -324,8 +472,8 @@ class TrustSupervisedController(Controller):
         self.inner.reset()
         self.monitor.reset()
         self.pi.reset()
-        c = self.cal.config
-        self.alarm = Hysteresis(1, self.cal.threshold, self.cal.release, c.raise_steps, c.release_steps, c.burn_in)
+        self.detector = Detector(1, self.cal.config)
+        self.alarm = self.cal.hysteresis(1)
         self._last_action: np.ndarray | None = None
         self.held: list[bool] = []
         self.scores: list[float] = []
@@ -334,7 +482,7 @@ class TrustSupervisedController(Controller):
     def act(self, obs: np.ndarray) -> np.ndarray:
         obs = one_plant_observation(obs, "TrustSupervisedController")[None]
         e, i = self.monitor.update(obs, self._last_action)
-        score = float(self.cal.score(e, i)[0])
+        score = float(self.detector.step(self.cal.score(e, i))[0])
         was = bool(self.alarm.on[0])
         on = bool(self.alarm.step(np.array([score]))[0])
         step = len(self.held)
@@ -386,19 +534,49 @@ def default_calibration_path(checkpoint: str | Path) -> Path:
 CALIBRATION_SEED0 = 40_000
 
 
+def planner_episodes(checkpoint: str | Path, seeds: Sequence[int], scenario: Any = "train_mix",
+                     planner_options: dict | None = None, workers: int = 2) -> TransitionData:
+    """Closed-loop episodes of the (unsupervised) EB-LNN planner on ``checkpoint``, one per env seed."""
+    return planner_runs(checkpoint, [scenario], seeds, planner_options, workers)[get_scenario(scenario).name]
+
+
+def planner_runs(checkpoint: str | Path, scenarios: Sequence[Any], seeds: Sequence[int],
+                 planner_options: dict | None = None, workers: int = 2) -> dict[str, TransitionData]:
+    """:func:`planner_episodes` of several scenarios in one pool of ``workers`` processes, by scenario name."""
+    from planners.benchmark import ControllerSpec, evaluate_controllers
+
+    spec = ControllerSpec("eblnn", "planners.factories:make_eblnn_planner",
+                          {"checkpoint": str(checkpoint), **(planner_options or {})})
+    recs = evaluate_controllers([spec], list(scenarios), [int(s) for s in seeds], workers=workers, keep_all=True)
+    names = [get_scenario(sc).name for sc in scenarios]
+    return {n: episodes_data([r.episode for r in recs if r.scenario == n]) for n in names}
+
+
 def calibrate_checkpoint(checkpoint: str | Path, config: TrustConfig | None = None, episodes: int = 32,
-                         scenario: str = "train_mix", log: Callable[[str], None] | None = print) -> TrustCalibration:
-    """Calibrate on in-distribution validation episodes: the base controller (PI) on the nominal plant
-    over the training scenario mix, ``episodes`` env seeds from :data:`CALIBRATION_SEED0`; store the
-    result beside the checkpoint. (The world model's own validation split mixes in random-action
-    episodes, far from closed-loop operation, which would set the threshold too high to detect anything.)"""
+                         scenario: Any = "train_mix", log: Callable[[str], None] | None = print,
+                         planner_options: dict | None = None, workers: int = 2) -> TrustCalibration:
+    """Calibrate on in-distribution validation episodes and store the result beside the checkpoint.
+
+    The episodes are ``episodes`` env seeds from :data:`CALIBRATION_SEED0` of the training scenario mix
+    (plants drawn from the training range), run by the PI controller (``config.calibrate_on="pi"``;
+    vectorised, seconds) or by the EB-LNN planner itself with ``planner_options`` (``"planner"``; one
+    MPC episode each, in ``workers`` processes). (The world model's own validation split mixes in
+    random-action episodes, far from closed-loop operation, which would set the threshold too high to
+    detect anything.)"""
     from eblnn_agent.checkpoint import load_checkpoint
 
+    cfg = config if config is not None else TrustConfig()
     model, _, _ = load_checkpoint(Path(checkpoint), device="cpu")
     model.eval()
-    data = pi_episodes(FurnaceParams(), range(CALIBRATION_SEED0, CALIBRATION_SEED0 + episodes), scenario)
-    cal = calibrate(model, data, config, source=f"{checkpoint}: PI on the nominal plant, {scenario}, "
-                                              f"{episodes} seeds from {CALIBRATION_SEED0}")
+    seeds = range(CALIBRATION_SEED0, CALIBRATION_SEED0 + episodes)
+    if cfg.calibrate_on == "planner":
+        data = planner_episodes(checkpoint, seeds, scenario, planner_options, workers)
+        what = f"the EB-LNN planner ({planner_options or 'defaults'})"
+    else:
+        data = pi_episodes(FurnaceParams(), seeds, scenario)
+        what = "PI"
+    cal = calibrate(model, data, cfg, source=f"{checkpoint}: {what} on {scenario}, {episodes} seeds from "
+                                             f"{CALIBRATION_SEED0}")
     cal.save(default_calibration_path(checkpoint))
     if log is not None:
         log(f"trust calibration: threshold {cal.threshold:.3f}, release {cal.release:.3f}, "

@@ -16,6 +16,7 @@ from furnace_env import FurnaceParams, FurnaceState, Scenario, get_scenario
 from furnace_env.scenarios import (
     EVAL_SCENARIOS,
     FAMILIES,
+    PLANT_CHANGE_SCENARIOS,
     PLANT_FIELDS,
     SCENARIOS,
     TRAINING_PLANT,
@@ -287,7 +288,7 @@ def test_oracle_runs_on_a_test_family_plant():
 def test_families_are_disjoint_resolve_and_describe_themselves():
     assert set(FAMILIES) == {"tune", "test"}
     assert not set(FAMILIES["tune"]) & set(FAMILIES["test"])
-    assert FAMILIES["tune"] == EVAL_SCENARIOS and 6 <= len(FAMILIES["test"]) <= 8
+    assert FAMILIES["tune"] == EVAL_SCENARIOS + PLANT_CHANGE_SCENARIOS and 6 <= len(FAMILIES["test"]) <= 8
     for fam in FAMILIES:
         for sc in family_scenarios(fam):
             assert get_scenario(sc.name) is sc and sc.description and not sc.randomize
@@ -323,3 +324,21 @@ def test_tune_planner_refuses_test_scenarios(capsys):
     with pytest.raises(SystemExit):
         tune_planner.main(["--checkpoint", "missing.pt", "--scenario", "nominal", "fouled", "--episodes", "1"])
     assert "test-family scenario 'fouled'" in capsys.readouterr().err
+
+
+def test_out_of_range_step_finds_when_the_plant_leaves_the_training_range():
+    from furnace_env.scenarios import out_of_range_step
+
+    for name in (*EVAL_SCENARIOS, "plant_in_range", "long_climb"):
+        assert out_of_range_step(name) is None
+    for name in PLANT_CHANGE_SCENARIOS:
+        assert out_of_range_step(name) == 80  # the step at 400 s
+    assert out_of_range_step("fouled") == 0 and out_of_range_step("plant_out_of_range") == 0
+    # fouling_drift: the CO knee ramps 2.0 -> 2.9 from 200 s over 800 s and passes 2.25 at 422 s (step 85).
+    assert out_of_range_step("fouling_drift") == 85
+    # A field training never varied is out of range as soon as it moves; a ranged plant has no fixed answer.
+    assert out_of_range_step({"name": "amp", "plant_events": [[50.0, "co_knee_amp", 900.0]]}) == 10
+    assert out_of_range_step("plant_out_of_range", ranges={"heat_capacity": (1e5, 3e5), "ua": (100.0, 200.0),
+                                                            "o2_knee": (1.0, 3.0)}) is None
+    with pytest.raises(ValueError, match="draws its plant per episode"):
+        out_of_range_step("train_mix")

@@ -17,14 +17,19 @@ from planners.mpc import MPCController
 from planners.objective import ObjectiveConfig, WorldModelPlanningModel
 from planners.optim import TrajectoryOptimizer, make_optimizer
 from planners.trust import (
+    Detector,
     Hysteresis,
     TrustCalibration,
     TrustConfig,
     TrustMonitor,
     TrustSupervisedController,
+    alarm_history,
     calibrate,
-    calibration_scores,
+    channel_errors,
+    detection_delays,
+    episodes_data,
     pi_episodes,
+    raw_stats,
 )
 
 CFG = TrustConfig(score="innovation", window=5, kstep=3, burn_in=5, raise_steps=2, release_steps=4)
@@ -57,22 +62,45 @@ def test_hysteresis_raises_after_its_steps_and_releases_below_the_lower_level():
         Hysteresis(1, 0.0, 1.0, 1, 1, 0)
 
 
-def test_streaming_monitor_matches_the_batched_calibration_scores(model):
+def test_hysteresis_release_grows_with_each_further_alarm():
+    h = Hysteresis(1, threshold=1.0, release=0.0, raise_steps=1, release_steps=2, burn_in=0, release_growth=2.0)
+    seq = [5, -1, -1, 5, -1, -1, -1, -1, 5]
+    on = [bool(h.step(np.array([float(s)]))[0]) for s in seq]
+    # First alarm clears after 2 steps below; the second needs 4.
+    assert on == [True, True, False, True, True, True, True, False, True]
+
+
+def test_detectors_window_mean_and_cusum():
+    z = np.array([0.0, 2.0, 2.0, -3.0, 1.0])
+    win = Detector(1, TrustConfig(detector="window", window=2))
+    assert [float(win.step(np.array([v]))[0]) for v in z] == [0.0, 1.0, 2.0, -0.5, -1.0]
+    cus = Detector(1, TrustConfig(detector="cusum", cusum_drift=0.5))
+    # S_t = max(0, S_{t-1} + z_t - 0.5)
+    assert [float(cus.step(np.array([v]))[0]) for v in z] == [0.0, 1.5, 3.0, 0.0, 0.5]
+    for bad in ({"detector": "ewma"}, {"cusum_drift": -1.0}, {"clip": float("nan")}, {"release_growth": 0.5},
+                {"calibrate_on": "oracle"}, {"window": True}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TrustConfig(**bad)
+
+
+def test_streaming_monitor_matches_the_batched_stats_and_the_hand_computed_innovation(model):
+    import copy
+
+    model = copy.deepcopy(model).double()  # float32 batches of 1 and 2 round apart by ~1 % in the innovation
     data = pi_episodes(FurnaceParams(), [7, 8], {"name": "short", "n_steps": 30})
-    e_b, i_b, _ = calibration_scores(model, data, CFG)
+    e_b, i_b, _ = raw_stats(model, data, CFG)
     mon = TrustMonitor(model, CFG)
     for t in range(30):
         e, i = mon.update(data.obs[1:2, t], data.actions[1:2, t - 1] if t else None)
-        # float32 rollouts of a batch of 1 and of 2 round differently (about 1e-3 relative here)
-        assert e[0] == pytest.approx(e_b[1, t], rel=1e-4, abs=1e-4) and i[0] == pytest.approx(i_b[1, t], rel=3e-3, abs=1e-4)
+        assert np.isnan(e[0]) == (t == 0) and np.isnan(i[0]).all() == (t < CFG.kstep)
+        np.testing.assert_allclose(e, e_b[1:2, t], rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(i, i_b[1:2, t], rtol=1e-7, atol=1e-9)
     # The innovation is the k-step open-loop error computed by hand at the last step.
-    from eblnn_agent.negatives import prediction_error
-
-    obs, act = torch.as_tensor(data.obs[1:2]), torch.as_tensor(data.actions[1:2])
+    obs, act = torch.as_tensor(data.obs[1:2], dtype=torch.float64), torch.as_tensor(data.actions[1:2], dtype=torch.float64)
     hidden = model.filter(obs[:, :-1], act)
     t = 29
     pred = model.rollout(obs[:, t - 3], hidden[:, t - 4], act[:, t - 3:t]).obs[:, -1]
-    assert float(prediction_error(model, pred, obs[:, t])) == pytest.approx(float(mon._innov[-1][0]), rel=3e-3)
+    np.testing.assert_allclose(channel_errors(model, pred, obs[:, t]).pow(2).numpy(), i, rtol=1e-7, atol=1e-9)
 
 
 def test_calibration_keeps_false_alarms_within_target_and_round_trips(model, calibration, tmp_path):
@@ -80,19 +108,26 @@ def test_calibration_keeps_false_alarms_within_target_and_round_trips(model, cal
     assert calibration.release <= calibration.threshold and calibration.n_steps == 12 * (60 - CFG.burn_in)
     path = calibration.save(tmp_path / "trust.json")
     assert TrustCalibration.load(path) == calibration
+    assert len(calibration.channel_scale) == 5 and min(calibration.channel_scale) > 0
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="not a trust calibration"):
         TrustCalibration.load(tmp_path / "bad.json")
+    (tmp_path / "old.json").write_text('{"format": "eblnn-trust-calibration"}')
+    with pytest.raises(ValueError, match="older format"):
+        TrustCalibration.load(tmp_path / "old.json")
+    import json
+
+    d = json.loads(path.read_text())
+    d["channel_scale"] = [1.0, -1.0, 1.0, 1.0, 1.0]
+    (tmp_path / "neg.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="channel_scale"):
+        TrustCalibration.load(tmp_path / "neg.json")
     with pytest.raises(ValueError, match="score"):
         TrustConfig(score="vibes")
 
 
 def _alarms(model, calibration, data) -> np.ndarray:
-    e, i, mask = calibration_scores(model, data, calibration.config)
-    s = calibration.score(e, i)
-    c = calibration.config
-    h = Hysteresis(s.shape[0], calibration.threshold, calibration.release, c.raise_steps, c.release_steps, c.burn_in)
-    return np.stack([h.step(s[:, t]) for t in range(s.shape[1])], axis=1) & mask
+    return alarm_history(model, calibration, data)
 
 
 def test_monitor_stays_quiet_in_distribution_and_raises_on_a_drift(model, calibration):
@@ -138,9 +173,9 @@ def test_supervised_controller_predict_reset_and_shapes(model, calibration):
 def test_supervisor_hands_over_to_pi_and_back_and_logs(model, calibration):
     # A calibration whose threshold every score crosses, then one no score reaches.
     msgs: list[str] = []
-    low = TrustCalibration(calibration.config, *[getattr(calibration, k) for k in
-                                                 ("energy_mean", "energy_std", "innovation_mean", "innovation_std")],
-                           threshold=-1e9, release=-1e9, false_alarm_share=0.0, n_steps=1)
+    import dataclasses
+
+    low = dataclasses.replace(calibration, threshold=-1e9, release=-1e9)
     env = gym.make("Furnace-v0", scenario={"name": "short", "n_steps": 14})
     ctl = _supervised(model, low, log=msgs.append)
     ep = run_episode(ctl, env, seed=1)
@@ -194,3 +229,45 @@ def test_factory_builds_from_a_checkpoint_and_its_calibration(model, calibration
     assert ep.actions.shape == (3, 2) and not ep.extras["trust_held"].any()  # inside the burn-in
     assert "eblnn-supervised" in CONTROLLERS and "eblnn-supervised" in WORLD_MODEL_VARIANTS
     assert "eblnn-supervised" not in DEFAULT_CONTROLLERS
+
+
+def test_detection_delays_and_episode_records():
+    alarm = np.zeros((3, 10), dtype=bool)
+    alarm[0, 2] = True  # before the change: a false alarm, not a detection
+    alarm[0, 7:] = True
+    alarm[1, 5] = True
+    assert detection_delays(alarm, 5) == [2, 0, None]
+    env = gym.make("Furnace-v0", scenario={"name": "short", "n_steps": 8})
+    eps = [run_episode(PIController(), env, seed=s) for s in (0, 1)]
+    data = episodes_data(eps)
+    assert data.obs.shape == (2, 9, 8) and data.actions.shape == (2, 8, 2) and list(data.lengths) == [8, 8]
+    np.testing.assert_array_equal(data.obs[1], eps[1].obs.astype(np.float32))
+    with pytest.raises(ValueError, match="no episodes"):
+        episodes_data([])
+
+
+def test_monitor_detects_a_plant_change_out_of_the_training_range(model):
+    """The innovation monitor calibrated on in-range plants alarms after the plant steps far out of range."""
+    from furnace_env.scenarios import out_of_range_step
+
+    cfg = TrustConfig(score="innovation", detector="cusum", kstep=3, burn_in=5, raise_steps=2, release_steps=4)
+    cal = calibrate(model, pi_episodes(FurnaceParams(), range(300, 312), {"name": "short", "n_steps": 60}), cfg)
+    change = {"name": "change", "n_steps": 60, "plant_events": [[150.0, "tau_air", 30.0], [150.0, "heat_capacity", 5e4]]}
+    assert out_of_range_step(change) == 30
+    on = alarm_history(model, cal, pi_episodes(FurnaceParams(), range(400, 408), change))
+    assert on[:, :30].mean() <= 0.05 and on[:, 30:].any(axis=1).mean() >= 0.75
+
+
+def test_calibration_on_the_planner_closed_loop(model, tmp_path):
+    from eblnn_agent.checkpoint import save_checkpoint
+    from eblnn_agent.config import WorldModelRunConfig
+    from planners.trust import TrustCalibration, calibrate_checkpoint, default_calibration_path
+
+    cfg = WorldModelRunConfig().with_overrides(hidden_size=16, backbone_units=16, physics_hidden_dims=[16],
+                                               ebm_hidden_dims=[16, 8])
+    ckpt = save_checkpoint(tmp_path / "best.pt", model, cfg, {"env_steps": 1})
+    tc = TrustConfig(score="innovation", kstep=3, burn_in=5, calibrate_on="planner")
+    cal = calibrate_checkpoint(ckpt, tc, episodes=2, scenario={"name": "short", "n_steps": 20}, log=None,
+                               planner_options={"horizon": 3, "n_candidates": 4, "iterations": 1}, workers=0)
+    assert cal.n_steps == 2 * (20 - 5) and "planner" in cal.source
+    assert TrustCalibration.load(default_calibration_path(ckpt)) == cal
