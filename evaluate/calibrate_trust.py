@@ -1,34 +1,53 @@
 """Calibrate the run-time trust monitor of a world model: ``python evaluate/calibrate_trust.py --checkpoint best.pt``.
 
 Wiring only (:func:`planners.trust.calibrate_checkpoint`): runs the monitor over in-distribution
-validation episodes (PI on the nominal plant, the training scenario mix, calibration seeds), sets
-the alarm threshold at the lowest level whose alarms stay within the false-alarm target there,
-and writes ``trust_calibration.json`` beside the checkpoint (the ``eblnn-supervised`` controller reads it).
+validation episodes (the training scenario mix from the calibration seeds, driven by PI or by the
+EB-LNN planner itself, ``--calibrate_on``), sets the alarm threshold at the lowest level whose
+alarms stay within the false-alarm target there, and writes ``trust_calibration.json`` beside the
+checkpoint (the ``eblnn-supervised`` controller reads it). Every :class:`~planners.trust.TrustConfig`
+field is a flag.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planners.trust import SCORES, TrustConfig, calibrate_checkpoint
+from eblnn_agent.cli import ConfigError, add_dataclass_flags, apply_overrides  # noqa: E402
+from planners.factories import parse_options  # noqa: E402
+from planners.trust import CALIBRATION_EPISODES, TrustConfig, calibrate_checkpoint  # noqa: E402
 
 
 def main(argv: list[str] | None = None):
-    d = TrustConfig()
+    import dataclasses
+
+    import torch
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="world-model checkpoint (best.pt)")
-    p.add_argument("--score", default=d.score, choices=SCORES, help=f"trust score (default {d.score})")
-    p.add_argument("--false_alarm_target", type=float, default=d.false_alarm_target,
-                   help=f"share of validation steps the alarm may be on (default {d.false_alarm_target})")
-    p.add_argument("--episodes", type=int, default=32, help="calibration episodes")
+    p.add_argument("--episodes", type=int, default=CALIBRATION_EPISODES,
+                   help=f"calibration episodes (default {CALIBRATION_EPISODES})")
+    p.add_argument("--planner_set", nargs="*", default=[],
+                   help="planner options KEY=VALUE for --calibrate_on planner (as the comparison's)")
+    p.add_argument("--workers", type=int, default=2, help="processes for the planner's episodes")
+    add_dataclass_flags(p, TrustConfig)
     args = p.parse_args(argv)
     if args.episodes < 1:
         p.error(f"--episodes={args.episodes} must be >= 1")
+    try:
+        cfg = apply_overrides(TrustConfig(), {f.name: getattr(args, f.name) for f in dataclasses.fields(TrustConfig)},
+                              "command line")
+        options = parse_options(args.planner_set)
+    except (ConfigError, ValueError) as err:
+        p.error(str(err))
+    if not Path(args.checkpoint).is_file():
+        p.error(f"--checkpoint {args.checkpoint!r}: no such file; train one with python train/world_model.py")
     torch.set_num_threads(1)
-    cfg = TrustConfig(score=args.score, false_alarm_target=args.false_alarm_target)
-    return calibrate_checkpoint(args.checkpoint, cfg, episodes=args.episodes)
+    return calibrate_checkpoint(args.checkpoint, cfg, episodes=args.episodes, planner_options=options,
+                                workers=args.workers)
 
 
 if __name__ == "__main__":

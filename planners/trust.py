@@ -56,7 +56,7 @@ from furnace_env.vector import FurnaceVectorEnv
 __all__ = ["TrustConfig", "TrustCalibration", "TrustMonitor", "Detector", "Hysteresis", "calibrate", "raw_stats",
            "alarms", "alarm_history", "step_mask", "detection_delays", "episodes_data", "channel_errors",
            "TrustSupervisedController", "make_supervised_planner", "SCORES", "DETECTORS", "CALIBRATION_SOURCES",
-           "pi_episodes", "planner_episodes", "planner_runs", "calibrate_checkpoint", "default_calibration_path", "CALIBRATION_SEED0",
+           "pi_episodes", "planner_episodes", "planner_runs", "calibrate_checkpoint", "default_calibration_path", "CALIBRATION_SEED0", "CALIBRATION_EPISODES",
            "FORMAT"]
 
 #: The trust scores: the per-step energy, the per-step k-step innovation, or the mean of both (standardised).
@@ -532,6 +532,9 @@ def default_calibration_path(checkpoint: str | Path) -> Path:
 
 #: First env seed of the calibration episodes (disjoint from training, tuning and evaluation seeds).
 CALIBRATION_SEED0 = 40_000
+#: Calibration episodes per checkpoint (3 840 validation steps; with ``calibrate_on="planner"`` one MPC
+#: episode each).
+CALIBRATION_EPISODES = 16
 
 
 def planner_episodes(checkpoint: str | Path, seeds: Sequence[int], scenario: Any = "train_mix",
@@ -552,7 +555,8 @@ def planner_runs(checkpoint: str | Path, scenarios: Sequence[Any], seeds: Sequen
     return {n: episodes_data([r.episode for r in recs if r.scenario == n]) for n in names}
 
 
-def calibrate_checkpoint(checkpoint: str | Path, config: TrustConfig | None = None, episodes: int = 32,
+def calibrate_checkpoint(checkpoint: str | Path, config: TrustConfig | None = None,
+                         episodes: int = CALIBRATION_EPISODES,
                          scenario: Any = "train_mix", log: Callable[[str], None] | None = print,
                          planner_options: dict | None = None, workers: int = 2) -> TrustCalibration:
     """Calibrate on in-distribution validation episodes and store the result beside the checkpoint.

@@ -35,6 +35,7 @@ import numpy as np
 
 from eblnn_agent.data import TransitionData
 from furnace_env.scenarios import FAMILIES, Scenario, get_scenario, out_of_range_step
+from planners.trust import CALIBRATION_EPISODES
 
 __all__ = ["TrustReportConfig", "held_out_changes", "scenario_measures", "run_trust_report", "CHANGE_AT_S",
            "EVAL_SEED0"]
@@ -59,7 +60,7 @@ class TrustReportConfig:
     grid: list[str] = field(default_factory=list)
     """``name=v1,v2``: :class:`~planners.trust.TrustConfig` fields to vary (e.g. ``score=energy,innovation
     detector=window,cusum``); every combination is one row. Empty: the defaults only."""
-    calibration_episodes: int = 16
+    calibration_episodes: int = CALIBRATION_EPISODES
     """Calibration episodes (training mix, calibration seeds) per world model and source."""
     delay_limit: int = 10
     """A change counts as detected when the alarm comes within this many control steps."""

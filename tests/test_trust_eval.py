@@ -103,3 +103,24 @@ def test_trust_report_script_end_to_end_on_a_tiny_budget(tiny_checkpoint, tmp_pa
     bad = subprocess.run([sys.executable, str(ROOT / "evaluate" / "trust_report.py"), "--checkpoints",
                           str(tmp_path / "missing.pt")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "missing.pt" in bad.stderr
+
+
+def test_calibrate_trust_script_writes_a_calibration_and_refuses_bad_flags(tiny_checkpoint, tmp_path):
+    import shutil
+
+    from planners.trust import TrustCalibration, default_calibration_path
+
+    ckpt = tmp_path / "best.pt"
+    shutil.copy(tiny_checkpoint, ckpt)
+    script = str(ROOT / "evaluate" / "calibrate_trust.py")
+    r = subprocess.run([sys.executable, script, "--checkpoint", str(ckpt), "--episodes", "2", "--score", "innovation",
+                        "--detector", "cusum"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cal = TrustCalibration.load(default_calibration_path(ckpt))
+    assert cal.config.score == "innovation" and cal.config.detector == "cusum" and "PI" in cal.source
+    for bad, word in ((["--detector", "ewma"], "ewma"), (["--episodes", "0"], "episodes"),
+                      (["--planner_set", "nonsense"], "nonsense")):
+        b = subprocess.run([sys.executable, script, "--checkpoint", str(ckpt), *bad], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        assert b.returncode == 2 and word in b.stderr
+    assert TrustCalibration.load(default_calibration_path(ckpt)) == cal  # a refused call wrote nothing
