@@ -157,6 +157,30 @@ class TrustCalibration:
     source: str = ""
     """What it was calibrated on (checkpoint, data)."""
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, TrustConfig):
+            raise ValueError(f"TrustCalibration.config={self.config!r} must be a TrustConfig")
+        for name in ("energy_mean", "energy_std", "innovation_mean", "innovation_std", "threshold", "release",
+                     "false_alarm_share"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
+                raise ValueError(f"TrustCalibration.{name}={v!r} must be a finite number")
+        for name in ("energy_std", "innovation_std"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TrustCalibration.{name}={getattr(self, name)!r} must be > 0")
+        if self.release > self.threshold:
+            raise ValueError(f"TrustCalibration.release={self.release!r} must not exceed threshold={self.threshold!r}")
+        if not (isinstance(self.n_steps, int) and not isinstance(self.n_steps, bool) and self.n_steps >= 0):
+            raise ValueError(f"TrustCalibration.n_steps={self.n_steps!r} must be an integer >= 0")
+        if not 0.0 <= self.false_alarm_share <= 1.0:
+            raise ValueError(f"TrustCalibration.false_alarm_share={self.false_alarm_share!r} must lie in [0, 1]")
+        scale = tuple(self.channel_scale)
+        if len(scale) != len(MEASURED_CHANNELS) or not all(
+                isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in scale):
+            raise ValueError(f"TrustCalibration.channel_scale={self.channel_scale!r} must be "
+                             f"{len(MEASURED_CHANNELS)} positive numbers")
+        object.__setattr__(self, "channel_scale", tuple(float(v) for v in scale))
+
     def score(self, energy: np.ndarray, innovation: np.ndarray) -> np.ndarray:
         """The standardised, clipped per-step trust score (high = less trust) of per-step energies
         ``[...]`` and squared per-channel innovations ``[..., C]`` (NaN where not yet available: 0)."""
@@ -200,15 +224,11 @@ class TrustCalibration:
             raise ValueError(f"{str(p)!r} is not a trust calibration of format {FORMAT!r}{old}")
         try:
             d["config"] = TrustConfig(**d["config"])
-            d["channel_scale"] = tuple(float(v) for v in d["channel_scale"])
-            cal = cls(**d)
+            d["channel_scale"] = tuple(d["channel_scale"])
+            return cls(**d)
         except (TypeError, KeyError, ValueError) as err:
             raise ValueError(f"trust calibration {str(p)!r} has bad fields ({err}); recalibrate with "
                              f"python evaluate/calibrate_trust.py --checkpoint <best.pt>") from err
-        if len(cal.channel_scale) != len(MEASURED_CHANNELS) or not all(v > 0 and math.isfinite(v) for v in cal.channel_scale):
-            raise ValueError(f"trust calibration {str(p)!r}: channel_scale={cal.channel_scale!r} must be "
-                             f"{len(MEASURED_CHANNELS)} positive numbers")
-        return cal
 
 
 #: The calibration file's format tag (version 2: per-channel innovations, detectors).

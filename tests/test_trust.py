@@ -122,6 +122,18 @@ def test_calibration_keeps_false_alarms_within_target_and_round_trips(model, cal
     (tmp_path / "neg.json").write_text(json.dumps(d))
     with pytest.raises(ValueError, match="channel_scale"):
         TrustCalibration.load(tmp_path / "neg.json")
+    for field_, value in (("threshold", float("nan")), ("release", 1e9), ("energy_std", 0.0),
+                          ("false_alarm_share", 2.0), ("n_steps", "bad fields")):
+        d = json.loads(path.read_text())
+        d[field_] = value
+        (tmp_path / "edit.json").write_text(json.dumps(d))
+        with pytest.raises(ValueError, match=field_):
+            TrustCalibration.load(tmp_path / "edit.json")
+    d = json.loads(path.read_text())
+    d["config"]["vibes"] = 1
+    (tmp_path / "edit.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="vibes"):
+        TrustCalibration.load(tmp_path / "edit.json")
     with pytest.raises(ValueError, match="score"):
         TrustConfig(score="vibes")
 
