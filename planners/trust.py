@@ -50,13 +50,14 @@ from eblnn_agent.negatives import MEASURED_CHANNELS
 from furnace_env.control import Controller, one_plant_observation
 from furnace_env.physics import FurnaceParams
 from furnace_env.pi import PIController
-from furnace_env.scenarios import get_scenario
+from furnace_env.scenarios import Scenario, get_scenario
 from furnace_env.vector import FurnaceVectorEnv
 
 __all__ = ["TrustConfig", "TrustCalibration", "TrustMonitor", "Detector", "Hysteresis", "calibrate", "raw_stats",
            "alarms", "alarm_history", "step_mask", "detection_delays", "episodes_data", "channel_errors",
            "TrustSupervisedController", "make_supervised_planner", "SCORES", "DETECTORS", "CALIBRATION_SOURCES",
-           "pi_episodes", "planner_episodes", "planner_runs", "calibrate_checkpoint", "default_calibration_path", "CALIBRATION_SEED0", "CALIBRATION_EPISODES",
+           "pi_episodes", "planner_episodes", "planner_runs", "calibration_data", "calibration_scenarios", "concat_data",
+           "CALIBRATION_MIXES", "calibrate_checkpoint", "default_calibration_path", "CALIBRATION_SEED0", "CALIBRATION_EPISODES",
            "FORMAT"]
 
 #: The trust scores: the per-step energy, the per-step k-step innovation, or the mean of both (standardised).
@@ -65,6 +66,8 @@ SCORES = ("energy", "innovation", "combined")
 DETECTORS = ("window", "cusum")
 #: What the alarm threshold is calibrated on: the PI controller's or the supervised planner's own closed loop.
 CALIBRATION_SOURCES = ("pi", "planner")
+#: Which scenarios the calibration episodes come from (:func:`calibration_scenarios`).
+CALIBRATION_MIXES = ("train_mix", "presets")
 
 
 @dataclass(frozen=True)
@@ -105,12 +108,16 @@ class TrustConfig:
     clear (a back-off against handing the plant back and forth: under PI the model may look right
     again while the plant is still the changed one)."""
     calibrate_on: str = "pi"
-    """The validation episodes of the calibration: "pi" (the base controller on the training mix) or
-    "planner" (the supervised planner's own closed loop on the training mix: the operating points
-    it will be judged at)."""
+    """Who drives the calibration episodes: "pi" (the base controller) or "planner" (the supervised
+    planner's own closed loop: the operating points it will be judged at)."""
+    calibration_mix: str = "train_mix"
+    """Which in-distribution scenarios the calibration episodes come from: "train_mix" (the training
+    mix: random programmes, disturbances and plants, including extreme ones) or "presets" (the tune
+    family's five named presets, each with plants drawn from the training range)."""
 
     def __post_init__(self) -> None:
-        for name, allowed in (("score", SCORES), ("detector", DETECTORS), ("calibrate_on", CALIBRATION_SOURCES)):
+        for name, allowed in (("score", SCORES), ("detector", DETECTORS), ("calibrate_on", CALIBRATION_SOURCES),
+                              ("calibration_mix", CALIBRATION_MIXES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrustConfig.{name}={getattr(self, name)!r}; allowed: {allowed}")
         for name in ("window", "kstep", "raise_steps", "release_steps"):
@@ -184,7 +191,7 @@ class TrustCalibration:
     def score(self, energy: np.ndarray, innovation: np.ndarray) -> np.ndarray:
         """The standardised, clipped per-step trust score (high = less trust) of per-step energies
         ``[...]`` and squared per-channel innovations ``[..., C]`` (NaN where not yet available: 0)."""
-        ze = (np.asarray(energy, dtype=np.float64) - self.energy_mean) / self.energy_std
+        ze = np.nan_to_num((np.asarray(energy, dtype=np.float64) - self.energy_mean) / self.energy_std, nan=0.0)
         q = (np.asarray(innovation, dtype=np.float64) / np.asarray(self.channel_scale)).mean(-1)
         zi = np.nan_to_num((q - self.innovation_mean) / self.innovation_std, nan=0.0)
         z = {"energy": ze, "innovation": zi, "combined": 0.5 * (ze + zi)}[self.config.score]
@@ -575,32 +582,62 @@ def planner_runs(checkpoint: str | Path, scenarios: Sequence[Any], seeds: Sequen
     return {n: episodes_data([r.episode for r in recs if r.scenario == n]) for n in names}
 
 
-def calibrate_checkpoint(checkpoint: str | Path, config: TrustConfig | None = None,
-                         episodes: int = CALIBRATION_EPISODES,
-                         scenario: Any = "train_mix", log: Callable[[str], None] | None = print,
-                         planner_options: dict | None = None, workers: int = 2) -> TrustCalibration:
-    """Calibrate on in-distribution validation episodes and store the result beside the checkpoint.
+def calibration_scenarios(mix: str) -> list[Scenario]:
+    """The in-distribution scenarios of a calibration (``TrustConfig.calibration_mix``)."""
+    from furnace_env.scenarios import EVAL_SCENARIOS, SCENARIOS, TRAINING_PLANT
 
-    The episodes are ``episodes`` env seeds from :data:`CALIBRATION_SEED0` of the training scenario mix
-    (plants drawn from the training range), run by the PI controller (``config.calibrate_on="pi"``;
-    vectorised, seconds) or by the EB-LNN planner itself with ``planner_options`` (``"planner"``; one
-    MPC episode each, in ``workers`` processes). (The world model's own validation split mixes in
-    random-action episodes, far from closed-loop operation, which would set the threshold too high to
-    detect anything.)"""
+    if mix == "train_mix":
+        return [get_scenario("train_mix")]
+    if mix == "presets":
+        return [dataclasses.replace(SCENARIOS[n], name=f"{n}+plants", plant=TRAINING_PLANT) for n in EVAL_SCENARIOS]
+    raise ValueError(f"calibration_mix={mix!r}; allowed: {CALIBRATION_MIXES}")
+
+
+def calibration_data(checkpoint: str | Path, config: TrustConfig, episodes: int = CALIBRATION_EPISODES,
+                     planner_options: dict | None = None, workers: int = 2,
+                     scenarios: Sequence[Any] | None = None) -> TransitionData:
+    """The calibration's validation episodes: ``episodes`` in all, split evenly over the scenarios of
+    ``config.calibration_mix`` (or ``scenarios``), env seeds from :data:`CALIBRATION_SEED0`, driven by
+    PI (vectorised) or by the EB-LNN planner on ``checkpoint`` with ``planner_options``
+    (``config.calibrate_on``; one MPC episode each, in ``workers`` processes)."""
+    scs = [get_scenario(sc) for sc in (scenarios if scenarios is not None else calibration_scenarios(config.calibration_mix))]
+    seeds = range(CALIBRATION_SEED0, CALIBRATION_SEED0 + max(1, round(episodes / len(scs))))
+    if config.calibrate_on == "planner":
+        runs = planner_runs(checkpoint, scs, seeds, planner_options, workers)
+        return concat_data([runs[sc.name] for sc in scs])
+    return concat_data([pi_episodes(FurnaceParams(), seeds, sc) for sc in scs])
+
+
+def concat_data(parts: Sequence[TransitionData]) -> TransitionData:
+    """Episodes of several :class:`TransitionData` in one, padded to the longest (the last observation repeated)."""
+    t_n = max(p.actions.shape[1] for p in parts)
+
+    def pad(x: np.ndarray, t: int) -> np.ndarray:
+        return x if x.shape[1] == t else np.concatenate([x, np.repeat(x[:, -1:], t - x.shape[1], axis=1)], axis=1)
+
+    return TransitionData(np.concatenate([pad(p.obs, t_n + 1) for p in parts]),
+                          np.concatenate([pad(p.actions, t_n) for p in parts]),
+                          np.concatenate([p.lengths for p in parts]), np.concatenate([p.behaviour for p in parts]),
+                          {"parts": len(parts)})
+
+
+def calibrate_checkpoint(checkpoint: str | Path, config: TrustConfig | None = None,
+                         episodes: int = CALIBRATION_EPISODES, scenarios: Sequence[Any] | None = None,
+                         log: Callable[[str], None] | None = print, planner_options: dict | None = None,
+                         workers: int = 2) -> TrustCalibration:
+    """Calibrate on in-distribution validation episodes (:func:`calibration_data`) and store the result
+    beside the checkpoint. (The world model's own validation split mixes in random-action episodes,
+    far from closed-loop operation, which would set the threshold too high to detect anything.)"""
     from eblnn_agent.checkpoint import load_checkpoint
 
     cfg = config if config is not None else TrustConfig()
     model, _, _ = load_checkpoint(Path(checkpoint), device="cpu")
     model.eval()
-    seeds = range(CALIBRATION_SEED0, CALIBRATION_SEED0 + episodes)
-    if cfg.calibrate_on == "planner":
-        data = planner_episodes(checkpoint, seeds, scenario, planner_options, workers)
-        what = f"the EB-LNN planner ({planner_options or 'defaults'})"
-    else:
-        data = pi_episodes(FurnaceParams(), seeds, scenario)
-        what = "PI"
-    cal = calibrate(model, data, cfg, source=f"{checkpoint}: {what} on {scenario}, {episodes} seeds from "
-                                             f"{CALIBRATION_SEED0}")
+    data = calibration_data(checkpoint, cfg, episodes, planner_options, workers, scenarios)
+    what = f"the EB-LNN planner ({planner_options or 'defaults'})" if cfg.calibrate_on == "planner" else "PI"
+    where = cfg.calibration_mix if scenarios is None else "given scenarios"
+    cal = calibrate(model, data, cfg, source=f"{checkpoint}: {what} on {where}, {len(data.lengths)} episodes, "
+                                             f"seeds from {CALIBRATION_SEED0}")
     cal.save(default_calibration_path(checkpoint))
     if log is not None:
         log(f"trust calibration: threshold {cal.threshold:.3f}, release {cal.release:.3f}, "

@@ -61,7 +61,7 @@ class TrustReportConfig:
     """``name=v1,v2``: :class:`~planners.trust.TrustConfig` fields to vary (e.g. ``score=energy,innovation
     detector=window,cusum``); every combination is one row. Empty: the defaults only."""
     calibration_episodes: int = CALIBRATION_EPISODES
-    """Calibration episodes (training mix, calibration seeds) per world model and source."""
+    """Calibration episodes per world model and calibration source (``TrustConfig.calibrate_on`` and ``calibration_mix``)."""
     delay_limit: int = 10
     """A change counts as detected when the alarm comes within this many control steps."""
     planner_set: list[str] = field(default_factory=list)
@@ -116,6 +116,10 @@ def scenario_measures(alarm: np.ndarray, lengths: np.ndarray, change_step: int |
     return out
 
 
+def _truncated(scenarios: list[Scenario], steps: int) -> list[Scenario]:
+    return [dataclasses.replace(sc, n_steps=steps) for sc in scenarios] if steps else scenarios
+
+
 def _grid_points(grid: list[str]) -> list[dict[str, Any]]:
     from planners.tuning import parse_grid
 
@@ -150,15 +154,13 @@ def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
     import hashlib
 
     from eblnn_agent.checkpoint import load_checkpoint
-    from furnace_env.physics import FurnaceParams
     from planners.factories import parse_options
     from planners.trust import (
-        CALIBRATION_SEED0,
         TrustConfig,
         alarm_history,
         calibrate,
-        pi_episodes,
-        planner_episodes,
+        calibration_data,
+        calibration_scenarios,
         planner_runs,
     )
     from planners.tuning import TUNE_SEED0
@@ -168,10 +170,7 @@ def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
                          f"delay_limit={cfg.delay_limit}, workers={cfg.workers} and steps={cfg.steps} >= 0")
     options = parse_options(cfg.planner_set)
     scenarios = scenarios_of(cfg.family)
-    cal_scenario = get_scenario("train_mix")
-    if cfg.steps:
-        scenarios = [dataclasses.replace(sc, n_steps=cfg.steps) for sc in scenarios]
-        cal_scenario = dataclasses.replace(cal_scenario, n_steps=cfg.steps)
+    scenarios = _truncated(scenarios, cfg.steps)
     points = _grid_points(cfg.grid) if cfg.grid else [{}]
     configs = [TrustConfig(**pt) for pt in points]  # a bad field or value fails here, before any episode
     ckpts = [Path(c) for c in cfg.checkpoints]
@@ -183,7 +182,6 @@ def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
     cache = Path(cfg.out) / "episodes"
     changes = {sc.name: out_of_range_step(sc) for sc in scenarios}
     rows: dict[int, dict[str, list]] = {i: {} for i in range(len(configs))}
-    cal_seeds = range(CALIBRATION_SEED0, CALIBRATION_SEED0 + cfg.calibration_episodes)
     tag = f"{seeds[0]}_{len(seeds)}_{_tag(options, cfg.steps)}"
     for ck in ckpts:
         key = hashlib.sha256(str(ck.resolve()).encode()).hexdigest()[:10]
@@ -196,17 +194,17 @@ def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
             for name, data in planner_runs(ck, todo, seeds, options, workers=cfg.workers).items():
                 _save(paths[name], data)
         runs = {sc.name: _load(paths[sc.name]) for sc in scenarios}
-        cal_path = cache / f"{key}_calibration_{cfg.calibration_episodes}_{_tag(options, cfg.steps)}.npz"
-        sources: dict[str, TransitionData] = {}
+        sources: dict[tuple[str, str], TransitionData] = {}
         for i, tc in enumerate(configs):
-            if tc.calibrate_on == "pi" and "pi" not in sources:
-                sources["pi"] = pi_episodes(FurnaceParams(), cal_seeds, cal_scenario)
-            elif tc.calibrate_on == "planner" and "planner" not in sources:
-                if not cal_path.is_file():
-                    log(f"{ck}: {len(cal_seeds)} planner calibration episodes")
-                    _save(cal_path, planner_episodes(ck, cal_seeds, cal_scenario, options, workers=cfg.workers))
-                sources["planner"] = _load(cal_path)
-            cal = calibrate(model, sources[tc.calibrate_on], tc, source=str(ck))
+            src = (tc.calibrate_on, tc.calibration_mix)
+            if src not in sources:
+                path = cache / f"{key}_calibration_{'_'.join(src)}_{cfg.calibration_episodes}_{_tag(options, cfg.steps)}.npz"
+                if not path.is_file():
+                    log(f"{ck}: calibration episodes ({src[0]} on {src[1]})")
+                    _save(path, calibration_data(ck, tc, cfg.calibration_episodes, options, cfg.workers,
+                                                 _truncated(calibration_scenarios(tc.calibration_mix), cfg.steps)))
+                sources[src] = _load(path)
+            cal = calibrate(model, sources[(tc.calibrate_on, tc.calibration_mix)], tc, source=str(ck))
             for name, data in runs.items():
                 on = alarm_history(model, cal, data)
                 m = scenario_measures(on, data.lengths, changes[name], tc.burn_in, cfg.delay_limit)

@@ -83,6 +83,20 @@ def test_detectors_window_mean_and_cusum():
             TrustConfig(**bad)
 
 
+def test_scores_before_the_first_energy_and_innovation_are_neutral(calibration):
+    """The first step has no energy and the first k steps no innovation: their score is 0, so a CUSUM
+    starts clean instead of carrying a NaN through the episode."""
+    import dataclasses
+
+    e = np.array([[np.nan, 1.0, 2.0]])
+    i = np.full((1, 3, 5), np.nan)
+    for score in ("energy", "innovation", "combined"):
+        cal = dataclasses.replace(calibration, config=dataclasses.replace(calibration.config, score=score,
+                                                                          detector="cusum"))
+        stat = cal.statistic(e, i)
+        assert np.isfinite(stat).all() and cal.score(e, i)[0, 0] == 0.0
+
+
 def test_streaming_monitor_matches_the_batched_stats_and_the_hand_computed_innovation(model):
     import copy
 
@@ -279,7 +293,7 @@ def test_calibration_on_the_planner_closed_loop(model, tmp_path):
                                                ebm_hidden_dims=[16, 8])
     ckpt = save_checkpoint(tmp_path / "best.pt", model, cfg, {"env_steps": 1})
     tc = TrustConfig(score="innovation", kstep=3, burn_in=5, calibrate_on="planner")
-    cal = calibrate_checkpoint(ckpt, tc, episodes=2, scenario={"name": "short", "n_steps": 20}, log=None,
+    cal = calibrate_checkpoint(ckpt, tc, episodes=2, scenarios=[{"name": "short", "n_steps": 20}], log=None,
                                planner_options={"horizon": 3, "n_candidates": 4, "iterations": 1}, workers=0)
     assert cal.n_steps == 2 * (20 - 5) and "planner" in cal.source
     assert TrustCalibration.load(default_calibration_path(ckpt)) == cal

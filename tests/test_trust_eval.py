@@ -94,7 +94,7 @@ def test_trust_report_script_end_to_end_on_a_tiny_budget(tiny_checkpoint, tmp_pa
         assert row["per_scenario"]["shift_burner"]["change_step"] == 80
     assert "| score=innovation calibrate_on=planner |" in (out / "report.md").read_text()
     cached = sorted(p.name for p in (out / "episodes").iterdir())
-    assert len(cached) == len(FAMILIES["tune"]) + 1  # every scenario's episodes and the planner calibration
+    assert len(cached) == len(FAMILIES["tune"]) + 2  # every scenario's episodes and the two calibrations
     # A second run reuses the cached episodes (and gives the same report).
     r2 = subprocess.run([sys.executable, str(ROOT / "evaluate" / "trust_report.py"), *args], cwd=tmp_path,
                         capture_output=True, text=True, timeout=600)
@@ -124,3 +124,18 @@ def test_calibrate_trust_script_writes_a_calibration_and_refuses_bad_flags(tiny_
                            capture_output=True, text=True, timeout=120)
         assert b.returncode == 2 and word in b.stderr
     assert TrustCalibration.load(default_calibration_path(ckpt)) == cal  # a refused call wrote nothing
+
+
+def test_calibration_scenarios_draw_in_range_plants_on_the_presets():
+    from furnace_env.scenarios import EVAL_SCENARIOS, TRAINING_PLANT
+    from planners.trust import TrustConfig, calibration_data, calibration_scenarios
+
+    scs = calibration_scenarios("presets")
+    assert [sc.name for sc in scs] == [f"{n}+plants" for n in EVAL_SCENARIOS]
+    assert all(dict(sc.plant) == TRAINING_PLANT for sc in scs)
+    assert [sc.name for sc in calibration_scenarios("train_mix")] == ["train_mix"]
+    with pytest.raises(ValueError, match="calibration_mix"):
+        calibration_scenarios("test")
+    short = [{"name": f"s{i}", "n_steps": 10 + i} for i in range(2)]
+    data = calibration_data("unused.pt", TrustConfig(), episodes=4, scenarios=short)
+    assert data.obs.shape == (4, 12, 8) and list(data.lengths) == [10, 10, 11, 11]
