@@ -74,7 +74,7 @@ CALIBRATION_MIXES = ("train_mix", "presets")
 class TrustConfig:
     """Settings of the trust monitor and its alarm (defaults chosen on the tune family: docs/energy_trust.md)."""
 
-    score: str = "energy"
+    score: str = "combined"
     """Which standardised per-step statistic is the trust score: "energy" (of the filtered state),
     "innovation" (the k-step normalised innovation squared) or "combined" (their mean)."""
     detector: str = "window"
@@ -103,14 +103,14 @@ class TrustConfig:
     """Consecutive steps above the threshold that raise the alarm."""
     release_steps: int = 12
     """Consecutive steps below the release level that clear the first alarm of an episode."""
-    release_growth: float = 1.0
+    release_growth: float = 2.0
     """Each further alarm of an episode needs this many times the previous alarm's release steps to
     clear (a back-off against handing the plant back and forth: under PI the model may look right
-    again while the plant is still the changed one)."""
-    calibrate_on: str = "pi"
+    again while the plant is still the changed one; an engineering choice, not tuned: docs/energy_trust.md)."""
+    calibrate_on: str = "planner"
     """Who drives the calibration episodes: "pi" (the base controller) or "planner" (the supervised
     planner's own closed loop: the operating points it will be judged at)."""
-    calibration_mix: str = "train_mix"
+    calibration_mix: str = "presets"
     """Which in-distribution scenarios the calibration episodes come from: "train_mix" (the training
     mix: random programmes, disturbances and plants, including extreme ones) or "presets" (the tune
     family's five named presets, each with plants drawn from the training range)."""
@@ -401,10 +401,12 @@ def step_mask(data: TransitionData, config: TrustConfig) -> np.ndarray:
     return (t < data.lengths[:, None]) & (t >= max(config.burn_in, 1))
 
 
-def calibrate(model, data: TransitionData, config: TrustConfig | None = None, source: str = "") -> TrustCalibration:
-    """Calibrate the monitor on in-distribution episodes ``data`` (see :func:`calibrate_checkpoint`)."""
+def calibrate(model, data: TransitionData, config: TrustConfig | None = None, source: str = "",
+              stats: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> TrustCalibration:
+    """Calibrate the monitor on in-distribution episodes ``data`` (see :func:`calibrate_checkpoint`);
+    ``stats``: their :func:`raw_stats` with this ``kstep`` and ``burn_in``, when already computed."""
     cfg = config if config is not None else TrustConfig()
-    energy, innov, mask = raw_stats(model, data, cfg)
+    energy, innov, mask = stats if stats is not None else raw_stats(model, data, cfg)
     have_innov = mask & np.isfinite(innov).all(-1)
     if have_innov.sum() < 10:
         raise ValueError(f"calibrate: only {int(have_innov.sum())} valid steps past the burn-in ({cfg.burn_in}) "
@@ -436,11 +438,13 @@ def alarms(calibration: TrustCalibration, statistic: np.ndarray) -> np.ndarray:
     return np.stack([h.step(statistic[:, t]) for t in range(statistic.shape[1])], axis=1)
 
 
-def alarm_history(model, calibration: TrustCalibration, data: TransitionData) -> np.ndarray:
+def alarm_history(model, calibration: TrustCalibration, data: TransitionData,
+                  stats: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Replay the monitor over recorded episodes: the alarm state ``[E, T]`` at every step (False past
     an episode's end and in the burn-in). The alarm of a supervised run is this replay of its own
-    record up to the first alarm; after it, PI's actions change the trajectory."""
-    energy, innov, mask = raw_stats(model, data, calibration.config)
+    record up to the first alarm; after it, PI's actions change the trajectory. ``stats``: as for
+    :func:`calibrate`."""
+    energy, innov, mask = stats if stats is not None else raw_stats(model, data, calibration.config)
     return alarms(calibration, calibration.statistic(energy, innov)) & mask
 
 

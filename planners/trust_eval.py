@@ -116,6 +116,16 @@ def scenario_measures(alarm: np.ndarray, lengths: np.ndarray, change_step: int |
     return out
 
 
+def _memo_stats(memo: dict, model, name: str, data: TransitionData, tc) -> tuple:
+    """The monitor's raw signals on ``data``, computed once per (data, horizon, burn-in) and kept in ``memo``."""
+    from planners.trust import raw_stats
+
+    key = (name, tc.kstep, tc.burn_in)
+    if key not in memo:
+        memo[key] = raw_stats(model, data, tc)
+    return memo[key]
+
+
 def _truncated(scenarios: list[Scenario], steps: int) -> list[Scenario]:
     return [dataclasses.replace(sc, n_steps=steps) for sc in scenarios] if steps else scenarios
 
@@ -195,6 +205,7 @@ def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
                 _save(paths[name], data)
         runs = {sc.name: _load(paths[sc.name]) for sc in scenarios}
         sources: dict[tuple[str, str], TransitionData] = {}
+        memo: dict[tuple, tuple] = {}
         for i, tc in enumerate(configs):
             src = (tc.calibrate_on, tc.calibration_mix)
             if src not in sources:
@@ -204,9 +215,11 @@ def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
                     _save(path, calibration_data(ck, tc, cfg.calibration_episodes, options, cfg.workers,
                                                  _truncated(calibration_scenarios(tc.calibration_mix), cfg.steps)))
                 sources[src] = _load(path)
-            cal = calibrate(model, sources[(tc.calibrate_on, tc.calibration_mix)], tc, source=str(ck))
+            cal_src = sources[src]
+            cal = calibrate(model, cal_src, tc, source=str(ck),
+                            stats=_memo_stats(memo, model, f"calibration {src}", cal_src, tc))
             for name, data in runs.items():
-                on = alarm_history(model, cal, data)
+                on = alarm_history(model, cal, data, stats=_memo_stats(memo, model, name, data, tc))
                 m = scenario_measures(on, data.lengths, changes[name], tc.burn_in, cfg.delay_limit)
                 rows[i].setdefault(name, []).append(m)
     report = _summarise(cfg, points, configs, rows, changes)

@@ -113,7 +113,7 @@ def test_calibrate_trust_script_writes_a_calibration_and_refuses_bad_flags(tiny_
     ckpt = tmp_path / "best.pt"
     shutil.copy(tiny_checkpoint, ckpt)
     script = str(ROOT / "evaluate" / "calibrate_trust.py")
-    r = subprocess.run([sys.executable, script, "--checkpoint", str(ckpt), "--episodes", "2", "--score", "innovation",
+    r = subprocess.run([sys.executable, script, "--checkpoint", str(ckpt), "--episodes", "2", "--score", "innovation", "--calibrate_on", "pi",
                         "--detector", "cusum"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     cal = TrustCalibration.load(default_calibration_path(ckpt))
@@ -137,5 +137,5 @@ def test_calibration_scenarios_draw_in_range_plants_on_the_presets():
     with pytest.raises(ValueError, match="calibration_mix"):
         calibration_scenarios("test")
     short = [{"name": f"s{i}", "n_steps": 10 + i} for i in range(2)]
-    data = calibration_data("unused.pt", TrustConfig(), episodes=4, scenarios=short)
+    data = calibration_data("unused.pt", TrustConfig(calibrate_on="pi"), episodes=4, scenarios=short)
     assert data.obs.shape == (4, 12, 8) and list(data.lengths) == [10, 10, 11, 11]
