@@ -95,7 +95,8 @@ def episode_metrics(ep: Episode, weights: CostWeights | None = None) -> dict[str
     each actuator's command moved, in full strokes (closed to open: 2 action units) per hour of
     operation, the valve-wear figure a control engineer checks before putting a controller on a
     plant (a command held still travels 0; one that flips between the ends every step travels
-    720 strokes per hour at the 5 s step).
+    720 strokes per hour at the 5 s step). A supervised controller's record adds
+    ``trust_held_share``, ``trust_alarms`` and ``trust_first_alarm`` (the step of its first alarm, -1: none).
     """
     w = weights if weights is not None else CostWeights()
     clean = ep.obs_clean
@@ -120,7 +121,9 @@ def episode_metrics(ep: Episode, weights: CostWeights | None = None) -> dict[str
         "travel_air": float(travel[1]),
         # A supervised controller's record: the share of steps its fallback held control, and its alarms.
         **({"trust_held_share": float(np.mean(ep.extras["trust_held"])) if len(ep.extras["trust_held"]) else 0.0,
-            "trust_alarms": float(ep.extras.get("trust_alarms", 0))} if "trust_held" in ep.extras else {}),
+            "trust_alarms": float(ep.extras.get("trust_alarms", 0)),
+            "trust_first_alarm": float(np.argmax(ep.extras["trust_held"])) if np.any(ep.extras["trust_held"]) else -1.0}
+           if "trust_held" in ep.extras else {}),
     }
 
 

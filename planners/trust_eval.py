@@ -37,8 +37,8 @@ from eblnn_agent.data import TransitionData
 from furnace_env.scenarios import FAMILIES, Scenario, get_scenario, out_of_range_step
 from planners.trust import CALIBRATION_EPISODES
 
-__all__ = ["TrustReportConfig", "held_out_changes", "scenario_measures", "run_trust_report", "CHANGE_AT_S",
-           "EVAL_SEED0"]
+__all__ = ["TrustReportConfig", "held_out_changes", "scenario_measures", "run_trust_report", "supervised_summary",
+           "CHANGE_AT_S", "EVAL_SEED0"]
 
 #: When the held-out plant changes happen (s).
 CHANGE_AT_S = 400.0
@@ -72,6 +72,9 @@ class TrustReportConfig:
     """Episodes run in parallel in this many processes."""
     out: str = "runs/trust_report"
     """Output folder: report.md, report.json, and the cached closed-loop episodes (``episodes/``)."""
+    episodes_csv: str = ""
+    """Instead of replaying: summarise the ``eblnn-supervised`` rows of a comparison's ``episodes.csv``
+    (its own closed-loop alarms: :func:`supervised_summary`) into ``supervised.md``/``.json`` under ``out``."""
 
 
 def held_out_changes() -> tuple[Scenario, ...]:
@@ -175,6 +178,8 @@ def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
     )
     from planners.tuning import TUNE_SEED0
 
+    if cfg.episodes_csv:
+        return _supervised_report(cfg, log)
     if cfg.seeds < 1 or cfg.calibration_episodes < 1 or cfg.delay_limit < 0 or cfg.workers < 0 or cfg.steps < 0:
         raise ValueError(f"seeds={cfg.seeds}, calibration_episodes={cfg.calibration_episodes} must be >= 1, "
                          f"delay_limit={cfg.delay_limit}, workers={cfg.workers} and steps={cfg.steps} >= 0")
@@ -289,3 +294,68 @@ def _markdown(cfg, report) -> str:
             cells.append(c)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def supervised_summary(rows: list[dict[str, Any]], burn_in: int, delay_limit: int = 10,
+                       controller: str = "eblnn-supervised") -> dict[str, dict[str, Any]]:
+    """The supervised controller's own closed-loop alarms, per scenario, from comparison records
+    (``episodes.csv`` rows: ``trust_first_alarm``, ``trust_held_share``, ``steps``): on scenarios whose
+    plant stays in the training range, the share of steps PI held control (every alarm there is a
+    false one); on the others, the share of episodes alarmed within ``delay_limit`` steps of leaving
+    the range (of the end of the burn-in when out of range from the start), ever, and the median delay.
+    A scenario name that is not a named scenario is skipped (its plant history is unknown)."""
+    from furnace_env.scenarios import SCENARIOS
+
+    out: dict[str, dict[str, Any]] = {}
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("controller") == controller and r.get("scenario") in SCENARIOS:
+            by.setdefault(r["scenario"], []).append(r)
+    for name, rs in by.items():
+        change = out_of_range_step(name)
+        entry: dict[str, Any] = {"episodes": len(rs), "change_step": change,
+                                 "held_share": float(np.mean([float(r["trust_held_share"]) for r in rs]))}
+        if change is not None:
+            ref = max(change, burn_in)
+            first = [float(r["trust_first_alarm"]) for r in rs]
+            # An alarm before the change is a false one; the detection is the first alarm after it
+            # only when PI still held then (the record keeps the first alarm alone): count it as missed.
+            delays = [f - ref if f >= ref else None for f in first]
+            found = [d for d in delays if d is not None]
+            entry.update(detected=float(np.mean([d is not None and d <= delay_limit for d in delays])),
+                         ever=len(found) / len(delays), median_delay=float(np.median(found)) if found else None,
+                         alarmed_before=float(np.mean([0 <= f < ref for f in first])))
+        out[name] = entry
+    return out
+
+
+def _supervised_report(cfg: TrustReportConfig, log) -> dict[str, Any]:
+    import csv
+
+    from planners.trust import TrustConfig
+
+    path = Path(cfg.episodes_csv)
+    if not path.is_file():
+        raise FileNotFoundError(f"episodes_csv {str(path)!r} not found (a comparison's episodes.csv)")
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    if not any(r.get("controller") == "eblnn-supervised" for r in rows):
+        raise ValueError(f"{str(path)!r} has no eblnn-supervised rows; run the comparison with "
+                         f"--controllers eblnn-supervised ...")
+    summary = supervised_summary(rows, TrustConfig().burn_in, cfg.delay_limit)
+    lines = [f"# eblnn-supervised in closed loop ({path})", "",
+             f"Held: share of steps PI held control (on an in-range plant every alarm is false; goal <= 1 %). "
+             f"Detected: episodes alarmed within {cfg.delay_limit} steps of the plant leaving the training range "
+             f"(goal >= 90 %).", "",
+             "| scenario | episodes | out of range from step | held | detected | ever | median delay | alarmed before |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, e in summary.items():
+        lines.append(f"| {name} | {e['episodes']} | {'-' if e['change_step'] is None else e['change_step']} | "
+                     f"{_fmt(e['held_share'])} | {_fmt(e.get('detected'))} | {_fmt(e.get('ever'))} | "
+                     f"{_fmt(e.get('median_delay'), pct=False)} | {_fmt(e.get('alarmed_before'))} |")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "supervised.json").write_text(json.dumps(summary, indent=1))
+    (out / "supervised.md").write_text("\n".join(lines) + "\n")
+    log((out / "supervised.md").read_text())
+    return summary

@@ -139,3 +139,31 @@ def test_calibration_scenarios_draw_in_range_plants_on_the_presets():
     short = [{"name": f"s{i}", "n_steps": 10 + i} for i in range(2)]
     data = calibration_data("unused.pt", TrustConfig(calibrate_on="pi"), episodes=4, scenarios=short)
     assert data.obs.shape == (4, 12, 8) and list(data.lengths) == [10, 10, 11, 11]
+
+
+def test_supervised_summary_of_comparison_records(tmp_path):
+    from planners.trust_eval import supervised_summary
+
+    def row(sc, first, held, ctrl="eblnn-supervised"):
+        return {"controller": ctrl, "scenario": sc, "trust_first_alarm": str(first), "trust_held_share": str(held)}
+
+    rows = [row("nominal", -1, 0.0), row("nominal", 100, 0.05),            # in range: held share only
+            row("fouling_drift", 90, 0.5), row("fouling_drift", 120, 0.4),  # change at step 85
+            row("fouling_drift", 50, 0.9),                                   # alarmed before the change
+            row("fouled", 25, 0.9), row("fouled", -1, 0.0),                  # static: from the burn-in (20)
+            row("nominal", 0, 1.0, ctrl="pi"), row("my_file", 3, 1.0)]      # other controller, unknown scenario
+    s = supervised_summary(rows, burn_in=20, delay_limit=10)
+    assert set(s) == {"nominal", "fouling_drift", "fouled"}
+    assert s["nominal"]["held_share"] == pytest.approx(0.025) and "detected" not in s["nominal"]
+    d = s["fouling_drift"]
+    assert d["detected"] == pytest.approx(1 / 3) and d["ever"] == pytest.approx(2 / 3) and d["median_delay"] == 20.0
+    assert d["alarmed_before"] == pytest.approx(1 / 3)
+    assert s["fouled"]["detected"] == 0.5 and s["fouled"]["median_delay"] == 5.0
+    csv_path = tmp_path / "episodes.csv"
+    csv_path.write_text("controller,scenario,trust_first_alarm,trust_held_share\n"
+                        "eblnn-supervised,fouled,30,0.5\n")
+    rep = run_trust_report(TrustReportConfig(episodes_csv=str(csv_path), out=str(tmp_path / "o")))
+    assert rep["fouled"]["detected"] == 1.0 and (tmp_path / "o" / "supervised.md").is_file()
+    csv_path.write_text("controller,scenario\npi,fouled\n")
+    with pytest.raises(ValueError, match="no eblnn-supervised rows"):
+        run_trust_report(TrustReportConfig(episodes_csv=str(csv_path)))
