@@ -37,7 +37,7 @@ from furnace_env.physics import FurnaceParams
 
 __all__ = ["Pairs", "NEGATIVE_PLANTS", "HELD_OUT_PLANTS", "MEASURED_CHANNELS", "plant_params",
            "collect_plants", "load_or_collect_plants", "other_plant_path", "other_plants_for", "perturbed_next_pairs", "spliced_pairs", "rollout_pairs",
-           "prediction_error"]
+           "prediction_error", "channel_errors"]
 
 _P = FurnaceParams()
 
@@ -136,12 +136,16 @@ def other_plants_for(cfg, log=print) -> TransitionData | None:
                                   cfg.data_seed + 1000, scenario=dc.scenario, num_envs=dc.num_envs, log=log)
 
 
-def prediction_error(model: EBLNN, pred: Tensor, truth: Tensor) -> Tensor:
-    """RMS over :data:`MEASURED_CHANNELS` of ``pred - truth`` (physical ``[..., 8]``) in one-step delta
-    standard deviations of the model's space ``[...]``."""
+def channel_errors(model: EBLNN, pred: Tensor, truth: Tensor) -> Tensor:
+    """Per measured channel (:data:`MEASURED_CHANNELS`), ``pred - truth`` (physical ``[..., 8]``) in
+    one-step delta standard deviations of the model's space ``[..., C]``."""
     ch = list(MEASURED_CHANNELS)
-    d = (model.to_model_space(pred) - model.to_model_space(truth))[..., ch] / model.delta_std[ch]
-    return d.pow(2).mean(-1).sqrt()
+    return (model.to_model_space(pred) - model.to_model_space(truth))[..., ch] / model.delta_std[ch]
+
+
+def prediction_error(model: EBLNN, pred: Tensor, truth: Tensor) -> Tensor:
+    """RMS over the measured channels of :func:`channel_errors` ``[...]``."""
+    return channel_errors(model, pred, truth).pow(2).mean(-1).sqrt()
 
 
 def _pick(valid: Tensor, n: int, generator: torch.Generator) -> tuple[Tensor, ...]:

@@ -71,7 +71,8 @@ EVAL_SEED0 = 10_000
 
 CONTROLLERS: dict[str, str] = {
     "eblnn-langevin": "EB-LNN world model + Langevin MPC (the project's planner)",
-    "eblnn-beta0": "ablation: Langevin MPC without the energy term (beta = 0)",
+    "eblnn-energy": "Langevin MPC with the learned energy term on (beta = 1; the default plans with beta = 0)",
+    "eblnn-beta0": "Langevin MPC without the energy term (beta = 0, now the default: kept for older commands)",
     "eblnn-nowarm": "ablation: Langevin MPC without warm start",
     "eblnn-nomomentum": "ablation: Langevin MPC without momentum",
     "cem": "iCEM on the same world model, equal compute",
@@ -97,7 +98,7 @@ CONTROLLERS: dict[str, str] = {
 }
 #: Controllers outside the default set (a larger budget, further artefacts, or peers of the issue-21 study).
 EXTRA_CONTROLLERS = ("cem-10x", "eblnn-ensemble", "eblnn-supervised", "physics-mpc", "physics-mpc-backoff",
-                     "pytorch-mppi")
+                     "pytorch-mppi", "eblnn-beta0")
 DEFAULT_CONTROLLERS = [c for c in CONTROLLERS if c not in EXTRA_CONTROLLERS]
 #: Controllers that are a trained stable-baselines3 agent, each its own artefact (``train/baselines.py --algo``).
 SB3_CONTROLLERS = ("ppo", "sac", "ppo-residual", "sac-residual")
@@ -143,7 +144,7 @@ class CompareConfig:
     it is not evaluated."""
     planner_set: list[str] = field(default_factory=list)
     """Options for every world-model planner, ``KEY=VALUE`` (``make_eblnn_planner`` keywords, e.g.
-    ``beta=1 horizon=20``); a variant's own setting wins (``eblnn-beta0`` keeps beta 0)."""
+    ``beta=1 horizon=20``); a variant's own setting wins (``eblnn-energy`` keeps beta 1)."""
     backend: str = "process"
     """Where the episodes run: "process" (a pool of ``workers`` processes on this machine) or "ray"
     (one Ray task per episode on the cluster at ``address``; ``pip install 'furnace-eblnn[ray]'``,
@@ -163,6 +164,7 @@ NAMED_OPTIONS = ("checkpoint", "optimizer")
 #: Planner variants on the world model: optimiser and keyword overrides.
 WORLD_MODEL_VARIANTS: dict[str, dict] = {
     "eblnn-langevin": {"optimizer": "langevin"},
+    "eblnn-energy": {"optimizer": "langevin", "beta": 1.0},
     "eblnn-beta0": {"optimizer": "langevin", "beta": 0.0},
     "eblnn-nowarm": {"optimizer": "langevin", "warm_start": False},
     "eblnn-nomomentum": {"optimizer": "langevin", "momentum": 0.0},

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from eblnn_agent.data import TransitionData
-from eblnn_agent.negatives import MEASURED_CHANNELS
+from eblnn_agent.negatives import MEASURED_CHANNELS, channel_errors
 from furnace_env.control import Controller, one_plant_observation
 from furnace_env.physics import FurnaceParams
 from furnace_env.pi import PIController
@@ -323,14 +323,6 @@ class TrustMonitor:
         self._last_obs = o
         self.t += 1
         return energy.cpu().numpy().astype(np.float64), innov.cpu().numpy().astype(np.float64)
-
-
-def channel_errors(model, pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Per measured channel (:data:`MEASURED_CHANNELS`), ``pred - truth`` in one-step delta standard
-    deviations of the model's space ``[..., C]`` (:func:`~eblnn_agent.negatives.prediction_error` is
-    their RMS)."""
-    ch = list(MEASURED_CHANNELS)
-    return (model.to_model_space(pred) - model.to_model_space(truth))[..., ch] / model.delta_std[ch]
 
 
 class Detector:

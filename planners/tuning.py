@@ -25,10 +25,7 @@ TUNE_SEED0 = 900_100
 
 
 def _default_grid() -> list[str]:
-    from planners.objective import ObjectiveConfig
-
-    beta = ObjectiveConfig().beta
-    return [f"beta={beta / 2:g},{beta:g},{2 * beta:g}"]
+    return ["beta=0,0.5,1"]
 
 
 @dataclass
@@ -39,7 +36,7 @@ class TuneConfig:
     """The world model the planner plans on."""
     grid: list[str] = field(default_factory=_default_grid)
     """``name=v1,v2 ...``: planner options (``make_eblnn_planner`` keywords, dotted names for a section,
-    e.g. ``optimizer.beta``); default: the energy weight beta around its default."""
+    e.g. ``optimizer.beta``); default: the energy weight beta from 0 (the default) to 1."""
     episodes: int = 4
     """Episodes (tuning seeds) per scenario and grid point."""
     steps: int = 120

@@ -185,12 +185,12 @@ def test_planner_set_reaches_every_world_model_planner_but_not_a_variants_own_se
     _tiny_world_model(art / "world_model" / "best.pt", 100)
     _tiny_world_model(art / "online" / "iter_0" / "best.pt", 50)
     (art / "online" / "report.json").write_text("{}")
-    cfg = compare_planners.parse_args(["--controllers", "eblnn-langevin", "eblnn-beta0", "--artifacts", str(art),
+    cfg = compare_planners.parse_args(["--controllers", "eblnn-langevin", "eblnn-beta0", "eblnn-energy", "--artifacts", str(art),
                                        "--no_train", "--planner_set", "beta=3", "horizon=4"])
     from planners.experiment import controller_specs, sample_efficiency_specs
 
     kw = {s.name: s.kwargs for s in controller_specs(cfg)}
-    assert kw["eblnn-langevin"]["beta"] == 3 and kw["eblnn-beta0"]["beta"] == 0.0
+    assert kw["eblnn-langevin"]["beta"] == 3 and kw["eblnn-beta0"]["beta"] == 0.0 and kw["eblnn-energy"]["beta"] == 1.0
     assert kw["eblnn-langevin"]["horizon"] == kw["eblnn-beta0"]["horizon"] == 4
     (online,) = sample_efficiency_specs(cfg)
     assert online.kwargs["beta"] == 3 and online.kwargs["horizon"] == 4

@@ -72,7 +72,7 @@ def test_objective_terms_sum_to_the_objective(model):
     env = gym.make("Furnace-v0")
     obs, _ = env.reset(seed=0)
     u = torch.rand(6, 5, 2, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    for cfg in (ObjectiveConfig(), ObjectiveConfig(beta=0.0, smooth=0.0, terminal_steps=0.0)):
+    for cfg in (ObjectiveConfig(beta=1.0), ObjectiveConfig(beta=0.0, smooth=0.0, terminal_steps=0.0)):
         pm = WorldModelPlanningModel(model, cfg)
         pm.observe(obs)
         parts = pm.make_objective(obs, terms=True)(u)
@@ -250,7 +250,7 @@ def test_ensemble_rejects_bad_members(model):
     with pytest.raises(ValueError, match="kappa"):
         EnsemblePlanningModel([WorldModelPlanningModel(model)], kappa=-1.0)
     with pytest.raises(ValueError, match="share one ObjectiveConfig"):
-        EnsemblePlanningModel([WorldModelPlanningModel(model), WorldModelPlanningModel(model, ObjectiveConfig(beta=0))])
+        EnsemblePlanningModel([WorldModelPlanningModel(model), WorldModelPlanningModel(model, ObjectiveConfig(beta=1))])
 
 
 def test_factory_builds_an_ensemble_from_several_checkpoints(tmp_path, model, second_model):
