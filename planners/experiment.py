@@ -134,6 +134,10 @@ class CompareConfig:
     """Skip controllers whose artefact is missing instead of training it."""
     steps: int = 0
     """Truncate every episode to this many steps (0: the scenario's own length); for smoke tests."""
+    reuse: list[str] = field(default_factory=list)
+    """``episodes.csv`` files of earlier comparisons: a controller (name and training seed) whose every
+    requested episode is recorded there is read, not rerun (every controller is deterministic per
+    seed). Only for records of the same artefacts and code; the env steps must match."""
     sample_efficiency: bool = False
     """Also score every intermediate artefact (world models on smaller datasets, online-loop
     iterations, PPO/SAC checkpoints) against the real env steps it consumed, on every scenario and
@@ -441,6 +445,13 @@ def validate_config(cfg: CompareConfig) -> CompareConfig:
         raise SystemExit(f"--train_seeds {cfg.train_seeds}: must be >= 1")
     if cfg.family and cfg.family not in FAMILIES:
         raise SystemExit(f"--family {cfg.family!r}: not a scenario family; allowed: {', '.join(FAMILIES)}")
+    if cfg.reuse:
+        from planners.report import read_records
+
+        try:
+            read_records(cfg.reuse)
+        except ValueError as err:
+            raise SystemExit(f"--reuse: {err}") from None
     if cfg.paired_focus not in CONTROLLERS:
         raise SystemExit(f"--paired_focus {cfg.paired_focus!r}: not a controller; allowed: {', '.join(CONTROLLERS)}")
     try:
@@ -454,6 +465,31 @@ def validate_config(cfg: CompareConfig) -> CompareConfig:
     except (TypeError, ValueError) as err:
         raise SystemExit(f"--planner_set: {err}") from None
     return cfg
+
+
+def reused_records(cfg: CompareConfig, specs: list[ControllerSpec], scenarios, seeds: list[int]):
+    """``(records read from cfg.reuse, specs still to run)``: a spec is read when every one of its
+    (scenario, seed) episodes is in the files; a recorded episode whose env steps differ from the
+    spec's artefact is refused (another artefact made it)."""
+    if not cfg.reuse:
+        return [], specs
+    from planners.report import read_records
+
+    have = {(r.controller, r.train_seed, r.scenario, r.seed): r for r in read_records(cfg.reuse)}
+    reused, todo = [], []
+    for spec in specs:
+        keys = [(spec.name, spec.train_seed, sc.name, s) for sc in scenarios for s in seeds]
+        if not all(k in have for k in keys):
+            todo.append(spec)
+            continue
+        recs = [have[k] for k in keys]
+        bad = {r.env_steps for r in recs} - {spec.env_steps}
+        if bad:
+            raise SystemExit(f"--reuse: the recorded {spec.name} (training seed {spec.train_seed}) used "
+                             f"{sorted(bad)} env steps, its artefact now {spec.env_steps}: not the same artefact")
+        reused += recs
+        print(f"reusing {len(recs)} recorded episodes of {spec.name} (training seed {spec.train_seed})")
+    return reused, todo
 
 
 def run_comparison(cfg: CompareConfig) -> list[dict]:
@@ -474,6 +510,7 @@ def run_comparison(cfg: CompareConfig) -> list[dict]:
     if not specs:
         raise SystemExit("no controller left to evaluate (every requested one needs a missing artefact)")
     seeds = [EVAL_SEED0 + i for i in range(cfg.seeds)]
+    reused, specs = reused_records(cfg, specs, scenarios, seeds)
     n_tasks = len(specs) * len(scenarios) * len(seeds)
     print(f"evaluating {len(specs)} controllers x {len(scenarios)} scenarios x {len(seeds)} seeds "
           f"= {n_tasks} episodes on {cfg.workers} workers")
@@ -486,9 +523,9 @@ def run_comparison(cfg: CompareConfig) -> list[dict]:
               f"return {rec.metrics['return']:9.1f}  trips {rec.metrics['trips']:.0f}  "
               f"latency {rec.metrics['latency_ms']:.2f} ms", flush=True)
 
-    records = evaluate_controllers(specs, scenarios, seeds, workers=cfg.workers,
-                                   trajectory_seed=seeds[0], progress=progress, backend=cfg.backend,
-                                   address=cfg.address or None)
+    records = reused + (evaluate_controllers(specs, scenarios, seeds, workers=cfg.workers,
+                                             trajectory_seed=seeds[0], progress=progress, backend=cfg.backend,
+                                             address=cfg.address or None) if specs else [])
     rows = [r.row() for r in records]
     write_csv(rows, out / "episodes.csv")
     summary = summarise(records)

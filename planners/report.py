@@ -82,6 +82,36 @@ def write_csv(rows: list[dict], path: Path) -> None:
         w.writerows(rows)
 
 
+#: The identifying columns of an ``episodes.csv`` row (every other column is a metric).
+RECORD_KEYS = ("controller", "train_seed", "scenario", "seed", "env_steps")
+
+
+def read_records(paths) -> list:
+    """:class:`~planners.benchmark.EpisodeRecord` s (metrics only, no trajectory) from ``episodes.csv``
+    files written by :func:`write_csv`; ``ValueError`` naming the file and row for a malformed one."""
+    from planners.benchmark import EpisodeRecord
+
+    out = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise ValueError(f"episodes file {str(path)!r} not found (a comparison's episodes.csv)")
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [k for k in RECORD_KEYS if k not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{str(path)!r} is not a comparison's episodes.csv: no column(s) {missing}")
+            for i, row in enumerate(reader, start=2):
+                try:
+                    metrics = {k: float(v) for k, v in row.items() if k not in RECORD_KEYS and v not in ("", None)}
+                    out.append(EpisodeRecord(row["controller"], row["scenario"], int(row["seed"]), metrics,
+                                             int(float(row["env_steps"])), train_seed=int(row["train_seed"])))
+                except (TypeError, ValueError) as err:
+                    raise ValueError(f"{str(path)!r} line {i}: malformed record ({err})") from err
+                if "return" not in metrics:
+                    raise ValueError(f"{str(path)!r} line {i}: no return")
+    return out
+
+
 def plot_scores(summary: list[dict], path: Path) -> None:
     """Grouped bars: normalised score (or return where no score) per scenario and controller."""
     import matplotlib

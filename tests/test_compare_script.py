@@ -263,3 +263,28 @@ def test_family_test_runs_end_to_end(tmp_path):
     assert all(float(r["steps"]) == 5 for r in rows)
     bad = _run("--family", "eval", "--out", str(tmp_path / "x"), cwd=tmp_path)
     assert bad.returncode != 0 and "'eval'" in bad.stderr and "allowed: tune, test" in bad.stderr
+
+
+def test_reuse_reads_recorded_controllers_and_runs_only_the_new_ones(tmp_path):
+    first = tmp_path / "first"
+    res = _run("--controllers", "pi", "oracle", "--scenario", "nominal", "--seeds", "2", "--steps", "6",
+               "--workers", "1", "--out", str(first), "--no_train", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    again = tmp_path / "again"
+    res = _run("--controllers", "pi", "oracle", "eblnn-beta0", "--scenario", "nominal", "--seeds", "2", "--steps", "6",
+               "--workers", "1", "--out", str(again), "--no_train", "--reuse", str(first / "episodes.csv"),
+               cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "reusing 2 recorded episodes of pi" in res.stdout and "reusing 2 recorded episodes of oracle" in res.stdout
+    assert "oracle " not in "".join(ln for ln in res.stdout.splitlines() if ln.strip().startswith("["))
+    old = {(r["controller"], r["seed"]): r["return"] for r in csv.DictReader((first / "episodes.csv").open())}
+    new = {(r["controller"], r["seed"]): r["return"] for r in csv.DictReader((again / "episodes.csv").open())}
+    assert all(new[k] == v for k, v in old.items())
+    # A seed the file does not hold: that controller runs again.
+    res = _run("--controllers", "pi", "--scenario", "nominal", "--seeds", "3", "--steps", "6", "--workers", "1",
+               "--out", str(tmp_path / "more"), "--no_train", "--reuse", str(first / "episodes.csv"), cwd=tmp_path)
+    assert res.returncode == 0 and "reusing" not in res.stdout
+    (tmp_path / "bad.csv").write_text("controller,scenario\npi,nominal\n")
+    for bad, word in ((str(tmp_path / "none.csv"), "not found"), (str(tmp_path / "bad.csv"), "no column")):
+        res = _run("--controllers", "pi", "--reuse", bad, "--out", str(tmp_path / "x"), cwd=tmp_path)
+        assert res.returncode != 0 and word in res.stderr
