@@ -183,8 +183,13 @@ def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
     if cfg.seeds < 1 or cfg.calibration_episodes < 1 or cfg.delay_limit < 0 or cfg.workers < 0 or cfg.steps < 0:
         raise ValueError(f"seeds={cfg.seeds}, calibration_episodes={cfg.calibration_episodes} must be >= 1, "
                          f"delay_limit={cfg.delay_limit}, workers={cfg.workers} and steps={cfg.steps} >= 0")
+    if not cfg.checkpoints:
+        raise ValueError("checkpoints: give at least one world-model checkpoint")
     options = parse_options(cfg.planner_set)
     scenarios = scenarios_of(cfg.family)
+    if cfg.family == "test" and len(_grid_points(cfg.grid)) > 1:
+        raise ValueError(f"--grid {cfg.grid} on the test family: settings are chosen on the tune family "
+                         f"(--family tune); the test family reports one setting")
     scenarios = _truncated(scenarios, cfg.steps)
     points = _grid_points(cfg.grid) if cfg.grid else [{}]
     configs = [TrustConfig(**pt) for pt in points]  # a bad field or value fails here, before any episode

@@ -59,6 +59,10 @@ def test_bad_settings_fail_before_any_episode(tmp_path):
         run_trust_report(TrustReportConfig(checkpoints=[str(tmp_path / "none.pt")], family="eval"))
     with pytest.raises(ValueError, match="seeds=0"):
         run_trust_report(TrustReportConfig(seeds=0))
+    with pytest.raises(ValueError, match="at least one"):
+        run_trust_report(TrustReportConfig(checkpoints=[]))
+    with pytest.raises(ValueError, match="chosen on the tune family"):
+        run_trust_report(TrustReportConfig(family="test", grid=["window=10,20"]))
 
 
 @pytest.fixture(scope="module")
