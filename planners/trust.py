@@ -555,8 +555,8 @@ def default_calibration_path(checkpoint: str | Path) -> Path:
 
 #: First env seed of the calibration episodes (disjoint from training, tuning and evaluation seeds).
 CALIBRATION_SEED0 = 40_000
-#: Calibration episodes per checkpoint (3 840 validation steps; with ``calibrate_on="planner"`` one MPC
-#: episode each).
+#: Calibration episodes per checkpoint (split evenly over the calibration's scenarios: 3 per preset, about
+#: 3 300 validation steps past the burn-in; with ``calibrate_on="planner"`` one MPC episode each).
 CALIBRATION_EPISODES = 16
 
 
