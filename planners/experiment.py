@@ -531,7 +531,7 @@ def run_comparison(cfg: CompareConfig) -> list[dict]:
     summary = summarise(records)
     table = markdown_table(summary)
     paired = []
-    if any(r.controller == cfg.paired_focus for r in records) and len(specs) > 1:
+    if any(r.controller == cfg.paired_focus for r in records) and len({r.controller for r in records}) > 1:
         paired = paired_differences(records, focus=cfg.paired_focus)
         write_csv(paired, out / "paired.csv")
         table += "\n\n## Paired differences\n\n" + paired_table(paired)

@@ -273,8 +273,9 @@ def test_reuse_reads_recorded_controllers_and_runs_only_the_new_ones(tmp_path):
     again = tmp_path / "again"
     res = _run("--controllers", "pi", "oracle", "eblnn-beta0", "--scenario", "nominal", "--seeds", "2", "--steps", "6",
                "--workers", "1", "--out", str(again), "--no_train", "--reuse", str(first / "episodes.csv"),
-               cwd=tmp_path)
+               "--paired_focus", "pi", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
+    assert (again / "paired.csv").is_file()  # paired on reused records alone
     assert "reusing 2 recorded episodes of pi" in res.stdout and "reusing 2 recorded episodes of oracle" in res.stdout
     assert "oracle " not in "".join(ln for ln in res.stdout.splitlines() if ln.strip().startswith("["))
     old = {(r["controller"], r["seed"]): r["return"] for r in csv.DictReader((first / "episodes.csv").open())}
