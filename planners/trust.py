@@ -56,7 +56,7 @@ from furnace_env.vector import FurnaceVectorEnv
 __all__ = ["TrustConfig", "TrustCalibration", "TrustMonitor", "Detector", "Hysteresis", "calibrate", "raw_stats",
            "alarms", "alarm_history", "step_mask", "detection_delays", "episodes_data", "channel_errors",
            "TrustSupervisedController", "make_supervised_planner", "SCORES", "DETECTORS", "CALIBRATION_SOURCES",
-           "pi_episodes", "planner_episodes", "planner_runs", "calibration_data", "calibration_scenarios", "concat_data",
+           "pi_episodes", "planner_runs", "calibration_data", "calibration_scenarios", "concat_data",
            "CALIBRATION_MIXES", "calibrate_checkpoint", "default_calibration_path", "CALIBRATION_SEED0", "CALIBRATION_EPISODES",
            "FORMAT"]
 
@@ -452,19 +452,13 @@ def detection_delays(alarm: np.ndarray, change_step: int) -> list[int | None]:
 
 def episodes_data(episodes: Sequence[Any]) -> TransitionData:
     """Recorded closed-loop episodes (:class:`~planners.evaluation.Episode`: what the controller saw and
-    did) as :class:`TransitionData`, padded to the longest (the last observation repeated)."""
+    did) as :class:`TransitionData`, padded to the longest (:func:`concat_data`)."""
     if not episodes:
         raise ValueError("episodes_data: no episodes")
-    t_n = max(len(ep.actions) for ep in episodes)
-    n = len(episodes)
-    obs = np.zeros((n, t_n + 1, 8), dtype=np.float32)
-    act = np.zeros((n, t_n, 2), dtype=np.float32)
-    lengths = np.array([len(ep.actions) for ep in episodes], dtype=np.int64)
-    for i, ep in enumerate(episodes):
-        k = lengths[i]
-        obs[i, :k + 1], act[i, :k] = ep.obs, ep.actions
-        obs[i, k + 1:] = ep.obs[-1]
-    return TransitionData(obs, act, lengths, np.zeros(n, dtype=np.int8), {"controller": "closed loop"})
+    return concat_data([TransitionData(np.asarray(ep.obs, dtype=np.float32)[None],
+                                       np.asarray(ep.actions, dtype=np.float32)[None],
+                                       np.array([len(ep.actions)], dtype=np.int64), np.zeros(1, dtype=np.int8),
+                                       {"controller": "closed loop"}) for ep in episodes])
 
 
 class TrustSupervisedController(Controller):
@@ -560,15 +554,10 @@ CALIBRATION_SEED0 = 40_000
 CALIBRATION_EPISODES = 16
 
 
-def planner_episodes(checkpoint: str | Path, seeds: Sequence[int], scenario: Any = "train_mix",
-                     planner_options: dict | None = None, workers: int = 2) -> TransitionData:
-    """Closed-loop episodes of the (unsupervised) EB-LNN planner on ``checkpoint``, one per env seed."""
-    return planner_runs(checkpoint, [scenario], seeds, planner_options, workers)[get_scenario(scenario).name]
-
-
 def planner_runs(checkpoint: str | Path, scenarios: Sequence[Any], seeds: Sequence[int],
                  planner_options: dict | None = None, workers: int = 2) -> dict[str, TransitionData]:
-    """:func:`planner_episodes` of several scenarios in one pool of ``workers`` processes, by scenario name."""
+    """Closed-loop episodes of the (unsupervised) EB-LNN planner on ``checkpoint`` with ``planner_options``,
+    one per scenario and env seed, in one pool of ``workers`` processes; by scenario name."""
     from planners.benchmark import ControllerSpec, evaluate_controllers
 
     spec = ControllerSpec("eblnn", "planners.factories:make_eblnn_planner",

@@ -35,7 +35,7 @@ import numpy as np
 
 from eblnn_agent.data import TransitionData
 from furnace_env.scenarios import FAMILIES, Scenario, get_scenario, out_of_range_step
-from planners.trust import CALIBRATION_EPISODES
+from planners.trust import CALIBRATION_EPISODES, detection_delays
 
 __all__ = ["TrustReportConfig", "held_out_changes", "scenario_measures", "run_trust_report", "supervised_summary",
            "CHANGE_AT_S", "EVAL_SEED0"]
@@ -108,11 +108,7 @@ def scenario_measures(alarm: np.ndarray, lengths: np.ndarray, change_step: int |
                            "false_alarm_share": float(alarm[in_range].mean()) if in_range.any() else None}
     if change_step is None:
         return out
-    ref = max(change_step, burn_in)
-    delays = []
-    for row, n in zip(alarm, lengths, strict=True):
-        hits = np.flatnonzero(row[ref:n])
-        delays.append(int(hits[0]) if hits.size else None)
+    delays = detection_delays(alarm & inside, max(change_step, burn_in))
     found = [d for d in delays if d is not None]
     out.update(delays=delays, detected=float(np.mean([d is not None and d <= delay_limit for d in delays])),
                ever=float(len(found) / len(delays)), median_delay=float(np.median(found)) if found else None)
@@ -145,21 +141,6 @@ def _tag(options: dict, steps: int) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps([sorted(options.items()), steps], default=str).encode()).hexdigest()[:8]
-
-
-def _load(path: Path) -> TransitionData:
-    with np.load(path) as z:
-        return TransitionData(z["obs"], z["actions"], z["lengths"], z["behaviour"], {"cached": str(path)})
-
-
-def _save(path: Path, data: TransitionData) -> None:
-    from eblnn_agent.utils import atomic_write
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a path
-            np.savez(f, obs=data.obs, actions=data.actions, lengths=data.lengths, behaviour=data.behaviour)
-
-    atomic_write(path, write)
 
 
 def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
@@ -212,8 +193,8 @@ def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
         if todo:
             log(f"{ck}: {len(todo)} scenarios x {len(seeds)} planner episodes")
             for name, data in planner_runs(ck, todo, seeds, options, workers=cfg.workers).items():
-                _save(paths[name], data)
-        runs = {sc.name: _load(paths[sc.name]) for sc in scenarios}
+                data.save(paths[name])
+        runs = {sc.name: TransitionData.load(paths[sc.name]) for sc in scenarios}
         sources: dict[tuple[str, str], TransitionData] = {}
         memo: dict[tuple, tuple] = {}
         for i, tc in enumerate(configs):
@@ -222,9 +203,9 @@ def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
                 path = cache / f"{key}_calibration_{'_'.join(src)}_{cfg.calibration_episodes}_{_tag(options, cfg.steps)}.npz"
                 if not path.is_file():
                     log(f"{ck}: calibration episodes ({src[0]} on {src[1]})")
-                    _save(path, calibration_data(ck, tc, cfg.calibration_episodes, options, cfg.workers,
-                                                 _truncated(calibration_scenarios(tc.calibration_mix), cfg.steps)))
-                sources[src] = _load(path)
+                    calibration_data(ck, tc, cfg.calibration_episodes, options, cfg.workers,
+                                     _truncated(calibration_scenarios(tc.calibration_mix), cfg.steps)).save(path)
+                sources[src] = TransitionData.load(path)
             cal_src = sources[src]
             cal = calibrate(model, cal_src, tc, source=str(ck),
                             stats=_memo_stats(memo, model, f"calibration {src}", cal_src, tc))
