@@ -5,7 +5,10 @@ One section per class: (1) stepping past an episode's end and the registered tim
 (4) damaged checkpoints; (5) ``--resume``; (6) scenario, parameter and file values;
 (7) command-line values refused before any work; (8) torch threads of an in-process evaluation;
 (9) bad action batches in vector envs; (10) file modes, numba's cache, the W&B mode line, and
-one-line script errors. Every test is fast (tiny models, a few env steps).
+one-line script errors; (11) surfaces added since: numpy values in scenarios, the env's ``params`` and
+``weights``, ``--reuse`` episode files and their atomic writing, the trust-supervised controller, its
+monitor and calibration files, the physics MPC's filter and the planners' options. Every test is fast
+(tiny models, a few env steps).
 """
 
 from __future__ import annotations
@@ -570,3 +573,29 @@ def test_an_unknown_scenario_on_the_command_line_is_one_line():
     assert out.returncode == 2
     assert "Traceback" not in out.stderr and "nope" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+# -- 11. surfaces since issue 19: scenario plants, trust monitor, --reuse, physics MPC ------------------------
+@pytest.mark.parametrize("suffix", ["yaml", "json"])
+@pytest.mark.parametrize("field,value", [
+    ("setpoint", np.float32(900.0)), ("load_wander_tau", np.int64(60)), ("sensor_noise", np.bool_(False)),
+    ("plant", {"ua": np.float32(140.0)}), ("plant", {"ua": np.array([140.0, 160.0])}),
+])
+def test_numpy_scenario_values_are_stored_as_python_numbers_and_round_trip(tmp_path, suffix, field, value):
+    from furnace_env.scenarios import save_scenario
+
+    sc = Scenario.from_dict({"name": "np", field: value})
+    path = tmp_path / f"np.{suffix}"
+    save_scenario(sc, path)  # a numpy scalar kept in the scenario made yaml and json fail here
+    assert load_scenario(path) == sc
+
+
+@pytest.mark.parametrize("kw", [{"params": {"ua": 100.0}}, {"params": "nominal"}, {"weights": {"co_limit": 100.0}}])
+@pytest.mark.parametrize("kind", ["make", "vector"])
+def test_env_params_and_weights_must_be_their_dataclasses(kw, kind):
+    (name,) = kw
+    with pytest.raises(ValueError, match=f"{name}=.*must be None .* or a"):
+        if kind == "make":
+            gym.make("Furnace-v0", scenario={"name": "p", "plant": {"t_amb": [10.0, 40.0]}}, **kw)
+        else:
+            FurnaceVectorEnv(2, **kw)
