@@ -449,7 +449,7 @@ def validate_config(cfg: CompareConfig) -> CompareConfig:
         from planners.report import read_records
 
         try:
-            read_records(cfg.reuse)
+            read_records(cfg.reuse, n_steps={sc.name: sc.n_steps for sc in comparison_scenarios(cfg)})
         except ValueError as err:
             raise SystemExit(f"--reuse: {err}") from None
     if cfg.paired_focus not in CONTROLLERS:
@@ -475,7 +475,8 @@ def reused_records(cfg: CompareConfig, specs: list[ControllerSpec], scenarios, s
         return [], specs
     from planners.report import read_records
 
-    have = {(r.controller, r.train_seed, r.scenario, r.seed): r for r in read_records(cfg.reuse)}
+    n_steps = {sc.name: sc.n_steps for sc in scenarios}
+    have = {(r.controller, r.train_seed, r.scenario, r.seed): r for r in read_records(cfg.reuse, n_steps=n_steps)}
     reused, todo = [], []
     for spec in specs:
         keys = [(spec.name, spec.train_seed, sc.name, s) for sc in scenarios for s in seeds]
@@ -492,6 +493,14 @@ def reused_records(cfg: CompareConfig, specs: list[ControllerSpec], scenarios, s
     return reused, todo
 
 
+def comparison_scenarios(cfg: CompareConfig) -> list:
+    """The scenarios a comparison runs: ``--family``'s or ``--scenario``'s, each cut to ``--steps`` if set."""
+    scenarios = []
+    for sc in family_scenarios(cfg.family) if cfg.family else map(get_scenario, cfg.scenario):
+        scenarios.append(replace(sc, n_steps=min(cfg.steps, sc.n_steps)) if cfg.steps else sc)
+    return scenarios
+
+
 def run_comparison(cfg: CompareConfig) -> list[dict]:
     """Train what is missing, evaluate every controller on every scenario and seed, write the reports.
 
@@ -500,11 +509,7 @@ def run_comparison(cfg: CompareConfig) -> list[dict]:
     """
     out = Path(cfg.out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    scenarios = []
-    for sc in family_scenarios(cfg.family) if cfg.family else map(get_scenario, cfg.scenario):
-        if cfg.steps:
-            sc = replace(sc, n_steps=min(cfg.steps, sc.n_steps))
-        scenarios.append(sc)
+    scenarios = comparison_scenarios(cfg)
     train_missing(cfg, needed_artefacts(cfg))
     specs = controller_specs(cfg)
     if not specs:

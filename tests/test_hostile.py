@@ -599,3 +599,61 @@ def test_env_params_and_weights_must_be_their_dataclasses(kw, kind):
             gym.make("Furnace-v0", scenario={"name": "p", "plant": {"t_amb": [10.0, 40.0]}}, **kw)
         else:
             FurnaceVectorEnv(2, **kw)
+
+
+_HEADER = "controller,train_seed,scenario,seed,env_steps,return,steps,trips\n"
+_ROW = "pi,0,nominal,10000,0,-123.5,6,0\n"
+BAD_EPISODES = {
+    "nan_return": (_HEADER + "pi,0,nominal,10000,0,nan,6,0\n", "return='nan'"),
+    "inf_return": (_HEADER + "pi,0,nominal,10000,0,inf,6,0\n", "return='inf'"),
+    "inf_env_steps": (_HEADER + "pi,0,nominal,10000,inf,-1,6,0\n", "env_steps='inf'"),
+    "fractional_seed": (_HEADER + "pi,0,nominal,10000.5,0,-1,6,0\n", "seed='10000.5'"),
+    "cut_off": (_HEADER + _ROW + "pi,0,nominal,10001,0,-12", "cut off"),
+    "two_returns": (_HEADER + _ROW + "pi,0,nominal,10000,0,-99.0,6,0\n", "two different records"),
+    "header_only": (_HEADER, "no records"),
+    "repeated_column": (_HEADER.replace("trips", "return") + _ROW, "more than once"),
+    "not_utf8": (b"\xff\xfe" + _HEADER.encode(), "not a readable CSV"),
+    "other_steps": (_HEADER + "pi,0,nominal,10000,0,-1,240,0\n", "another --steps"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_EPISODES))
+def test_reuse_refuses_damaged_or_mismatched_episodes_before_any_work(monkeypatch, tmp_path, case):
+    import planners.experiment as experiment
+
+    monkeypatch.setattr(experiment, "train_missing", lambda *a, **k: pytest.fail("trained before checking --reuse"))
+    content, problem = BAD_EPISODES[case]
+    path = tmp_path / "episodes.csv"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(SystemExit) as err:
+        _compare_parse(["--controllers", "pi", "--scenario", "nominal", "--steps", "6", "--reuse", str(path)])
+    assert str(path) in str(err.value) and problem in str(err.value)
+
+
+def test_reuse_reads_an_episode_repeated_across_files_once(tmp_path):
+    from planners.report import read_records
+
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text(_HEADER + _ROW)
+    b.write_text(_HEADER + _ROW + "oracle,0,nominal,10000,0,-100,6,0\n")
+    recs = read_records([a, b], n_steps={"nominal": 6})
+    assert [(r.controller, r.metrics["return"]) for r in recs] == [("pi", -123.5), ("oracle", -100.0)]
+    with pytest.raises(ValueError, match="is a directory"):
+        read_records([tmp_path])
+
+
+def test_an_interrupted_csv_write_keeps_the_previous_file(tmp_path):
+    from planners.report import write_csv
+
+    path = tmp_path / "episodes.csv"
+    write_csv([{"controller": "pi", "return": 1.0}], path)
+    before = path.read_bytes()
+
+    class Unprintable:
+        def __str__(self):
+            raise KeyboardInterrupt  # as a comparison killed while it writes
+
+    with pytest.raises(KeyboardInterrupt):
+        write_csv([{"controller": "pi", "return": 2.0}, {"controller": "oracle", "return": Unprintable()}], path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["episodes.csv"]  # no temporary file left behind
