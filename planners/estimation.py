@@ -51,9 +51,10 @@ from typing import NamedTuple
 import numpy as np
 from filterpy.kalman import MerweScaledSigmaPoints, UnscentedKalmanFilter
 
+from furnace_env.control import one_plant_observation
 from furnace_env.cost import CostWeights
 from furnace_env.env import NOISE_ABS, NOISE_REL
-from furnace_env.physics import FurnaceParams, FurnaceSim, co_ppm, flue_o2
+from furnace_env.physics import N_OBS, FurnaceParams, FurnaceSim, co_ppm, flue_o2, is_real
 from furnace_env.scenarios import LOAD_REF
 from planners.physics_objective import PhysicsSnapshot
 
@@ -136,26 +137,28 @@ class EstimatorConfig:
     def __post_init__(self) -> None:
         for name in ("load_walk", "quality_walk", "leak_walk", "alpha"):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+            if not (is_real(v) and math.isfinite(v) and v > 0):
                 raise ValueError(f"EstimatorConfig.{name}={v!r} must be finite and > 0")
         if self.alpha > 1.0:
             raise ValueError(f"EstimatorConfig.alpha={self.alpha!r} must lie in (0, 1]")
         for name in ("beta", "kappa"):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v)):
+            if not (is_real(v) and math.isfinite(v)):
                 raise ValueError(f"EstimatorConfig.{name}={v!r} must be finite")
         lengths = {"state_walk": 6, "init_std": 9, "sensor_abs": N_MEAS, "sensor_rel": N_MEAS,
                    "sensor_floor": N_MEAS}
         for name, n in lengths.items():
             v = getattr(self, name)
-            if len(v) != n or not all(isinstance(x, int | float) and math.isfinite(x) and x >= 0 for x in v):
+            if (not isinstance(v, list | tuple | np.ndarray) or len(v) != n
+                    or not all(is_real(x) and math.isfinite(x) and x >= 0 for x in v)):
                 raise ValueError(f"EstimatorConfig.{name}={v!r} must be {n} finite numbers >= 0")
+            object.__setattr__(self, name, tuple(float(x) for x in v))  # hashable and comparable, as a frozen config is
         for name in ("state_walk", "init_std", "sensor_floor"):
             if min(getattr(self, name)) <= 0:
                 raise ValueError(f"EstimatorConfig.{name}={getattr(self, name)!r}: every entry must be > 0")
-        if not _QUALITY_RANGE[0] <= self.quality0 <= _QUALITY_RANGE[1]:
+        if not (is_real(self.quality0) and _QUALITY_RANGE[0] <= self.quality0 <= _QUALITY_RANGE[1]):
             raise ValueError(f"EstimatorConfig.quality0={self.quality0!r} outside {list(_QUALITY_RANGE)}")
-        if not _LEAK_RANGE_KG_S[0] <= self.leak0 <= _LEAK_RANGE_KG_S[1]:
+        if not (is_real(self.leak0) and _LEAK_RANGE_KG_S[0] <= self.leak0 <= _LEAK_RANGE_KG_S[1]):
             raise ValueError(f"EstimatorConfig.leak0={self.leak0!r} kg/s outside {list(_LEAK_RANGE_KG_S)}")
 
     @classmethod
@@ -235,9 +238,9 @@ class FurnaceUKF:
     def step(self, obs: np.ndarray) -> None:
         """Filter one observation ``[8]`` of Furnace-v0 (its channels 6 and 7 are the commands of the
         step that led to it, the filter's input)."""
-        o = np.asarray(obs, dtype=np.float64).reshape(-1)
-        if o.shape[0] < 8 or not np.isfinite(o).all():
-            raise ValueError(f"observation {obs!r}: expected 8 finite Furnace-v0 channels")
+        # Exactly one finite observation of the 8 channels, checked before the filter moves (a longer
+        # vector or a batch would otherwise be read by position, silently).
+        o = one_plant_observation(obs, "FurnaceUKF", obs_dim=N_OBS)
         if not self.initialised:
             self._initialise(o)
         else:

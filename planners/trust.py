@@ -48,7 +48,8 @@ import torch
 from eblnn_agent.data import TransitionData
 from eblnn_agent.negatives import MEASURED_CHANNELS, channel_errors
 from furnace_env.control import Controller, one_plant_observation
-from furnace_env.physics import FurnaceParams
+from furnace_env.env import validate_action, validate_observation
+from furnace_env.physics import FurnaceParams, is_real
 from furnace_env.pi import PIController
 from furnace_env.scenarios import Scenario, get_scenario
 from furnace_env.vector import FurnaceVectorEnv
@@ -128,11 +129,13 @@ class TrustConfig:
             raise ValueError(f"TrustConfig.burn_in={self.burn_in!r} must be an integer >= 0")
         for name, lo, hi in (("cusum_drift", 0.0, 10.0), ("clip", 0.5, 100.0), ("release_growth", 1.0, 100.0)):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi):
+            if not (is_real(v) and math.isfinite(v) and lo <= v <= hi):
                 raise ValueError(f"TrustConfig.{name}={v!r} must be a number in [{lo}, {hi}]")
-        if not 0.0 < self.false_alarm_target < 0.5:
+        # The type first: a string from a hand-edited calibration file would otherwise fail the
+        # comparison with a TypeError that names neither the field nor the allowed range.
+        if not (is_real(self.false_alarm_target) and 0.0 < self.false_alarm_target < 0.5):
             raise ValueError(f"TrustConfig.false_alarm_target={self.false_alarm_target!r} must lie in (0, 0.5)")
-        if not 0.5 <= self.release_quantile < 1.0:
+        if not (is_real(self.release_quantile) and 0.5 <= self.release_quantile < 1.0):
             raise ValueError(f"TrustConfig.release_quantile={self.release_quantile!r} must lie in [0.5, 1)")
 
 
@@ -170,7 +173,7 @@ class TrustCalibration:
         for name in ("energy_mean", "energy_std", "innovation_mean", "innovation_std", "threshold", "release",
                      "false_alarm_share"):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
+            if not (is_real(v) and math.isfinite(v)):
                 raise ValueError(f"TrustCalibration.{name}={v!r} must be a finite number")
         for name in ("energy_std", "innovation_std"):
             if getattr(self, name) <= 0:
@@ -181,9 +184,10 @@ class TrustCalibration:
             raise ValueError(f"TrustCalibration.n_steps={self.n_steps!r} must be an integer >= 0")
         if not 0.0 <= self.false_alarm_share <= 1.0:
             raise ValueError(f"TrustCalibration.false_alarm_share={self.false_alarm_share!r} must lie in [0, 1]")
-        scale = tuple(self.channel_scale)
-        if len(scale) != len(MEASURED_CHANNELS) or not all(
-                isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in scale):
+        if not isinstance(self.source, str):
+            raise ValueError(f"TrustCalibration.source={self.source!r} must be a string")
+        scale = tuple(self.channel_scale) if isinstance(self.channel_scale, list | tuple) else ()
+        if len(scale) != len(MEASURED_CHANNELS) or not all(is_real(v) and math.isfinite(v) and v > 0 for v in scale):
             raise ValueError(f"TrustCalibration.channel_scale={self.channel_scale!r} must be "
                              f"{len(MEASURED_CHANNELS)} positive numbers")
         object.__setattr__(self, "channel_scale", tuple(float(v) for v in scale))
@@ -298,19 +302,24 @@ class TrustMonitor:
         """Consume observations ``[N, 8]`` (and the actions ``[N, 2]`` applied before them); returns this
         step's ``(energy [N], innovation [N, C])``."""
         m = self.model
-        o = torch.as_tensor(np.atleast_2d(np.asarray(obs, dtype=np.float64)), dtype=self.dtype, device=self.device)
-        n = o.shape[0]
+        # Everything is checked before the filter moves: a wrong-width or non-finite reading (or a
+        # change of batch size mid-episode) would otherwise enter the state and break every later step.
+        o_np = validate_observation(obs, obs_dim=m.obs_dim)[0]
+        n = o_np.shape[0]
+        if self._h is not None:
+            if n != self._h.shape[0]:
+                raise ValueError(f"update: {n} observations, but this episode follows {self._h.shape[0]} plants "
+                                 "(reset() starts an episode with another number)")
+            if prev_action is None:
+                raise ValueError("update: prev_action is required after the first step of an episode")
+            a_np = validate_action(np.atleast_2d(prev_action), n)
+        o = torch.as_tensor(o_np, dtype=self.dtype, device=self.device)
         energy = o.new_full((n,), float("nan"))
         innov = o.new_full((n, len(MEASURED_CHANNELS)), float("nan"))
         if self._h is None:
             self._h = m.initial_state(n).to(self.device, self.dtype)
         else:
-            if prev_action is None:
-                raise ValueError("update: prev_action is required after the first step of an episode")
-            a = torch.as_tensor(np.atleast_2d(np.asarray(prev_action, dtype=np.float64)), dtype=self.dtype,
-                                device=self.device)
-            if a.shape != (n, 2):
-                raise ValueError(f"prev_action of shape {tuple(a.shape)}; expected ({n}, 2)")
+            a = torch.as_tensor(a_np, dtype=self.dtype, device=self.device)
             obs_s, h_s, _ = self._hist[-1]
             self._hist[-1] = (obs_s, h_s, a)
             self._h = m.step(self._last_obs, a, self._h)
@@ -497,7 +506,8 @@ class TrustSupervisedController(Controller):
         self.alarms = 0
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        obs = one_plant_observation(obs, "TrustSupervisedController")[None]
+        # The model's width, checked here: the monitor and the inner planner both keep state.
+        obs = one_plant_observation(obs, "TrustSupervisedController", obs_dim=self.monitor.model.obs_dim)[None]
         e, i = self.monitor.update(obs, self._last_action)
         score = float(self.detector.step(self.cal.score(e, i))[0])
         was = bool(self.alarm.on[0])

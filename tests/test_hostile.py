@@ -657,3 +657,116 @@ def test_an_interrupted_csv_write_keeps_the_previous_file(tmp_path):
         write_csv([{"controller": "pi", "return": 2.0}, {"controller": "oracle", "return": Unprintable()}], path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["episodes.csv"]  # no temporary file left behind
+
+
+def _supervised_controller():
+    from furnace_env.pi import PIController
+    from planners.trust import (
+        TrustCalibration,
+        TrustConfig,
+        TrustMonitor,
+        TrustSupervisedController,
+    )
+
+    ctrl, inner_state = _world_model_controller()
+    cfg = TrustConfig(window=2, kstep=2, burn_in=1, raise_steps=1, release_steps=1)
+    cal = TrustCalibration(cfg, energy_mean=0.0, energy_std=1.0, channel_scale=(1.0,) * 5, innovation_mean=0.0,
+                           innovation_std=1.0, threshold=1.0, release=0.0, false_alarm_share=0.0, n_steps=0)
+    sup = TrustSupervisedController(ctrl, TrustMonitor(ctrl.model.model, cfg), cal, PIController(), log=None)
+
+    def state_of(c):
+        m = c.monitor
+        return (*inner_state(c.inner), m._h.clone(), torch.tensor(m.t), torch.tensor(len(m._hist)),
+                np.asarray(c.scores), c.alarm.on.copy(), np.asarray(c.detector._window))
+    return sup, state_of
+
+
+def _physics_mpc_controller():
+    from planners.physics_mpc import make_physics_mpc
+
+    env = gym.make("Furnace-v0", scenario=SHORT)
+    c = make_physics_mpc(env, horizon=3, n_candidates=4, iterations=1)
+    return c, lambda c: (c.model.estimator.ukf.x.copy(), c.model.estimator.ukf.P.copy(),
+                         np.array(c.model.estimator.n_updates), c.generator.get_state().clone())
+
+
+SINCE_CONTROLLERS = {"supervised": _supervised_controller, "physics-mpc": _physics_mpc_controller}
+SINCE_BAD_OBS = {**BAD_OBS, "long": np.zeros(9), "two_plants": np.stack([GOOD_OBS, GOOD_OBS])}
+
+
+@pytest.mark.parametrize("bad", list(SINCE_BAD_OBS))
+@pytest.mark.parametrize("name", list(SINCE_CONTROLLERS))
+def test_controllers_since_issue_19_refuse_bad_observations_before_any_state_changes(name, bad):
+    ctrl, state_of = SINCE_CONTROLLERS[name]()
+    ctrl.predict(GOOD_OBS)
+    ctrl.predict(GOOD_OBS + 1)
+    before = state_of(ctrl)
+    with pytest.raises(ValueError, match="observation"):
+        ctrl.predict(SINCE_BAD_OBS[bad])
+    for a, b in zip(before, state_of(ctrl), strict=True):
+        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else np.array_equal(a, b)
+    action, _ = ctrl.predict(GOOD_OBS)  # still usable
+    assert np.isfinite(action).all()
+
+
+@pytest.mark.parametrize("obs,prev,match", [
+    (np.full((1, 8), np.nan), np.zeros((1, 2)), "non-finite"), (np.zeros((1, 7)), np.zeros((1, 2)), "shape"),
+    (GOOD_OBS[None], np.full((1, 2), np.nan), "action"), (np.stack([GOOD_OBS, GOOD_OBS]), np.zeros((2, 2)), "2 observations"),
+])
+def test_the_trust_monitor_checks_its_inputs_before_its_filter_moves(obs, prev, match):
+    sup, _ = _supervised_controller()
+    mon = sup.monitor
+    mon.update(GOOD_OBS[None], None)
+    mon.update(GOOD_OBS[None] + 1, np.zeros((1, 2)))
+    h, t, n = mon._h.clone(), mon.t, len(mon._hist)
+    with pytest.raises(ValueError, match=match):
+        mon.update(obs, prev)
+    assert torch.equal(mon._h, h) and (mon.t, len(mon._hist)) == (t, n)
+    mon.update(GOOD_OBS[None], np.zeros((1, 2)))  # still usable
+
+
+@pytest.mark.parametrize("where,key,value", [
+    ("top", "channel_scale", [True] * 5), ("top", "source", 5), ("config", "false_alarm_target", "0.01"),
+    ("config", "release_quantile", "0.9"),
+])
+def test_hand_edited_trust_calibrations_are_refused_naming_the_field(tmp_path, where, key, value):
+    import json
+
+    from planners.trust import TrustCalibration, TrustConfig
+
+    cal = TrustCalibration(TrustConfig(), energy_mean=0.0, energy_std=1.0, channel_scale=(1.0,) * 5,
+                           innovation_mean=0.0, innovation_std=1.0, threshold=1.0, release=0.0,
+                           false_alarm_share=0.0, n_steps=0)
+    path = cal.save(tmp_path / "trust_calibration.json")
+    d = json.loads(path.read_text())
+    (d if where == "top" else d["config"])[key] = value
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=rf"{path}.*{key}"):
+        TrustCalibration.load(path)
+
+
+@pytest.mark.parametrize("where,kw", [
+    ("estimation:EstimatorConfig", {"load_walk": True}), ("estimation:EstimatorConfig", {"quality0": "1"}),
+    ("estimation:EstimatorConfig", {"state_walk": 5}), ("physics_mpc:PhysicsMPCConfig", {"smooth": True}),
+    ("physics_mpc:PhysicsMPCConfig", {"trip_penalty": "5"}), ("physics_mpc:PhysicsMPCConfig", {"excess_air": (0.1, np.inf)}),
+    ("physics_mpc:PhysicsMPCConfig", {"excess_air": (0.1,)}), ("external_mppi:PyTorchMPPIConfig", {"sigma": True}),
+])
+def test_planner_options_are_refused_at_construction_naming_the_value(where, kw):
+    import importlib
+
+    module, cls = where.split(":")
+    (name,) = kw
+    with pytest.raises(ValueError, match=rf"{cls}\.{name}="):
+        getattr(importlib.import_module(f"planners.{module}"), cls)(**kw)
+
+
+@pytest.mark.parametrize("bad", [np.zeros(9), np.stack([GOOD_OBS, GOOD_OBS]), "hot"])
+def test_the_ukf_reads_exactly_one_observation_of_eight_channels(bad):
+    from planners.estimation import FurnaceUKF
+
+    ukf = FurnaceUKF()
+    ukf.step(GOOD_OBS)
+    x, n = ukf.ukf.x.copy(), ukf.n_updates
+    with pytest.raises(ValueError, match=r"observation.*\(8,\)|one plant"):
+        ukf.step(bad)
+    assert np.array_equal(ukf.ukf.x, x) and ukf.n_updates == n
