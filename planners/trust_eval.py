@@ -126,7 +126,8 @@ def _memo_stats(memo: dict, model, name: str, data: TransitionData, tc) -> tuple
 
 
 def _truncated(scenarios: list[Scenario], steps: int) -> list[Scenario]:
-    return [dataclasses.replace(sc, n_steps=steps) for sc in scenarios] if steps else scenarios
+    # Truncate only (as the comparison's --steps): a longer episode than the scenario's is another scenario.
+    return [dataclasses.replace(sc, n_steps=min(steps, sc.n_steps)) for sc in scenarios] if steps else scenarios
 
 
 def _grid_points(grid: list[str]) -> list[dict[str, Any]]:
@@ -148,7 +149,8 @@ def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
     import hashlib
 
     from eblnn_agent.checkpoint import load_checkpoint
-    from planners.factories import parse_options
+    from eblnn_agent.utils import check_writable_dir
+    from planners.factories import planner_options
     from planners.trust import (
         TrustConfig,
         alarm_history,
@@ -166,14 +168,19 @@ def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
                          f"delay_limit={cfg.delay_limit}, workers={cfg.workers} and steps={cfg.steps} >= 0")
     if not cfg.checkpoints:
         raise ValueError("checkpoints: give at least one world-model checkpoint")
-    options = parse_options(cfg.planner_set)
+    options = planner_options(cfg.planner_set)
     scenarios = scenarios_of(cfg.family)
     if cfg.family == "test" and len(_grid_points(cfg.grid)) > 1:
         raise ValueError(f"--grid {cfg.grid} on the test family: settings are chosen on the tune family "
                          f"(--family tune); the test family reports one setting")
     scenarios = _truncated(scenarios, cfg.steps)
     points = _grid_points(cfg.grid) if cfg.grid else [{}]
-    configs = [TrustConfig(**pt) for pt in points]  # a bad field or value fails here, before any episode
+    unknown = sorted({k for pt in points for k in pt} - {f.name for f in dataclasses.fields(TrustConfig)})
+    if unknown:
+        raise ValueError(f"--grid: unknown TrustConfig field(s) {unknown}; allowed: "
+                         f"{[f.name for f in dataclasses.fields(TrustConfig)]}")
+    configs = [TrustConfig(**pt) for pt in points]  # a bad value fails here, before any episode
+    check_writable_dir(cfg.out, "--out")  # the episode cache and the report go there
     ckpts = [Path(c) for c in cfg.checkpoints]
     for c in ckpts:
         if not c.is_file():

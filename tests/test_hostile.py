@@ -770,3 +770,51 @@ def test_the_ukf_reads_exactly_one_observation_of_eight_channels(bad):
     with pytest.raises(ValueError, match=r"observation.*\(8,\)|one plant"):
         ukf.step(bad)
     assert np.array_equal(ukf.ukf.x, x) and ukf.n_updates == n
+
+
+def _fail(*a, **k):
+    raise AssertionError("started work before checking the settings")
+
+
+@pytest.mark.parametrize("kw,named", [
+    ({"grid": ["vibes=1,2"]}, "vibes"), ({"grid": ["score=energy", "score=innovation"], "family": "test"}, "twice"),
+    ({"planner_set": ["bogus=1"]}, "bogus"), ({"planner_set": ["checkpoint=other.pt"]}, "checkpoint"),
+    ({"out": "a_file"}, "--out"),
+])
+def test_trust_report_settings_are_refused_before_any_episode(monkeypatch, tmp_path, kw, named):
+    import eblnn_agent.checkpoint
+    import planners.trust as trust
+    from planners.trust_eval import TrustReportConfig, run_trust_report
+
+    monkeypatch.setattr(trust, "planner_runs", _fail)
+    monkeypatch.setattr(eblnn_agent.checkpoint, "load_checkpoint", _fail)
+    (tmp_path / "a_file").write_text("x")
+    kw = {**kw, "out": str(tmp_path / kw.get("out", "report"))}
+    with pytest.raises(ValueError, match=named):
+        run_trust_report(TrustReportConfig(checkpoints=[str(tmp_path / "missing.pt")], **kw), log=None)
+
+
+def test_trust_report_steps_only_truncate():
+    from planners.trust_eval import _truncated
+
+    assert [sc.n_steps for sc in _truncated([get_scenario("nominal"), Scenario(n_steps=5)], 50)] == [50, 5]
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--workers", "-3"], "--workers"), (["--planner_set", "bogus=1"], "bogus"),
+    (["--planner_set", "checkpoint=other.pt"], "checkpoint"),
+    (["--planner_set", "horizon=5", "--calibrate_on", "pi"], "--calibrate_on planner only"),
+    (["--episodes", "1"], "is a directory"),
+])
+def test_calibrate_trust_flags_are_refused_before_any_episode(monkeypatch, capsys, tmp_path, argv, named):
+    sys.path.insert(0, str(ROOT / "evaluate"))
+    import calibrate_trust
+
+    monkeypatch.setattr(calibrate_trust, "calibrate_checkpoint", _fail)
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes(b"only its existence is checked first")
+    if named == "is a directory":
+        (tmp_path / "trust_calibration.json").mkdir()  # where the calibration would be written
+    with pytest.raises(SystemExit):
+        calibrate_trust.main(["--checkpoint", str(ckpt), *argv])
+    assert named in capsys.readouterr().err
