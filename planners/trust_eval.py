@@ -323,18 +323,21 @@ def supervised_summary(rows: list[dict[str, Any]], burn_in: int, delay_limit: in
 
 
 def _supervised_report(cfg: TrustReportConfig, log) -> dict[str, Any]:
-    import csv
-
+    from planners.report import read_records
     from planners.trust import TrustConfig
 
     path = Path(cfg.episodes_csv)
     if not path.is_file():
         raise FileNotFoundError(f"episodes_csv {str(path)!r} not found (a comparison's episodes.csv)")
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    if not any(r.get("controller") == "eblnn-supervised" for r in rows):
+    # The comparison's strict reader: a cut-off row or a NaN share is refused, naming the file and line.
+    rows = [r.row() for r in read_records([path])]
+    ours = [r for r in rows if r["controller"] == "eblnn-supervised"]
+    if not ours:
         raise ValueError(f"{str(path)!r} has no eblnn-supervised rows; run the comparison with "
                          f"--controllers eblnn-supervised ...")
+    lacking = sorted({k for r in ours for k in ("trust_first_alarm", "trust_held_share") if k not in r})
+    if lacking:
+        raise ValueError(f"{str(path)!r}: eblnn-supervised rows without {lacking} (written by an older comparison?)")
     summary = supervised_summary(rows, TrustConfig().burn_in, cfg.delay_limit)
     lines = [f"# eblnn-supervised in closed loop ({path})", "",
              f"Held: share of steps PI held control (on an in-range plant every alarm is false; goal <= 1 %). "

@@ -818,3 +818,18 @@ def test_calibrate_trust_flags_are_refused_before_any_episode(monkeypatch, capsy
     with pytest.raises(SystemExit):
         calibrate_trust.main(["--checkpoint", str(ckpt), *argv])
     assert named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("row,problem", [
+    ("eblnn-supervised,0,fouled,10000,0,-5.0,30,nan\n", "trust_held_share='nan'"),
+    ("eblnn-supervised,0,fouled,10000,0,-5.0,30", "cut off"),
+    ("eblnn-supervised,0,fouled,10000,0,-5.0,,\n", "without"),
+], ids=["nan_share", "cut_off", "no_trust_columns"])
+def test_the_supervised_report_reads_episodes_strictly(tmp_path, row, problem):
+    from planners.trust_eval import TrustReportConfig, run_trust_report
+
+    path = tmp_path / "episodes.csv"
+    path.write_text("controller,train_seed,scenario,seed,env_steps,return,trust_first_alarm,trust_held_share\n" + row)
+    with pytest.raises(ValueError, match=problem) as err:
+        run_trust_report(TrustReportConfig(episodes_csv=str(path), out=str(tmp_path / "o")), log=None)
+    assert str(path) in str(err.value) and not (tmp_path / "o").exists()
