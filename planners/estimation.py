@@ -53,8 +53,16 @@ from filterpy.kalman import MerweScaledSigmaPoints, UnscentedKalmanFilter
 
 from furnace_env.control import one_plant_observation
 from furnace_env.cost import CostWeights
-from furnace_env.env import NOISE_ABS, NOISE_REL
-from furnace_env.physics import N_OBS, FurnaceParams, FurnaceSim, co_ppm, flue_o2, is_real
+from furnace_env.env import NOISE_ABS, NOISE_REL, observation_bounds
+from furnace_env.physics import (
+    N_OBS,
+    OBS_NAMES,
+    FurnaceParams,
+    FurnaceSim,
+    co_ppm,
+    flue_o2,
+    is_real,
+)
 from furnace_env.scenarios import LOAD_REF
 from planners.physics_objective import PhysicsSnapshot
 
@@ -206,6 +214,7 @@ class FurnaceUKF:
         self.ukf = _BatchUKF(dim_x=self.dim, dim_z=N_MEAS, dt=p.dt, hx=self._hx, fx=self._fx, points=points)
         self._sim = FurnaceSim(points.num_sigmas(), self.params, weights if weights is not None else CostWeights())
         self._walk = self._process_std() ** 2
+        self._low, self._high = observation_bounds(p)
         self.reset()
 
     # -- layout ------------------------------------------------------------------------------------
@@ -239,15 +248,30 @@ class FurnaceUKF:
         """Filter one observation ``[8]`` of Furnace-v0 (its channels 6 and 7 are the commands of the
         step that led to it, the filter's input)."""
         # Exactly one finite observation of the 8 channels, checked before the filter moves (a longer
-        # vector or a batch would otherwise be read by position, silently).
+        # vector or a batch would otherwise be read by position, silently), within the instrument
+        # ranges Furnace-v0 clips its readings to: a reading such as 1e30 degC is not a measurement,
+        # and would leave an estimate whose next prediction overflows.
         o = one_plant_observation(obs, "FurnaceUKF", obs_dim=N_OBS)
-        if not self.initialised:
-            self._initialise(o)
-        else:
-            self.ukf.predict(cmd=o[6:8])
-            self.k += self.params.n_substeps
-        self.ukf.update(self._z(o), R=self._R(o))
-        self._project()
+        out = np.flatnonzero((o.astype(np.float32) < self._low) | (o.astype(np.float32) > self._high))
+        if out.size:
+            raise ValueError(f"observation {o.tolist()}: {[OBS_NAMES[j] for j in out]} outside the instrument "
+                             f"ranges [{self._low.tolist()}, {self._high.tolist()}] of the filter's plant")
+        saved = (self.ukf.x.copy(), self.ukf.P.copy(), self.k, self.initialised)
+        try:
+            if not self.initialised:
+                self._initialise(o)
+            else:
+                self.ukf.predict(cmd=o[6:8])
+                self.k += self.params.n_substeps
+            self.ukf.update(self._z(o), R=self._R(o))
+            self._project()
+            if not (np.isfinite(self.ukf.x).all() and np.isfinite(self.ukf.P).all()):
+                raise FloatingPointError("non-finite estimate")
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:
+            # Left as it was: a failed step must not leave half an update (a predicted but not corrected state).
+            self.ukf.x, self.ukf.P, self.k, self.initialised = saved
+            raise ValueError(f"observation {o.tolist()}: the filter's update failed ({type(err).__name__}: {err}); "
+                             "the estimate is left as it was") from err
         lam = self.burner_lambda()
         self.rich_time = self.rich_time + self.params.dt if lam < 1.0 else 0.0
         self.n_updates += 1

@@ -833,3 +833,32 @@ def test_the_supervised_report_reads_episodes_strictly(tmp_path, row, problem):
     with pytest.raises(ValueError, match=problem) as err:
         run_trust_report(TrustReportConfig(episodes_csv=str(path), out=str(tmp_path / "o")), log=None)
     assert str(path) in str(err.value) and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("channel,value", [(0, 1e30), (2, 1e6), (3, -20.0), (6, 50.0)])
+def test_the_ukf_refuses_readings_outside_the_instrument_ranges_and_stays_usable(channel, value):
+    from planners.estimation import FurnaceUKF
+
+    ukf = FurnaceUKF()
+    ukf.step(GOOD_OBS)
+    ukf.step(GOOD_OBS)
+    x, p = ukf.ukf.x.copy(), ukf.ukf.P.copy()
+    bad = GOOD_OBS.astype(np.float64).copy()
+    bad[channel] = value
+    with pytest.raises(ValueError, match="instrument ranges"):
+        ukf.step(bad)  # 1e30 degC used to pass, and the next, good, step failed inside scipy
+    assert np.array_equal(ukf.ukf.x, x) and np.array_equal(ukf.ukf.P, p)
+    ukf.step(GOOD_OBS)
+    assert np.isfinite(ukf.ukf.x).all()
+
+
+def test_a_failed_ukf_update_leaves_no_half_step(monkeypatch):
+    from planners.estimation import FurnaceUKF
+
+    ukf = FurnaceUKF()
+    ukf.step(GOOD_OBS)
+    x, p, k = ukf.ukf.x.copy(), ukf.ukf.P.copy(), ukf.k
+    monkeypatch.setattr(ukf.ukf, "update", lambda *a, **kw: (_ for _ in ()).throw(np.linalg.LinAlgError("not PD")))
+    with pytest.raises(ValueError, match="update failed"):
+        ukf.step(GOOD_OBS)  # the predict had moved x, P and k
+    assert np.array_equal(ukf.ukf.x, x) and np.array_equal(ukf.ukf.P, p) and ukf.k == k
