@@ -33,6 +33,7 @@ Alarms are logged under ``planner/trust`` (console and the controller's :meth:`s
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -508,28 +509,37 @@ class TrustSupervisedController(Controller):
     def act(self, obs: np.ndarray) -> np.ndarray:
         # The model's width, checked here: the monitor and the inner planner both keep state.
         obs = one_plant_observation(obs, "TrustSupervisedController", obs_dim=self.monitor.model.obs_dim)[None]
-        e, i = self.monitor.update(obs, self._last_action)
-        score = float(self.detector.step(self.cal.score(e, i))[0])
-        was = bool(self.alarm.on[0])
-        on = bool(self.alarm.step(np.array([score]))[0])
+        # The inner planner refuses some observations only after the monitor has consumed them (its own
+        # state left as it was): undo this step's monitor, detector, alarm and PI moves then too.
+        saved = _attributes((self, self.monitor, self.detector, self.alarm, self.pi))
+        try:
+            e, i = self.monitor.update(obs, self._last_action)
+            score = float(self.detector.step(self.cal.score(e, i))[0])
+            was = bool(self.alarm.on[0])
+            on = bool(self.alarm.step(np.array([score]))[0])
+            if on and not was:
+                self.alarms += 1
+                if self._last_action is not None:
+                    self.pi.handover(obs, self._last_action)
+            if on:
+                action = self.pi.act(obs)
+                track = getattr(self.inner, "track", None)
+                if callable(track):
+                    track(obs[0], action[0])
+                else:
+                    self.inner.act(obs)
+            else:
+                action = self.inner.act(obs)
+            action = np.clip(np.asarray(action, dtype=np.float64).reshape(1, 2), -1.0, 1.0)
+        except BaseException:
+            for obj, attrs in saved:
+                vars(obj).update(attrs)
+            raise
         step = len(self.held)
         if on and not was:
-            self.alarms += 1
-            if self._last_action is not None:
-                self.pi.handover(obs, self._last_action)
             self._say(f"planner/trust: alarm at step {step} (score {score:.2f} > {self.cal.threshold:.2f}); PI holds control")
         elif was and not on:
             self._say(f"planner/trust: trust returned at step {step} (score {score:.2f}); model-based control resumes")
-        if on:
-            action = self.pi.act(obs)
-            track = getattr(self.inner, "track", None)
-            if callable(track):
-                track(obs[0], action[0])
-            else:
-                self.inner.act(obs)
-        else:
-            action = self.inner.act(obs)
-        action = np.clip(np.asarray(action, dtype=np.float64).reshape(1, 2), -1.0, 1.0)
         self._last_action = action
         self.held.append(on)
         self.scores.append(score)
@@ -550,6 +560,13 @@ class TrustSupervisedController(Controller):
         """For the episode record: which steps PI held control, the score per step, the alarm count."""
         return {"trust_held": np.asarray(self.held, dtype=bool), "trust_score": np.asarray(self.scores),
                 "trust_alarms": self.alarms}
+
+
+def _attributes(objs) -> list[tuple[Any, dict[str, Any]]]:
+    """``(object, attributes)`` records to undo a step that failed half-way. Shallow: the monitor, the
+    detector, the hysteresis and PI replace their arrays and tensors at each step; the deques they
+    append to (the monitor's history, the window) are copied."""
+    return [(o, {k: copy.copy(v) if isinstance(v, deque) else v for k, v in vars(o).items()}) for o in objs]
 
 
 def default_calibration_path(checkpoint: str | Path) -> Path:

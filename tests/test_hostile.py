@@ -659,7 +659,7 @@ def test_an_interrupted_csv_write_keeps_the_previous_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["episodes.csv"]  # no temporary file left behind
 
 
-def _supervised_controller():
+def _supervised_controller(threshold: float = 1.0):
     from furnace_env.pi import PIController
     from planners.trust import (
         TrustCalibration,
@@ -671,7 +671,8 @@ def _supervised_controller():
     ctrl, inner_state = _world_model_controller()
     cfg = TrustConfig(window=2, kstep=2, burn_in=1, raise_steps=1, release_steps=1)
     cal = TrustCalibration(cfg, energy_mean=0.0, energy_std=1.0, channel_scale=(1.0,) * 5, innovation_mean=0.0,
-                           innovation_std=1.0, threshold=1.0, release=0.0, false_alarm_share=0.0, n_steps=0)
+                           innovation_std=1.0, threshold=threshold, release=threshold - 1.0, false_alarm_share=0.0,
+                           n_steps=0)
     sup = TrustSupervisedController(ctrl, TrustMonitor(ctrl.model.model, cfg), cal, PIController(), log=None)
 
     def state_of(c):
@@ -862,3 +863,27 @@ def test_a_failed_ukf_update_leaves_no_half_step(monkeypatch):
     with pytest.raises(ValueError, match="update failed"):
         ukf.step(GOOD_OBS)  # the predict had moved x, P and k
     assert np.array_equal(ukf.ukf.x, x) and np.array_equal(ukf.ukf.P, p) and ukf.k == k
+
+
+@pytest.mark.parametrize("path", ["planner_acts", "pi_holds"])
+def test_a_step_the_inner_planner_refuses_leaves_the_supervisor_as_it_was(monkeypatch, path):
+    threshold = 1e6 if path == "planner_acts" else -10.0  # -10: the alarm is on from the second step
+    ref, _ = _supervised_controller(threshold)
+    sup, _ = _supervised_controller(threshold)
+    seq = [GOOD_OBS, GOOD_OBS + 1, GOOD_OBS + 2, GOOD_OBS + 3]
+    want = [ref.predict(o)[0] for o in seq]
+    got = [sup.predict(o)[0] for o in seq[:2]]
+    method = "act" if path == "planner_acts" else "track"
+    real = getattr(sup.inner, method)
+
+    def refuse(*a, **k):
+        raise ValueError("the planner refuses this observation (its state left as it was)")
+
+    monkeypatch.setattr(sup.inner, method, refuse)
+    with pytest.raises(ValueError, match="refuses"):
+        sup.predict(GOOD_OBS + 50)
+    monkeypatch.setattr(sup.inner, method, real)
+    got += [sup.predict(o)[0] for o in seq[2:]]
+    np.testing.assert_array_equal(np.array(got), np.array(want))  # as if the refused step never happened
+    assert sup.scores == ref.scores and sup.held == ref.held and sup.alarms == ref.alarms
+    assert any(sup.held) == (path == "pi_holds")
