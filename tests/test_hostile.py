@@ -887,3 +887,24 @@ def test_a_step_the_inner_planner_refuses_leaves_the_supervisor_as_it_was(monkey
     np.testing.assert_array_equal(np.array(got), np.array(want))  # as if the refused step never happened
     assert sup.scores == ref.scores and sup.held == ref.held and sup.alarms == ref.alarms
     assert any(sup.held) == (path == "pi_holds")
+
+
+@pytest.mark.parametrize("kw,name", [
+    ({"kp": True}, "kp"), ({"excess_air": float("nan")}, "excess_air"), ({"co_gain": "0.02"}, "co_gain"),
+    ({"o2_sp_slope": float("inf")}, "o2_sp_slope"), ({"trim_limits": (0.9,)}, "trim_limits"),
+])
+def test_pi_gains_are_checked_at_construction(kw, name):
+    from furnace_env.pi import PIConfig
+    from planners.residual import residual_from_record
+
+    with pytest.raises(ValueError, match=f"PIConfig.{name}="):
+        PIConfig(**kw)
+    with pytest.raises(ValueError, match=f"PIConfig.{name}="):  # as a residual agent's zip carries them
+        residual_from_record({"bound": 0.1, "pi": kw})
+
+
+def test_a_boolean_residual_bound_is_refused():
+    from planners.residual import ResidualPI
+
+    with pytest.raises(ValueError, match="bound=True"):
+        ResidualPI(bound=True)
