@@ -38,7 +38,7 @@ from planners.benchmark import (
     train_seed_scores,
     train_seed_table,
 )
-from planners.factories import PlannerConfig, parse_options
+from planners.factories import parse_options, planner_options
 from planners.report import plot_sample_efficiency, plot_scores, sample_efficiency_points, write_csv
 
 __all__ = [
@@ -455,13 +455,7 @@ def validate_config(cfg: CompareConfig) -> CompareConfig:
     if cfg.paired_focus not in CONTROLLERS:
         raise SystemExit(f"--paired_focus {cfg.paired_focus!r}: not a controller; allowed: {', '.join(CONTROLLERS)}")
     try:
-        named = sorted(set(cfg.planner_options) & set(NAMED_OPTIONS))
-    except ValueError as err:
-        raise SystemExit(f"--planner_set: {err}") from None
-    if named:
-        raise SystemExit(f"--planner_set {named}: set by the controller's name (--controllers), not here")
-    try:
-        PlannerConfig.from_options(**cfg.planner_options)
+        planner_options(cfg.planner_set, NAMED_OPTIONS, "the controller's name (--controllers)")
     except (TypeError, ValueError) as err:
         raise SystemExit(f"--planner_set: {err}") from None
     return cfg

@@ -219,15 +219,15 @@ def parse_options(items) -> dict:
     return options
 
 
-def planner_options(items, named: Sequence[str] = ("checkpoint",)) -> dict:
+def planner_options(items, named: Sequence[str] = ("checkpoint",), set_by: str = "the script's own flags") -> dict:
     """:func:`parse_options`, checked in full now (:meth:`PlannerConfig.from_options`): a script that
     hands the options to episode workers must refuse an unknown name or a bad value before the first
-    episode, not inside a worker. ``named``: options the caller sets itself (e.g. the checkpoint),
-    refused here rather than silently overriding it. ``ValueError`` naming the option otherwise."""
+    episode, not inside a worker. ``named``: options the caller sets itself (``set_by`` says how, e.g.
+    the checkpoint), refused here rather than silently overriding it. ``ValueError`` naming the option."""
     options = parse_options(items)
     clash = sorted(set(options) & set(named))
     if clash:
-        raise ValueError(f"planner option(s) {clash} are set by the script itself (its own flags), not here")
+        raise ValueError(f"planner option(s) {clash} are set by {set_by}, not here")
     PlannerConfig.from_options(**options)
     return options
 
