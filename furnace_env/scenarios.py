@@ -169,7 +169,8 @@ class Scenario:
     drawn uniformly from the env's ``np_random`` at every reset. Stored as sorted pairs."""
     plant_events: tuple[PlantEvent, ...] = ()
     """Plant changes during the episode, ``(time_s, field, value[, ramp_s])`` (see
-    :data:`PlantEvent`), applied at control-step resolution and never jittered (hidden)."""
+    :data:`PlantEvent`), applied at control-step resolution and never jittered (hidden); at most one
+    change of a field at any one time."""
 
     def __post_init__(self) -> None:
         # Each check is a small module-level helper, so that new fields add one line each.
@@ -372,6 +373,14 @@ def _check_plant(sc: Scenario) -> None:
             if not (_is_number(x) and x >= 0):
                 raise ValueError(f"Scenario {sc.name!r}: plant_events {what} {x!r} in {ev!r} must be finite and >= 0 s")
         out.append((float(t), name, _plant_value(sc, "plant_events", name, value), float(ramp)))
+    # Two changes of one field at one time: events are applied in time order, so which one wins would
+    # depend on their values, not on the order the file gives them in.
+    seen = {}
+    for ev in out:
+        if ev[:2] in seen:
+            raise ValueError(f"Scenario {sc.name!r}: plant_events {list(seen[ev[:2]])} and {list(ev)} change "
+                             f"{ev[1]!r} at the same time {ev[0]:g} s; give one")
+        seen[ev[:2]] = ev
     object.__setattr__(sc, "plant_events", tuple(out))
 
 

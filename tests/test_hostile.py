@@ -908,3 +908,12 @@ def test_a_boolean_residual_bound_is_refused():
 
     with pytest.raises(ValueError, match="bound=True"):
         ResidualPI(bound=True)
+
+
+@pytest.mark.parametrize("events", [
+    [[100.0, "ua", 120.0], [100.0, "ua", 180.0]], [[100.0, "ua", 180.0, 50.0], [100.0, "ua", 120.0]],
+])
+def test_two_changes_of_one_plant_field_at_one_time_are_refused(events):
+    with pytest.raises(ValueError, match="'ua' at the same time 100 s"):
+        Scenario.from_dict({"name": "twice", "plant_events": events})
+    Scenario.from_dict({"name": "apart", "plant_events": [[100.0, "ua", 120.0], [100.0, "o2_knee", 2.5]]})
