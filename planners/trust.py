@@ -318,18 +318,29 @@ class TrustMonitor:
         energy = o.new_full((n,), float("nan"))
         innov = o.new_full((n, len(MEASURED_CHANNELS)), float("nan"))
         if self._h is None:
-            self._h = m.initial_state(n).to(self.device, self.dtype)
+            h = m.initial_state(n).to(self.device, self.dtype)
+            hist = list(self._hist)
         else:
             a = torch.as_tensor(a_np, dtype=self.dtype, device=self.device)
             obs_s, h_s, _ = self._hist[-1]
-            self._hist[-1] = (obs_s, h_s, a)
-            self._h = m.step(self._last_obs, a, self._h)
-            energy = m.energy(self._h)
-            if len(self._hist) == self.cfg.kstep:
-                o0, h0, _ = self._hist[0]
-                acts = torch.stack([x[2] for x in self._hist], dim=1)
+            hist = [*list(self._hist)[:-1], (obs_s, h_s, a)]
+            h = m.step(self._last_obs, a, self._h)
+            energy = m.energy(h)
+            if len(hist) == self.cfg.kstep:
+                o0, h0, _ = hist[0]
+                acts = torch.stack([x[2] for x in hist], dim=1)
                 innov = channel_errors(m, m.rollout(o0, h0, acts).obs[:, -1], o).pow(2)
-        self._hist.append((o, self._h, None))
+        # Committed only when finite: a reading beyond the model's float range (1e300 degC) would
+        # otherwise leave a NaN state whose NaN scores count as neutral, i.e. as trust, for the rest
+        # of the episode.
+        finite = bool(torch.isfinite(o).all() and torch.isfinite(h).all())
+        if not (finite and (self._h is None or bool(torch.isfinite(energy).all()))):
+            raise ValueError(f"update: the monitor's filtered state turned non-finite on observation "
+                             f"{o_np.tolist()}; the monitor is left as it was (check the observation's scale)")
+        self._hist.clear()
+        self._hist.extend(hist)
+        self._hist.append((o, h, None))
+        self._h = h
         self._last_obs = o
         self.t += 1
         return energy.cpu().numpy().astype(np.float64), innov.cpu().numpy().astype(np.float64)

@@ -917,3 +917,17 @@ def test_two_changes_of_one_plant_field_at_one_time_are_refused(events):
     with pytest.raises(ValueError, match="'ua' at the same time 100 s"):
         Scenario.from_dict({"name": "twice", "plant_events": events})
     Scenario.from_dict({"name": "apart", "plant_events": [[100.0, "ua", 120.0], [100.0, "o2_knee", 2.5]]})
+
+
+def test_the_trust_monitor_never_turns_nan_silently():
+    sup, _ = _supervised_controller()
+    mon = sup.monitor
+    for k in range(4):
+        mon.update(GOOD_OBS[None] + k, None if k == 0 else np.zeros((1, 2)))
+    h, t = mon._h.clone(), mon.t
+    huge = GOOD_OBS.astype(np.float64) * 1e300  # finite, but beyond the model's float32
+    with pytest.raises(ValueError, match="non-finite"):
+        mon.update(huge[None], np.zeros((1, 2)))  # its NaN scores used to count as neutral, i.e. as trust
+    assert torch.equal(mon._h, h) and mon.t == t
+    energy, _ = mon.update(GOOD_OBS[None], np.zeros((1, 2)))
+    assert np.isfinite(energy).all()
