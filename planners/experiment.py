@@ -345,13 +345,24 @@ def controller_specs(cfg: CompareConfig) -> list[ControllerSpec]:
                                             {"checkpoint": tuple(str(p) for p in paths), **cfg.planner_options,
                                              **WORLD_MODEL_VARIANTS[name]}, env_steps=steps.pop()))
         elif name == "eblnn-supervised":
-            from planners.trust import calibrate_checkpoint, default_calibration_path
+            from planners.trust import (
+                calibrate_checkpoint,
+                default_calibration_path,
+                load_calibration_for,
+            )
 
             for k in range(cfg.train_seeds):
                 path = ensure_artefact(cfg, seeded("world_model", k))
                 if path is None:
                     continue
-                if not default_calibration_path(path).is_file():  # once per checkpoint, stored beside it
+                current = default_calibration_path(path).is_file()  # once per checkpoint, stored beside it
+                if current:
+                    try:
+                        load_calibration_for(path)
+                    except ValueError as err:  # another model's (a retrained checkpoint) or damaged
+                        print(f"recalibrating: {err}")
+                        current = False
+                if not current:
                     calibrate_checkpoint(path, planner_options=cfg.planner_options, workers=cfg.workers)
                 kw = {"checkpoint": str(path), **cfg.planner_options, **WORLD_MODEL_VARIANTS[name]}
                 specs.append(ControllerSpec(name, "planners.trust:make_supervised_planner", kw,

@@ -59,8 +59,8 @@ __all__ = ["TrustConfig", "TrustCalibration", "TrustMonitor", "Detector", "Hyste
            "alarms", "alarm_history", "step_mask", "detection_delays", "episodes_data", "channel_errors",
            "TrustSupervisedController", "make_supervised_planner", "SCORES", "DETECTORS", "CALIBRATION_SOURCES",
            "pi_episodes", "planner_runs", "calibration_data", "calibration_scenarios", "concat_data",
-           "CALIBRATION_MIXES", "calibrate_checkpoint", "default_calibration_path", "CALIBRATION_SEED0", "CALIBRATION_EPISODES",
-           "FORMAT"]
+           "CALIBRATION_MIXES", "calibrate_checkpoint", "default_calibration_path", "load_calibration_for",
+           "CALIBRATION_SEED0", "CALIBRATION_EPISODES", "FORMAT"]
 
 #: The trust scores: the per-step energy, the per-step k-step innovation, or the mean of both (standardised).
 SCORES = ("energy", "innovation", "combined")
@@ -167,6 +167,10 @@ class TrustCalibration:
     """Validation steps it was calibrated on."""
     source: str = ""
     """What it was calibrated on (checkpoint, data)."""
+    checkpoint_sha256: str = ""
+    """Content digest of the world model it was calibrated for (the checkpoint's ``sha256``, see
+    :mod:`eblnn_agent.checkpoint`); a supervised planner refuses another model. Empty: not recorded
+    (files written before the field; :func:`calibrate_checkpoint` always records it)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, TrustConfig):
@@ -185,8 +189,9 @@ class TrustCalibration:
             raise ValueError(f"TrustCalibration.n_steps={self.n_steps!r} must be an integer >= 0")
         if not 0.0 <= self.false_alarm_share <= 1.0:
             raise ValueError(f"TrustCalibration.false_alarm_share={self.false_alarm_share!r} must lie in [0, 1]")
-        if not isinstance(self.source, str):
-            raise ValueError(f"TrustCalibration.source={self.source!r} must be a string")
+        for name in ("source", "checkpoint_sha256"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"TrustCalibration.{name}={getattr(self, name)!r} must be a string")
         scale = tuple(self.channel_scale) if isinstance(self.channel_scale, list | tuple) else ()
         if len(scale) != len(MEASURED_CHANNELS) or not all(is_real(v) and math.isfinite(v) and v > 0 for v in scale):
             raise ValueError(f"TrustCalibration.channel_scale={self.channel_scale!r} must be "
@@ -651,7 +656,7 @@ def calibrate_checkpoint(checkpoint: str | Path, config: TrustConfig | None = No
     """Calibrate on in-distribution validation episodes (:func:`calibration_data`) and store the result
     beside the checkpoint. (The world model's own validation split mixes in random-action episodes,
     far from closed-loop operation, which would set the threshold too high to detect anything.)"""
-    from eblnn_agent.checkpoint import load_checkpoint
+    from eblnn_agent.checkpoint import load_checkpoint, read_checkpoint
 
     cfg = config if config is not None else TrustConfig()
     model, _, _ = load_checkpoint(Path(checkpoint), device="cpu")
@@ -661,10 +666,27 @@ def calibrate_checkpoint(checkpoint: str | Path, config: TrustConfig | None = No
     where = cfg.calibration_mix if scenarios is None else "given scenarios"
     cal = calibrate(model, data, cfg, source=f"{checkpoint}: {what} on {where}, {len(data.lengths)} episodes, "
                                              f"seeds from {CALIBRATION_SEED0}")
+    cal = dataclasses.replace(cal, checkpoint_sha256=str(read_checkpoint(checkpoint).get("sha256", "")))
     cal.save(default_calibration_path(checkpoint))
     if log is not None:
         log(f"trust calibration: threshold {cal.threshold:.3f}, release {cal.release:.3f}, "
             f"{cal.false_alarm_share:.2%} of {cal.n_steps} validation steps alarmed -> {default_calibration_path(checkpoint)}")
+    return cal
+
+
+def load_calibration_for(checkpoint: str | Path, path: str | Path | None = None) -> TrustCalibration:
+    """The calibration at ``path`` (default: beside ``checkpoint``), refused (``ValueError``) when it records
+    another world model than ``checkpoint``: one left beside a retrained checkpoint would standardise
+    another model's energies, silently."""
+    from eblnn_agent.checkpoint import read_checkpoint
+
+    path = Path(path) if path is not None else default_calibration_path(checkpoint)
+    cal = TrustCalibration.load(path)
+    digest = str(read_checkpoint(checkpoint).get("sha256", ""))
+    if cal.checkpoint_sha256 and cal.checkpoint_sha256 != digest:
+        raise ValueError(f"trust calibration {str(path)!r} was made for another world model (sha256 "
+                         f"{cal.checkpoint_sha256[:12]}..., {str(checkpoint)!r} is {digest[:12]}...); recalibrate "
+                         f"with python evaluate/calibrate_trust.py --checkpoint {checkpoint}")
     return cal
 
 
@@ -684,7 +706,7 @@ def make_supervised_planner(env, checkpoint: str, calibration: str | None = None
     if not cal_path.is_file():
         raise FileNotFoundError(f"no trust calibration at {str(cal_path)!r}; make it with "
                                 f"python evaluate/calibrate_trust.py --checkpoint {checkpoint}")
-    cal = TrustCalibration.load(cal_path)
+    cal = load_calibration_for(checkpoint, cal_path)
     inner = make_eblnn_planner(env, checkpoint, **planner_kwargs)
     model, _, _ = load_checkpoint(Path(checkpoint), device="cpu")
     model.eval()

@@ -931,3 +931,53 @@ def test_the_trust_monitor_never_turns_nan_silently():
     assert torch.equal(mon._h, h) and mon.t == t
     energy, _ = mon.update(GOOD_OBS[None], np.zeros((1, 2)))
     assert np.isfinite(energy).all()
+
+
+def test_a_calibration_of_another_world_model_is_refused(checkpoint, tmp_path):
+    import shutil
+
+    from planners.trust import (
+        TrustCalibration,
+        TrustConfig,
+        calibrate_checkpoint,
+        make_supervised_planner,
+    )
+
+    ckpt = tmp_path / "best.pt"
+    shutil.copy(checkpoint, ckpt)
+    cal = calibrate_checkpoint(ckpt, TrustConfig(calibrate_on="pi", burn_in=2, kstep=2), episodes=1,
+                               scenarios=[{"name": "cal", "n_steps": 30}], log=None)
+    assert len(cal.checkpoint_sha256) == 64 and TrustCalibration.load(tmp_path / "trust_calibration.json") == cal
+    env = gym.make("Furnace-v0", scenario=SHORT)
+    make_supervised_planner(env, str(ckpt), log=False)  # its own calibration
+    # The world model retrained (here: other weights), its old calibration still beside it.
+    torch.manual_seed(1)
+    cfg = WorldModelRunConfig(model=ModelConfig(hidden_size=8, backbone_units=8, physics_hidden_dims=[8],
+                                                ebm_hidden_dims=[8]))
+    save_checkpoint(ckpt, EBLNN(cfg.model), cfg, {"env_steps": 1})
+    with pytest.raises(ValueError, match="another world model"):
+        make_supervised_planner(env, str(ckpt), log=False)
+
+
+@pytest.mark.parametrize("recorded", ["another", "same"])
+def test_the_comparison_recalibrates_a_calibration_of_another_world_model(checkpoint, tmp_path, monkeypatch, recorded):
+    import shutil
+
+    import planners.trust as trust
+    from eblnn_agent.checkpoint import read_checkpoint
+    from planners.experiment import CompareConfig, controller_specs
+
+    ckpt = tmp_path / "art" / "world_model" / "best.pt"
+    ckpt.parent.mkdir(parents=True)
+    shutil.copy(checkpoint, ckpt)
+    digest = "0" * 64 if recorded == "another" else read_checkpoint(ckpt)["sha256"]
+    trust.TrustCalibration(trust.TrustConfig(), energy_mean=0.0, energy_std=1.0, channel_scale=(1.0,) * 5,
+                           innovation_mean=0.0, innovation_std=1.0, threshold=1.0, release=0.0,
+                           false_alarm_share=0.0, n_steps=0, checkpoint_sha256=digest).save(
+        trust.default_calibration_path(ckpt))
+    calls = []
+    monkeypatch.setattr(trust, "calibrate_checkpoint", lambda path, **kw: calls.append(Path(path)))
+    specs = controller_specs(CompareConfig(controllers=["eblnn-supervised"], artifacts=str(tmp_path / "art"),
+                                           no_train=True))
+    assert [s.name for s in specs] == ["eblnn-supervised"]
+    assert calls == ([ckpt] if recorded == "another" else [])  # a stale calibration used to be kept
