@@ -656,7 +656,7 @@ def calibrate_checkpoint(checkpoint: str | Path, config: TrustConfig | None = No
     """Calibrate on in-distribution validation episodes (:func:`calibration_data`) and store the result
     beside the checkpoint. (The world model's own validation split mixes in random-action episodes,
     far from closed-loop operation, which would set the threshold too high to detect anything.)"""
-    from eblnn_agent.checkpoint import load_checkpoint, read_checkpoint
+    from eblnn_agent.checkpoint import checkpoint_digest, load_checkpoint
 
     cfg = config if config is not None else TrustConfig()
     model, _, _ = load_checkpoint(Path(checkpoint), device="cpu")
@@ -666,7 +666,7 @@ def calibrate_checkpoint(checkpoint: str | Path, config: TrustConfig | None = No
     where = cfg.calibration_mix if scenarios is None else "given scenarios"
     cal = calibrate(model, data, cfg, source=f"{checkpoint}: {what} on {where}, {len(data.lengths)} episodes, "
                                              f"seeds from {CALIBRATION_SEED0}")
-    cal = dataclasses.replace(cal, checkpoint_sha256=str(read_checkpoint(checkpoint).get("sha256", "")))
+    cal = dataclasses.replace(cal, checkpoint_sha256=checkpoint_digest(checkpoint))
     cal.save(default_calibration_path(checkpoint))
     if log is not None:
         log(f"trust calibration: threshold {cal.threshold:.3f}, release {cal.release:.3f}, "
@@ -678,11 +678,11 @@ def load_calibration_for(checkpoint: str | Path, path: str | Path | None = None)
     """The calibration at ``path`` (default: beside ``checkpoint``), refused (``ValueError``) when it records
     another world model than ``checkpoint``: one left beside a retrained checkpoint would standardise
     another model's energies, silently."""
-    from eblnn_agent.checkpoint import read_checkpoint
+    from eblnn_agent.checkpoint import checkpoint_digest
 
     path = Path(path) if path is not None else default_calibration_path(checkpoint)
     cal = TrustCalibration.load(path)
-    digest = str(read_checkpoint(checkpoint).get("sha256", ""))
+    digest = checkpoint_digest(checkpoint)
     if cal.checkpoint_sha256 and cal.checkpoint_sha256 != digest:
         raise ValueError(f"trust calibration {str(path)!r} was made for another world model (sha256 "
                          f"{cal.checkpoint_sha256[:12]}..., {str(checkpoint)!r} is {digest[:12]}...); recalibrate "

@@ -146,9 +146,7 @@ def _tag(options: dict, steps: int) -> str:
 
 def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
     """Run the measurement (see the module doc); writes ``report.md`` and ``report.json`` under ``cfg.out``."""
-    import hashlib
-
-    from eblnn_agent.checkpoint import load_checkpoint
+    from eblnn_agent.checkpoint import checkpoint_digest, load_checkpoint
     from eblnn_agent.utils import check_writable_dir
     from planners.factories import planner_options
     from planners.trust import (
@@ -192,7 +190,9 @@ def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
     rows: dict[int, dict[str, list]] = {i: {} for i in range(len(configs))}
     tag = f"{seeds[0]}_{len(seeds)}_{_tag(options, cfg.steps)}"
     for ck in ckpts:
-        key = hashlib.sha256(str(ck.resolve()).encode()).hexdigest()[:10]
+        # Cached episodes are keyed by the model's content, not its path: a checkpoint retrained in
+        # place must not be measured on the previous model's closed loop.
+        key = checkpoint_digest(ck)[:16]
         model, _, _ = load_checkpoint(ck, device="cpu")
         model.eval()
         paths = {sc.name: cache / f"{key}_{sc.name}_{tag}.npz" for sc in scenarios}

@@ -981,3 +981,34 @@ def test_the_comparison_recalibrates_a_calibration_of_another_world_model(checkp
                                            no_train=True))
     assert [s.name for s in specs] == ["eblnn-supervised"]
     assert calls == ([ckpt] if recorded == "another" else [])  # a stale calibration used to be kept
+
+
+def test_trust_report_does_not_reuse_episodes_of_a_checkpoint_retrained_in_place(checkpoint, tmp_path, monkeypatch):
+    import shutil
+
+    import planners.trust as trust
+    from eblnn_agent.data import TransitionData
+    from planners.trust_eval import TrustReportConfig, run_trust_report
+
+    def episodes(n: int, t: int = 40) -> TransitionData:
+        rng = np.random.default_rng(0)
+        obs = (GOOD_OBS + rng.normal(size=(n, t + 1, 8)) * [2, 0, 0.05, 1, 1, 5, 0, 0]).astype(np.float32)
+        return TransitionData(obs, np.zeros((n, t, 2), np.float32), np.full(n, t), np.zeros(n, np.int8), {})
+
+    runs = []
+    monkeypatch.setattr(trust, "planner_runs", lambda ck, scs, seeds, *a, **k: (
+        runs.append(Path(ck)), {sc.name: episodes(len(seeds)) for sc in scs})[1])
+    monkeypatch.setattr(trust, "calibration_data", lambda *a, **k: episodes(4))
+    ckpt = tmp_path / "best.pt"
+    shutil.copy(checkpoint, ckpt)
+    cfg = TrustReportConfig(checkpoints=[str(ckpt)], seeds=1, steps=40, calibration_episodes=1,
+                            out=str(tmp_path / "report"))
+    run_trust_report(cfg, log=lambda msg: None)
+    run_trust_report(cfg, log=lambda msg: None)
+    assert len(runs) == 1  # the same model: its cached episodes are reused
+    torch.manual_seed(1)
+    wm = WorldModelRunConfig(model=ModelConfig(hidden_size=8, backbone_units=8, physics_hidden_dims=[8],
+                                               ebm_hidden_dims=[8]))
+    save_checkpoint(ckpt, EBLNN(wm.model), wm, {"env_steps": 1})  # retrained in place
+    run_trust_report(cfg, log=lambda msg: None)
+    assert len(runs) == 2  # the cache was keyed by the path, and served the old model's episodes
