@@ -439,15 +439,25 @@ def validate_config(cfg: CompareConfig) -> CompareConfig:
         raise SystemExit(f"--controllers: unknown {unknown}; allowed: {', '.join(CONTROLLERS)} (see --list)")
     if not cfg.controllers:
         raise SystemExit("--controllers: name at least one controller (see --list)")
+    # Records are keyed by controller and scenario name: a repeat would be run twice and counted twice
+    # (narrower intervals, a paired test on duplicated episodes), without a word.
+    repeated = sorted({c for c in cfg.controllers if cfg.controllers.count(c) > 1})
+    if repeated:
+        raise SystemExit(f"--controllers: {repeated} given more than once")
     if cfg.workers < 0:
         raise SystemExit(f"--workers {cfg.workers}: must be >= 0 (0 or 1: in this process)")
     if cfg.steps < 0:
         raise SystemExit(f"--steps {cfg.steps}: must be >= 0 (0: the scenario's own length)")
+    names = []
     for s in cfg.scenario:
         try:
-            get_scenario(s)
+            names.append(get_scenario(s).name)
         except ValueError as err:
             raise SystemExit(f"--scenario: {err}") from None
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated and not cfg.family:
+        raise SystemExit(f"--scenario: more than one scenario named {repeated} (a file's scenario is named by "
+                         "its 'name' field, else its file name); records are kept by scenario name")
     try:
         check_backend(cfg.backend, cfg.address or None)
     except (ValueError, ImportError) as err:

@@ -180,6 +180,9 @@ def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
     configs = [TrustConfig(**pt) for pt in points]  # a bad value fails here, before any episode
     check_writable_dir(cfg.out, "--out")  # the episode cache and the report go there
     ckpts = [Path(c) for c in cfg.checkpoints]
+    if len({c.resolve() for c in ckpts}) < len(ckpts):
+        raise ValueError(f"--checkpoints {cfg.checkpoints}: a checkpoint is given more than once (each is one "
+                         "world model of the report)")
     for c in ckpts:
         if not c.is_file():
             raise FileNotFoundError(f"checkpoint {str(c)!r} not found; train it with python train/world_model.py")

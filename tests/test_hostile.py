@@ -780,7 +780,7 @@ def _fail(*a, **k):
 @pytest.mark.parametrize("kw,named", [
     ({"grid": ["vibes=1,2"]}, "vibes"), ({"grid": ["score=energy", "score=innovation"], "family": "test"}, "twice"),
     ({"planner_set": ["bogus=1"]}, "bogus"), ({"planner_set": ["checkpoint=other.pt"]}, "checkpoint"),
-    ({"out": "a_file"}, "--out"),
+    ({"out": "a_file"}, "--out"), ({"checkpoints": ["missing.pt", "./missing.pt"]}, "more than once"),
 ])
 def test_trust_report_settings_are_refused_before_any_episode(monkeypatch, tmp_path, kw, named):
     import eblnn_agent.checkpoint
@@ -790,9 +790,10 @@ def test_trust_report_settings_are_refused_before_any_episode(monkeypatch, tmp_p
     monkeypatch.setattr(trust, "planner_runs", _fail)
     monkeypatch.setattr(eblnn_agent.checkpoint, "load_checkpoint", _fail)
     (tmp_path / "a_file").write_text("x")
+    ckpts = [str(tmp_path / c) for c in kw.pop("checkpoints", ["missing.pt"])]
     kw = {**kw, "out": str(tmp_path / kw.get("out", "report"))}
     with pytest.raises(ValueError, match=named):
-        run_trust_report(TrustReportConfig(checkpoints=[str(tmp_path / "missing.pt")], **kw), log=None)
+        run_trust_report(TrustReportConfig(checkpoints=ckpts, **kw), log=None)
 
 
 def test_trust_report_steps_only_truncate():
@@ -1012,3 +1013,22 @@ def test_trust_report_does_not_reuse_episodes_of_a_checkpoint_retrained_in_place
     save_checkpoint(ckpt, EBLNN(wm.model), wm, {"env_steps": 1})  # retrained in place
     run_trust_report(cfg, log=lambda msg: None)
     assert len(runs) == 2  # the cache was keyed by the path, and served the old model's episodes
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--controllers", "pi", "oracle", "pi"], "['pi'] given more than once"),
+    (["--controllers", "pi", "--scenario", "nominal", "nominal"], "more than one scenario named ['nominal']"),
+    (["--controllers", "pi", "--scenario", "a/x.yaml", "b/x.yaml"], "more than one scenario named ['x']"),
+])
+def test_a_comparison_refuses_what_it_would_count_twice(monkeypatch, tmp_path, argv, named):
+    import planners.experiment as experiment
+    from furnace_env.scenarios import save_scenario
+
+    monkeypatch.setattr(experiment, "train_missing", _fail)
+    monkeypatch.chdir(tmp_path)
+    for folder in ("a", "b"):  # two files, one name: their records would merge under "x"
+        (tmp_path / folder).mkdir()
+        save_scenario(dataclasses.replace(get_scenario("nominal"), name="x"), tmp_path / folder / "x.yaml")
+    with pytest.raises(SystemExit) as err:
+        _compare_parse(argv)
+    assert named in str(err.value)
