@@ -128,7 +128,7 @@ class Scenario:
     """One episode's programme. Events are ``(time_s, new_value)`` pairs, applied as steps."""
 
     name: str = "custom"
-    """Identifier shown in reports."""
+    """Identifier shown in reports and part of output file names (no path separators)."""
     description: str = ""
     """One line for reports and docs."""
     n_steps: int = 240
@@ -176,6 +176,9 @@ class Scenario:
         # Each check is a small module-level helper, so that new fields add one line each.
         where = f"Scenario {self.name!r}"
         _check_text(where, "name", self.name)
+        if any(c in self.name for c in "/\\\0"):  # it names output files (plots, cached episodes)
+            raise ValueError(f"{where}: name={self.name!r} must not contain '/', '\\' or NUL: it is part of "
+                             "file names")
         _check_text(where, "description", self.description)
         object.__setattr__(self, "n_steps", _check_count(where, "n_steps", self.n_steps, 1, N_STEPS_MAX))
         _check_plant(self)

@@ -1032,3 +1032,15 @@ def test_a_comparison_refuses_what_it_would_count_twice(monkeypatch, tmp_path, a
     with pytest.raises(SystemExit) as err:
         _compare_parse(argv)
     assert named in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["plots/../../x", "a\\b", "nul\x00"])
+def test_a_scenario_name_cannot_reach_outside_the_output_folder(tmp_path, name):
+    import json
+
+    with pytest.raises(ValueError, match="file names"):
+        Scenario.from_dict({"name": name})
+    path = tmp_path / "s.json"  # a file's name field: the comparison wrote its plot only after every episode
+    path.write_text(json.dumps({"name": name}))
+    with pytest.raises(ValueError, match="s.json.*file names"):
+        load_scenario(path)
