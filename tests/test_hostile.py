@@ -5,10 +5,11 @@ One section per class: (1) stepping past an episode's end and the registered tim
 (4) damaged checkpoints; (5) ``--resume``; (6) scenario, parameter and file values;
 (7) command-line values refused before any work; (8) torch threads of an in-process evaluation;
 (9) bad action batches in vector envs; (10) file modes, numba's cache, the W&B mode line, and
-one-line script errors; (11) surfaces added since: numpy values in scenarios, the env's ``params`` and
-``weights``, ``--reuse`` episode files and their atomic writing, the trust-supervised controller, its
-monitor and calibration files, the physics MPC's filter and the planners' options. Every test is fast
-(tiny models, a few env steps).
+one-line script errors; (11) surfaces added since: scenario plants, names and numpy values, the env's
+``params`` and ``weights``, ``--reuse`` episode files and their atomic writing, what a comparison would
+count twice, the trust-supervised controller, its monitor, calibration files (and the world model they
+belong to), the trust report's and calibration's flags and cache, the physics MPC's filter, PI gains and
+the planners' options. Every test is fast (tiny models, a few env steps).
 """
 
 from __future__ import annotations
