@@ -25,8 +25,8 @@ from eblnn_agent.config import ConfigError, WorldModelRunConfig
 from eblnn_agent.model import EBLNN
 from eblnn_agent.utils import atomic_write, package_versions, resolve_device
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint", "content_digest", "FORMAT",
-           "FORMAT_VERSION"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint", "content_digest",
+           "checkpoint_digest", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "eblnn-world-model"
 FORMAT_VERSION = 1
@@ -99,6 +99,14 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {str(p)!r} fails its sha256 content check (the bytes changed since it "
                               f"was written: a disk or copy error, or an edit); delete it and train again: {_HINT}")
     return payload
+
+
+def checkpoint_digest(path: str | Path) -> str:
+    """The content digest of a (validated) checkpoint: its stored ``sha256``, computed for a file written
+    before checksums existed. What files derived from a checkpoint (a trust calibration, cached
+    episodes) record, so that a checkpoint retrained in place is told apart from the one they came from."""
+    payload = read_checkpoint(path)
+    return str(payload.get("sha256") or content_digest(payload))
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "auto") -> tuple[EBLNN, WorldModelRunConfig, dict]:

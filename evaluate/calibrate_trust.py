@@ -17,8 +17,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eblnn_agent.cli import ConfigError, add_dataclass_flags, apply_overrides  # noqa: E402
-from planners.factories import parse_options  # noqa: E402
-from planners.trust import CALIBRATION_EPISODES, TrustConfig, calibrate_checkpoint  # noqa: E402
+from eblnn_agent.utils import check_file_target  # noqa: E402
+from planners.factories import planner_options  # noqa: E402
+from planners.trust import (  # noqa: E402
+    CALIBRATION_EPISODES,
+    TrustConfig,
+    calibrate_checkpoint,
+    default_calibration_path,
+)
 
 
 def main(argv: list[str] | None = None):
@@ -37,14 +43,23 @@ def main(argv: list[str] | None = None):
     args = p.parse_args(argv)
     if args.episodes < 1:
         p.error(f"--episodes={args.episodes} must be >= 1")
+    if args.workers < 0:
+        p.error(f"--workers={args.workers} must be >= 0 (0 or 1: in this process)")
     try:
         cfg = apply_overrides(TrustConfig(), {f.name: getattr(args, f.name) for f in dataclasses.fields(TrustConfig)},
                               "command line")
-        options = parse_options(args.planner_set)
+        options = planner_options(args.planner_set)
     except (ConfigError, ValueError) as err:
         p.error(str(err))
+    if options and cfg.calibrate_on != "planner":
+        p.error(f"--planner_set {args.planner_set}: planner options apply with --calibrate_on planner only "
+                f"(PI drives the episodes with --calibrate_on {cfg.calibrate_on})")
     if not Path(args.checkpoint).is_file():
         p.error(f"--checkpoint {args.checkpoint!r}: no such file; train one with python train/world_model.py")
+    try:
+        check_file_target(default_calibration_path(args.checkpoint), "the calibration beside --checkpoint")
+    except ValueError as err:
+        p.error(str(err))
     torch.set_num_threads(1)
     return calibrate_checkpoint(args.checkpoint, cfg, episodes=args.episodes, planner_options=options,
                                 workers=args.workers)

@@ -96,8 +96,9 @@ def validate_observation(observation: Any, obs_dim: int | None = N_OBS) -> tuple
     try:
         obs = np.asarray(observation, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"observation {observation!r} is not numeric: expected shape ({obs_dim},) "
-                         f"or (N, {obs_dim})") from err
+        dim = "D" if obs_dim is None else obs_dim
+        raise ValueError(f"observation {observation!r} is not numeric: expected shape ({dim},) "
+                         f"or (N, {dim})") from err
     single = obs.ndim == 1
     if single:
         obs = obs[None]
@@ -129,12 +130,19 @@ def reset_scenario(options: Any, current: Scenario) -> Scenario:
     return get_scenario(options["scenario"]) if "scenario" in options else current
 
 
-def check_env_args(sensor_noise: Any, trip_penalty: Any) -> None:
+def check_env_args(sensor_noise: Any, trip_penalty: Any, params: Any = None, weights: Any = None) -> None:
     """Constructor arguments shared by the single and the vector env, checked strictly.
 
     ``sensor_noise`` must be ``None`` or a real bool: the string ``"false"`` is truthy, and
-    reading it as noise on would silently change every observation.
+    reading it as noise on would silently change every observation. ``params`` and ``weights``
+    must be ``None`` or a :class:`FurnaceParams` / :class:`CostWeights` (a mapping such as
+    ``{"ua": 100}`` would otherwise fail deep inside the simulator as an ``AttributeError``).
     """
+    for name, value, kind in (("params", params, FurnaceParams), ("weights", weights, CostWeights)):
+        if value is not None and not isinstance(value, kind):
+            raise ValueError(f"{name}={value!r} must be None (the defaults) or a {kind.__name__}, not a "
+                             f"{type(value).__name__} (e.g. {name}={kind.__name__}(...); per-episode plant "
+                             "changes go in the scenario's plant)")
     if sensor_noise is not None and not isinstance(sensor_noise, bool | np.bool_):
         raise ValueError(f"sensor_noise={sensor_noise!r} must be None (the scenario's), True or False, "
                          f"not a {type(sensor_noise).__name__}")
@@ -322,7 +330,7 @@ class FurnaceEnv(gym.Env):
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}; allowed: {self.metadata['render_modes']} or None")
-        check_env_args(sensor_noise, trip_penalty)
+        check_env_args(sensor_noise, trip_penalty, params, weights)
         self.scenario = get_scenario(scenario)
         self.params = params if params is not None else FurnaceParams()
         self.weights = weights if weights is not None else CostWeights()

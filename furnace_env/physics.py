@@ -56,6 +56,7 @@ __all__ = [
     "STRUCTURAL_FIELDS",
     "DIST_NAMES",
     "INFO_NAMES",
+    "is_real",
 ]
 
 #: Observation channels, in order (see the env docstring for units and bounds).
@@ -94,6 +95,14 @@ _R_TERMS = _R_DIST + _N_DIST
 # State columns.
 _T, _TC, _FUEL, _AIR, _O2M, _COM, _RICH = range(7)
 _N_STATE = 7
+
+
+def is_real(v: object) -> bool:
+    """A real number: int or float, numpy's too, but not a bool (``True`` is an int) and not a string.
+
+    The type check every validator here runs before comparing: ``"0.1" < 0.5`` raises a bare
+    ``TypeError`` and ``True`` would pass as 1."""
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_)
 
 
 #: Physically meaningful ranges of the parameters that have one (degC, ppm, % dry, -). Outside
@@ -182,7 +191,7 @@ class FurnaceParams:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             # Type first: a string such as "5e7" would otherwise reach math.isfinite's TypeError.
-            if isinstance(v, bool | np.bool_) or not isinstance(v, int | float | np.integer | np.floating):
+            if not is_real(v):
                 raise ValueError(f"FurnaceParams.{f.name}={v!r}: must be a number, not a {type(v).__name__}")
             if not math.isfinite(v):
                 raise ValueError(f"FurnaceParams.{f.name}={v!r}: must be finite")

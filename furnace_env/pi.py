@@ -34,7 +34,7 @@ import numpy as np
 
 from furnace_env.control import Controller
 from furnace_env.env import validate_observation
-from furnace_env.physics import FurnaceParams
+from furnace_env.physics import FurnaceParams, is_real
 
 __all__ = ["PIConfig", "PIController", "PIDemand", "safety_layer", "make_pi"]
 
@@ -69,11 +69,20 @@ class PIConfig:
     """Cross-limiting: fuel may not exceed measured air / (afr * this)."""
 
     def __post_init__(self) -> None:
+        # Every number first (a residual agent's zip carries these): a NaN set-point slope or a string
+        # gain would otherwise surface as NaN actions or a numpy TypeError in mid-episode.
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name != "trim_limits" and not (is_real(v) and np.isfinite(v)):
+                raise ValueError(f"PIConfig.{f.name}={v!r} must be a finite number")
         for name in ("kp", "ti", "o2_kp", "o2_ti", "cross_limit_lambda"):
             v = getattr(self, name)
-            if not (np.isfinite(v) and v > 0):
+            if not v > 0:
                 raise ValueError(f"PIConfig.{name}={v!r} must be finite and > 0")
-        lo, hi = self.trim_limits
+        tl = self.trim_limits
+        if not (isinstance(tl, list | tuple) and len(tl) == 2 and all(is_real(v) and np.isfinite(v) for v in tl)):
+            raise ValueError(f"PIConfig.trim_limits={tl!r} must be two finite numbers (low, high)")
+        lo, hi = tl
         if not 0 < lo <= 1.0 <= hi:
             raise ValueError(f"PIConfig.trim_limits={self.trim_limits!r} must satisfy 0 < low <= 1 <= high")
 

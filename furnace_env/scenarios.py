@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from furnace_env.physics import STRUCTURAL_FIELDS, FurnaceParams
+from furnace_env.physics import STRUCTURAL_FIELDS, FurnaceParams, is_real
 
 __all__ = [
     "Scenario",
@@ -76,30 +76,29 @@ _LIMITS = {
 N_STEPS_MAX = 100_000
 
 
-def _is_real(v: Any) -> bool:
-    """A real number: int or float (numpy's too), not a bool and not a string."""
-    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_)
-
-
-def _check_number(where: str, key: str, v: Any, lo: float, hi: float, low_open: bool = False) -> None:
-    ok = _is_real(v) and math.isfinite(v) and (lo < v if low_open else lo <= v) and v <= hi
+def _check_number(where: str, key: str, v: Any, lo: float, hi: float, low_open: bool = False) -> float:
+    """``v`` as a Python float if it is a real number in the range, else a ``ValueError`` (numpy
+    scalars become floats, so that the scenario saves as YAML or JSON like any other)."""
+    ok = is_real(v) and math.isfinite(v) and (lo < v if low_open else lo <= v) and v <= hi
     if not ok:
-        kind = "" if _is_real(v) else f" (a {type(v).__name__}; expected a number)"
+        kind = "" if is_real(v) else f" (a {type(v).__name__}; expected a number)"
         rng = f"({lo}, {hi}]" if low_open else f"[{lo}, {hi}]"
         raise ValueError(f"{where}: {key}={v!r}{kind} outside the allowed range {rng}")
+    return float(v)
 
 
 def _check_count(where: str, key: str, v: Any, lo: int, hi: int) -> int:
     """An integer in [lo, hi]; an integral float (``240.0``, as YAML may write it) becomes an int."""
-    if _is_real(v) and math.isfinite(v) and float(v).is_integer() and lo <= v <= hi:
+    if is_real(v) and math.isfinite(v) and float(v).is_integer() and lo <= v <= hi:
         return int(v)
     raise ValueError(f"{where}: {key}={v!r} must be an integer in [{lo}, {hi}]")
 
 
-def _check_bool(where: str, key: str, v: Any) -> None:
+def _check_bool(where: str, key: str, v: Any) -> bool:
     # Strings are refused, not parsed: "false" is truthy, and guessing would hide the mistake.
     if not isinstance(v, bool | np.bool_):
         raise ValueError(f"{where}: {key}={v!r} must be true or false (a boolean, not a {type(v).__name__})")
+    return bool(v)
 
 
 def _check_text(where: str, key: str, v: Any) -> None:
@@ -116,9 +115,9 @@ def _check_events(where: str, key: str, events: Any, lo: float, hi: float) -> tu
         if isinstance(ev, str | bytes | Mapping) or not isinstance(ev, list | tuple) or len(ev) != 2:
             raise ValueError(f"{where}: {key} entry {ev!r} must be a pair [time_s, value]")
         t, val = ev
-        if not (_is_real(t) and math.isfinite(t) and t >= 0):
+        if not (is_real(t) and math.isfinite(t) and t >= 0):
             raise ValueError(f"{where}: {key} time {t!r} must be a finite number of seconds >= 0")
-        if not (_is_real(val) and math.isfinite(val) and lo <= val <= hi):
+        if not (is_real(val) and math.isfinite(val) and lo <= val <= hi):
             raise ValueError(f"{where}: {key} value {val!r} outside [{lo}, {hi}]")
         out.append((float(t), float(val)))
     return tuple(out)
@@ -129,7 +128,7 @@ class Scenario:
     """One episode's programme. Events are ``(time_s, new_value)`` pairs, applied as steps."""
 
     name: str = "custom"
-    """Identifier shown in reports."""
+    """Identifier shown in reports and part of output file names (no path separators)."""
     description: str = ""
     """One line for reports and docs."""
     n_steps: int = 240
@@ -170,25 +169,31 @@ class Scenario:
     drawn uniformly from the env's ``np_random`` at every reset. Stored as sorted pairs."""
     plant_events: tuple[PlantEvent, ...] = ()
     """Plant changes during the episode, ``(time_s, field, value[, ramp_s])`` (see
-    :data:`PlantEvent`), applied at control-step resolution and never jittered (hidden)."""
+    :data:`PlantEvent`), applied at control-step resolution and never jittered (hidden); at most one
+    change of a field at any one time."""
 
     def __post_init__(self) -> None:
         # Each check is a small module-level helper, so that new fields add one line each.
         where = f"Scenario {self.name!r}"
         _check_text(where, "name", self.name)
+        if any(c in self.name for c in "/\\\0"):  # it names output files (plots, cached episodes)
+            raise ValueError(f"{where}: name={self.name!r} must not contain '/', '\\' or NUL: it is part of "
+                             "file names")
         _check_text(where, "description", self.description)
         object.__setattr__(self, "n_steps", _check_count(where, "n_steps", self.n_steps, 1, N_STEPS_MAX))
         _check_plant(self)
+        # Numbers and booleans are stored as Python's (a numpy scalar would not save as YAML or JSON).
         for key, (lo, hi) in _LIMITS.items():
-            _check_number(where, key, getattr(self, key), lo, hi)
+            object.__setattr__(self, key, _check_number(where, key, getattr(self, key), lo, hi))
             object.__setattr__(self, f"{key}_events",
                                _check_events(where, f"{key}_events", getattr(self, f"{key}_events"), lo, hi))
         for key in ("time_jitter", "size_jitter", "load_wander"):
-            _check_number(where, key, getattr(self, key), 0.0, math.inf)
-        _check_number(where, "load_wander_tau", self.load_wander_tau, 0.0, math.inf, low_open=True)
-        _check_bool(where, "randomize", self.randomize)
-        _check_bool(where, "sensor_noise", self.sensor_noise)
-        _check_number(where, "lambda0", self.lambda0, 1.0, 2.0)
+            object.__setattr__(self, key, _check_number(where, key, getattr(self, key), 0.0, math.inf))
+        object.__setattr__(self, "load_wander_tau",
+                           _check_number(where, "load_wander_tau", self.load_wander_tau, 0.0, math.inf, low_open=True))
+        object.__setattr__(self, "randomize", _check_bool(where, "randomize", self.randomize))
+        object.__setattr__(self, "sensor_noise", _check_bool(where, "sensor_noise", self.sensor_noise))
+        object.__setattr__(self, "lambda0", _check_number(where, "lambda0", self.lambda0, 1.0, 2.0))
 
     # -- schedules -------------------------------------------------------------------
     def sample_schedule(self, rng: np.random.Generator, dt: float) -> np.ndarray:
@@ -292,7 +297,7 @@ class Scenario:
 
 # -- plant validation (its own functions: the rest of ``__post_init__`` checks the programme) ----------
 def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    return is_real(v) and math.isfinite(v)
 
 
 def _plant_field(sc: Scenario, where: str, name: Any) -> str:
@@ -344,6 +349,8 @@ def _check_plant(sc: Scenario) -> None:
         if name in plant:
             raise ValueError(f"Scenario {sc.name!r}: plant field {name!r} given twice")
         v = item[1]
+        if isinstance(v, np.ndarray) and v.ndim == 1:
+            v = v.tolist()  # a range built with numpy
         if isinstance(v, list | tuple):
             if len(v) != 2:
                 raise ValueError(f"Scenario {sc.name!r}: plant {name}={v!r}: a range is [low, high]")
@@ -369,6 +376,14 @@ def _check_plant(sc: Scenario) -> None:
             if not (_is_number(x) and x >= 0):
                 raise ValueError(f"Scenario {sc.name!r}: plant_events {what} {x!r} in {ev!r} must be finite and >= 0 s")
         out.append((float(t), name, _plant_value(sc, "plant_events", name, value), float(ramp)))
+    # Two changes of one field at one time: events are applied in time order, so which one wins would
+    # depend on their values, not on the order the file gives them in.
+    seen = {}
+    for ev in out:
+        if ev[:2] in seen:
+            raise ValueError(f"Scenario {sc.name!r}: plant_events {list(seen[ev[:2]])} and {list(ev)} change "
+                             f"{ev[1]!r} at the same time {ev[0]:g} s; give one")
+        seen[ev[:2]] = ev
     object.__setattr__(sc, "plant_events", tuple(out))
 
 

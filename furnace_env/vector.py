@@ -78,7 +78,7 @@ class FurnaceVectorEnv(VectorEnv):
                                               or not isinstance(max_episode_steps, int | np.integer)
                                               or max_episode_steps < 1):
             raise ValueError(f"max_episode_steps={max_episode_steps!r} must be None or an integer >= 1")
-        check_env_args(sensor_noise, trip_penalty)
+        check_env_args(sensor_noise, trip_penalty, params, weights)
         self.num_envs = int(num_envs)
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.scenario = get_scenario(scenario)

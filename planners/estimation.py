@@ -51,9 +51,18 @@ from typing import NamedTuple
 import numpy as np
 from filterpy.kalman import MerweScaledSigmaPoints, UnscentedKalmanFilter
 
+from furnace_env.control import one_plant_observation
 from furnace_env.cost import CostWeights
-from furnace_env.env import NOISE_ABS, NOISE_REL
-from furnace_env.physics import FurnaceParams, FurnaceSim, co_ppm, flue_o2
+from furnace_env.env import NOISE_ABS, NOISE_REL, observation_bounds
+from furnace_env.physics import (
+    N_OBS,
+    OBS_NAMES,
+    FurnaceParams,
+    FurnaceSim,
+    co_ppm,
+    flue_o2,
+    is_real,
+)
 from furnace_env.scenarios import LOAD_REF
 from planners.physics_objective import PhysicsSnapshot
 
@@ -136,26 +145,28 @@ class EstimatorConfig:
     def __post_init__(self) -> None:
         for name in ("load_walk", "quality_walk", "leak_walk", "alpha"):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+            if not (is_real(v) and math.isfinite(v) and v > 0):
                 raise ValueError(f"EstimatorConfig.{name}={v!r} must be finite and > 0")
         if self.alpha > 1.0:
             raise ValueError(f"EstimatorConfig.alpha={self.alpha!r} must lie in (0, 1]")
         for name in ("beta", "kappa"):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v)):
+            if not (is_real(v) and math.isfinite(v)):
                 raise ValueError(f"EstimatorConfig.{name}={v!r} must be finite")
         lengths = {"state_walk": 6, "init_std": 9, "sensor_abs": N_MEAS, "sensor_rel": N_MEAS,
                    "sensor_floor": N_MEAS}
         for name, n in lengths.items():
             v = getattr(self, name)
-            if len(v) != n or not all(isinstance(x, int | float) and math.isfinite(x) and x >= 0 for x in v):
+            if (not isinstance(v, list | tuple | np.ndarray) or len(v) != n
+                    or not all(is_real(x) and math.isfinite(x) and x >= 0 for x in v)):
                 raise ValueError(f"EstimatorConfig.{name}={v!r} must be {n} finite numbers >= 0")
+            object.__setattr__(self, name, tuple(float(x) for x in v))  # hashable and comparable, as a frozen config is
         for name in ("state_walk", "init_std", "sensor_floor"):
             if min(getattr(self, name)) <= 0:
                 raise ValueError(f"EstimatorConfig.{name}={getattr(self, name)!r}: every entry must be > 0")
-        if not _QUALITY_RANGE[0] <= self.quality0 <= _QUALITY_RANGE[1]:
+        if not (is_real(self.quality0) and _QUALITY_RANGE[0] <= self.quality0 <= _QUALITY_RANGE[1]):
             raise ValueError(f"EstimatorConfig.quality0={self.quality0!r} outside {list(_QUALITY_RANGE)}")
-        if not _LEAK_RANGE_KG_S[0] <= self.leak0 <= _LEAK_RANGE_KG_S[1]:
+        if not (is_real(self.leak0) and _LEAK_RANGE_KG_S[0] <= self.leak0 <= _LEAK_RANGE_KG_S[1]):
             raise ValueError(f"EstimatorConfig.leak0={self.leak0!r} kg/s outside {list(_LEAK_RANGE_KG_S)}")
 
     @classmethod
@@ -203,6 +214,7 @@ class FurnaceUKF:
         self.ukf = _BatchUKF(dim_x=self.dim, dim_z=N_MEAS, dt=p.dt, hx=self._hx, fx=self._fx, points=points)
         self._sim = FurnaceSim(points.num_sigmas(), self.params, weights if weights is not None else CostWeights())
         self._walk = self._process_std() ** 2
+        self._low, self._high = observation_bounds(p)
         self.reset()
 
     # -- layout ------------------------------------------------------------------------------------
@@ -235,16 +247,31 @@ class FurnaceUKF:
     def step(self, obs: np.ndarray) -> None:
         """Filter one observation ``[8]`` of Furnace-v0 (its channels 6 and 7 are the commands of the
         step that led to it, the filter's input)."""
-        o = np.asarray(obs, dtype=np.float64).reshape(-1)
-        if o.shape[0] < 8 or not np.isfinite(o).all():
-            raise ValueError(f"observation {obs!r}: expected 8 finite Furnace-v0 channels")
-        if not self.initialised:
-            self._initialise(o)
-        else:
-            self.ukf.predict(cmd=o[6:8])
-            self.k += self.params.n_substeps
-        self.ukf.update(self._z(o), R=self._R(o))
-        self._project()
+        # Exactly one finite observation of the 8 channels, checked before the filter moves (a longer
+        # vector or a batch would otherwise be read by position, silently), within the instrument
+        # ranges Furnace-v0 clips its readings to: a reading such as 1e30 degC is not a measurement,
+        # and would leave an estimate whose next prediction overflows.
+        o = one_plant_observation(obs, "FurnaceUKF", obs_dim=N_OBS)
+        out = np.flatnonzero((o.astype(np.float32) < self._low) | (o.astype(np.float32) > self._high))
+        if out.size:
+            raise ValueError(f"observation {o.tolist()}: {[OBS_NAMES[j] for j in out]} outside the instrument "
+                             f"ranges [{self._low.tolist()}, {self._high.tolist()}] of the filter's plant")
+        saved = (self.ukf.x.copy(), self.ukf.P.copy(), self.k, self.initialised)
+        try:
+            if not self.initialised:
+                self._initialise(o)
+            else:
+                self.ukf.predict(cmd=o[6:8])
+                self.k += self.params.n_substeps
+            self.ukf.update(self._z(o), R=self._R(o))
+            self._project()
+            if not (np.isfinite(self.ukf.x).all() and np.isfinite(self.ukf.P).all()):
+                raise FloatingPointError("non-finite estimate")
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:
+            # Left as it was: a failed step must not leave half an update (a predicted but not corrected state).
+            self.ukf.x, self.ukf.P, self.k, self.initialised = saved
+            raise ValueError(f"observation {o.tolist()}: the filter's update failed ({type(err).__name__}: {err}); "
+                             "the estimate is left as it was") from err
         lam = self.burner_lambda()
         self.rich_time = self.rich_time + self.params.dt if lam < 1.0 else 0.0
         self.n_updates += 1

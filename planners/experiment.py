@@ -38,7 +38,7 @@ from planners.benchmark import (
     train_seed_scores,
     train_seed_table,
 )
-from planners.factories import PlannerConfig, parse_options
+from planners.factories import parse_options, planner_options
 from planners.report import plot_sample_efficiency, plot_scores, sample_efficiency_points, write_csv
 
 __all__ = [
@@ -345,13 +345,24 @@ def controller_specs(cfg: CompareConfig) -> list[ControllerSpec]:
                                             {"checkpoint": tuple(str(p) for p in paths), **cfg.planner_options,
                                              **WORLD_MODEL_VARIANTS[name]}, env_steps=steps.pop()))
         elif name == "eblnn-supervised":
-            from planners.trust import calibrate_checkpoint, default_calibration_path
+            from planners.trust import (
+                calibrate_checkpoint,
+                default_calibration_path,
+                load_calibration_for,
+            )
 
             for k in range(cfg.train_seeds):
                 path = ensure_artefact(cfg, seeded("world_model", k))
                 if path is None:
                     continue
-                if not default_calibration_path(path).is_file():  # once per checkpoint, stored beside it
+                current = default_calibration_path(path).is_file()  # once per checkpoint, stored beside it
+                if current:
+                    try:
+                        load_calibration_for(path)
+                    except ValueError as err:  # another model's (a retrained checkpoint) or damaged
+                        print(f"recalibrating: {err}")
+                        current = False
+                if not current:
                     calibrate_checkpoint(path, planner_options=cfg.planner_options, workers=cfg.workers)
                 kw = {"checkpoint": str(path), **cfg.planner_options, **WORLD_MODEL_VARIANTS[name]}
                 specs.append(ControllerSpec(name, "planners.trust:make_supervised_planner", kw,
@@ -428,15 +439,25 @@ def validate_config(cfg: CompareConfig) -> CompareConfig:
         raise SystemExit(f"--controllers: unknown {unknown}; allowed: {', '.join(CONTROLLERS)} (see --list)")
     if not cfg.controllers:
         raise SystemExit("--controllers: name at least one controller (see --list)")
+    # Records are keyed by controller and scenario name: a repeat would be run twice and counted twice
+    # (narrower intervals, a paired test on duplicated episodes), without a word.
+    repeated = sorted({c for c in cfg.controllers if cfg.controllers.count(c) > 1})
+    if repeated:
+        raise SystemExit(f"--controllers: {repeated} given more than once")
     if cfg.workers < 0:
         raise SystemExit(f"--workers {cfg.workers}: must be >= 0 (0 or 1: in this process)")
     if cfg.steps < 0:
         raise SystemExit(f"--steps {cfg.steps}: must be >= 0 (0: the scenario's own length)")
+    names = []
     for s in cfg.scenario:
         try:
-            get_scenario(s)
+            names.append(get_scenario(s).name)
         except ValueError as err:
             raise SystemExit(f"--scenario: {err}") from None
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated and not cfg.family:
+        raise SystemExit(f"--scenario: more than one scenario named {repeated} (a file's scenario is named by "
+                         "its 'name' field, else its file name); records are kept by scenario name")
     try:
         check_backend(cfg.backend, cfg.address or None)
     except (ValueError, ImportError) as err:
@@ -449,19 +470,13 @@ def validate_config(cfg: CompareConfig) -> CompareConfig:
         from planners.report import read_records
 
         try:
-            read_records(cfg.reuse)
+            read_records(cfg.reuse, n_steps={sc.name: sc.n_steps for sc in comparison_scenarios(cfg)})
         except ValueError as err:
             raise SystemExit(f"--reuse: {err}") from None
     if cfg.paired_focus not in CONTROLLERS:
         raise SystemExit(f"--paired_focus {cfg.paired_focus!r}: not a controller; allowed: {', '.join(CONTROLLERS)}")
     try:
-        named = sorted(set(cfg.planner_options) & set(NAMED_OPTIONS))
-    except ValueError as err:
-        raise SystemExit(f"--planner_set: {err}") from None
-    if named:
-        raise SystemExit(f"--planner_set {named}: set by the controller's name (--controllers), not here")
-    try:
-        PlannerConfig.from_options(**cfg.planner_options)
+        planner_options(cfg.planner_set, NAMED_OPTIONS, "the controller's name (--controllers)")
     except (TypeError, ValueError) as err:
         raise SystemExit(f"--planner_set: {err}") from None
     return cfg
@@ -475,7 +490,8 @@ def reused_records(cfg: CompareConfig, specs: list[ControllerSpec], scenarios, s
         return [], specs
     from planners.report import read_records
 
-    have = {(r.controller, r.train_seed, r.scenario, r.seed): r for r in read_records(cfg.reuse)}
+    n_steps = {sc.name: sc.n_steps for sc in scenarios}
+    have = {(r.controller, r.train_seed, r.scenario, r.seed): r for r in read_records(cfg.reuse, n_steps=n_steps)}
     reused, todo = [], []
     for spec in specs:
         keys = [(spec.name, spec.train_seed, sc.name, s) for sc in scenarios for s in seeds]
@@ -492,6 +508,14 @@ def reused_records(cfg: CompareConfig, specs: list[ControllerSpec], scenarios, s
     return reused, todo
 
 
+def comparison_scenarios(cfg: CompareConfig) -> list:
+    """The scenarios a comparison runs: ``--family``'s or ``--scenario``'s, each cut to ``--steps`` if set."""
+    scenarios = []
+    for sc in family_scenarios(cfg.family) if cfg.family else map(get_scenario, cfg.scenario):
+        scenarios.append(replace(sc, n_steps=min(cfg.steps, sc.n_steps)) if cfg.steps else sc)
+    return scenarios
+
+
 def run_comparison(cfg: CompareConfig) -> list[dict]:
     """Train what is missing, evaluate every controller on every scenario and seed, write the reports.
 
@@ -500,11 +524,7 @@ def run_comparison(cfg: CompareConfig) -> list[dict]:
     """
     out = Path(cfg.out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    scenarios = []
-    for sc in family_scenarios(cfg.family) if cfg.family else map(get_scenario, cfg.scenario):
-        if cfg.steps:
-            sc = replace(sc, n_steps=min(cfg.steps, sc.n_steps))
-        scenarios.append(sc)
+    scenarios = comparison_scenarios(cfg)
     train_missing(cfg, needed_artefacts(cfg))
     specs = controller_specs(cfg)
     if not specs:

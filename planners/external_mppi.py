@@ -61,6 +61,7 @@ import numpy as np
 import torch
 
 from furnace_env.control import Controller, one_plant_observation
+from furnace_env.physics import is_real
 
 __all__ = ["PyTorchMPPIConfig", "PyTorchMPPIController", "matched_pytorch_mppi_config"]
 
@@ -87,7 +88,7 @@ class PyTorchMPPIConfig:
                 raise ValueError(f"PyTorchMPPIConfig.{name}={v!r} must be an integer >= 1")
         for name in ("sigma", "temperature"):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+            if not (is_real(v) and math.isfinite(v) and v > 0):
                 raise ValueError(f"PyTorchMPPIConfig.{name}={v!r} must be finite and > 0")
 
     def evals_per_step(self) -> int:

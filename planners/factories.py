@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 __all__ = ["PlannerConfig", "make_eblnn_planner", "make_sb3", "OPTIMIZER_DEFAULTS", "DEFAULT_HORIZON",
-           "option_value", "parse_options"]
+           "option_value", "parse_options", "planner_options"]
 
 
 #: The world-model settings of the gradient-free peers (their candidates are matched to the Langevin
@@ -216,6 +216,19 @@ def parse_options(items) -> dict:
         if not sep or not key:
             raise ValueError(f"planner option {item!r}: expected KEY=VALUE, e.g. horizon=12")
         options[key] = option_value(val)
+    return options
+
+
+def planner_options(items, named: Sequence[str] = ("checkpoint",), set_by: str = "the script's own flags") -> dict:
+    """:func:`parse_options`, checked in full now (:meth:`PlannerConfig.from_options`): a script that
+    hands the options to episode workers must refuse an unknown name or a bad value before the first
+    episode, not inside a worker. ``named``: options the caller sets itself (``set_by`` says how, e.g.
+    the checkpoint), refused here rather than silently overriding it. ``ValueError`` naming the option."""
+    options = parse_options(items)
+    clash = sorted(set(options) & set(named))
+    if clash:
+        raise ValueError(f"planner option(s) {clash} are set by {set_by}, not here")
+    PlannerConfig.from_options(**options)
     return options
 
 

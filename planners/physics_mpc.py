@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from furnace_env.cost import CostWeights
-from furnace_env.physics import FurnaceParams
+from furnace_env.physics import FurnaceParams, is_real
 from furnace_env.ratio import DEFAULT_EXCESS_AIR
 from planners.estimation import EstimatorConfig, FurnaceUKF
 from planners.mpc import MPCController
@@ -77,18 +77,20 @@ class PhysicsMPCConfig:
             raise ValueError(f"PhysicsMPCConfig.params={self.params!r} must be a FurnaceParams")
         if not isinstance(self.estimator, EstimatorConfig):
             raise ValueError(f"PhysicsMPCConfig.estimator={self.estimator!r} must be an EstimatorConfig")
-        if not (isinstance(self.smooth, int | float) and math.isfinite(self.smooth) and self.smooth >= 0):
+        if not (is_real(self.smooth) and math.isfinite(self.smooth) and self.smooth >= 0):
             raise ValueError(f"PhysicsMPCConfig.smooth={self.smooth!r} must be finite and >= 0")
-        if self.trip_penalty is not None and not (math.isfinite(self.trip_penalty) and self.trip_penalty >= 0):
+        if self.trip_penalty is not None and not (is_real(self.trip_penalty) and math.isfinite(self.trip_penalty)
+                                                  and self.trip_penalty >= 0):
             raise ValueError(f"PhysicsMPCConfig.trip_penalty={self.trip_penalty!r} must be finite and >= 0 or None")
         if self.coords not in COORDS:
             raise ValueError(f"PhysicsMPCConfig.coords={self.coords!r}; allowed: {', '.join(map(repr, COORDS))}")
-        lo, hi = self.excess_air
-        if not -1.0 < lo < hi:
-            raise ValueError(f"PhysicsMPCConfig.excess_air={self.excess_air!r} must satisfy -1 < low < high")
-        if not (isinstance(self.co_backoff, int | float) and 0.0 <= self.co_backoff < 1.0):
+        ea = self.excess_air
+        if not (isinstance(ea, list | tuple) and len(ea) == 2 and all(is_real(v) and math.isfinite(v) for v in ea)
+                and -1.0 < ea[0] < ea[1]):
+            raise ValueError(f"PhysicsMPCConfig.excess_air={ea!r} must be two finite numbers, -1 < low < high")
+        if not (is_real(self.co_backoff) and 0.0 <= self.co_backoff < 1.0):
             raise ValueError(f"PhysicsMPCConfig.co_backoff={self.co_backoff!r} must lie in [0, 1)")
-        if not (isinstance(self.o2_backoff, int | float) and math.isfinite(self.o2_backoff) and self.o2_backoff >= 0):
+        if not (is_real(self.o2_backoff) and math.isfinite(self.o2_backoff) and self.o2_backoff >= 0):
             raise ValueError(f"PhysicsMPCConfig.o2_backoff={self.o2_backoff!r} must be finite and >= 0")
 
 
@@ -120,10 +122,9 @@ class PhysicsPlanningModel:
         self._last_obs: np.ndarray | None = None
 
     def observe(self, obs: np.ndarray) -> None:
-        """Filter one observation."""
-        o = np.asarray(obs, dtype=np.float64).reshape(-1)
-        self.estimator.step(o)
-        self._last_obs = o
+        """Filter one observation (the filter checks it)."""
+        self.estimator.step(obs)
+        self._last_obs = np.asarray(obs, dtype=np.float64).reshape(-1)
 
     def _quality(self) -> float:
         return self.estimator.disturbances().fuel_quality

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -75,41 +77,121 @@ def plot_sample_efficiency(points: list[dict], path: Path) -> None:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    """Rows as CSV; the columns are every key of any row, in first-seen order (missing cells empty)."""
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        w.writeheader()
-        w.writerows(rows)
+    """Rows as CSV; the columns are every key of any row, in first-seen order (missing cells empty).
+
+    Written atomically: a comparison killed mid-write leaves the previous file, never a file whose
+    last row is cut off (which ``--reuse`` would read back)."""
+    from eblnn_agent.utils import atomic_write
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(path, write)
 
 
 #: The identifying columns of an ``episodes.csv`` row (every other column is a metric).
 RECORD_KEYS = ("controller", "train_seed", "scenario", "seed", "env_steps")
 
 
-def read_records(paths) -> list:
+def _count(where: str, key: str, text: str) -> int:
+    """A whole number >= 0 from a cell (``"12"`` or ``"12.0"``), else ``ValueError`` naming the cell."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (math.isfinite(v) and v.is_integer() and v >= 0):
+        raise ValueError(f"{where}: {key}={text!r} must be a whole number >= 0")
+    return int(v)
+
+
+def _metric(where: str, key: str, text: str) -> float:
+    """A finite number from a cell, else ``ValueError`` naming the cell (NaN and inf included: a
+    metric written by ``write_csv`` is always finite, so one that is not was edited or damaged)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not math.isfinite(v):
+        raise ValueError(f"{where}: {key}={text!r} must be a finite number")
+    return v
+
+
+def read_records(paths, n_steps: Mapping[str, int] | None = None) -> list:
     """:class:`~planners.benchmark.EpisodeRecord` s (metrics only, no trajectory) from ``episodes.csv``
-    files written by :func:`write_csv`; ``ValueError`` naming the file and row for a malformed one."""
+    files written by :func:`write_csv`.
+
+    ``ValueError`` naming the file (and line) for anything but complete records: a missing or repeated
+    column, a row with more or fewer cells than the header (a file cut off mid-write), an identifier
+    that is empty or not a whole number, a metric that is not a finite number, no ``return``, two
+    records of one episode (controller, training seed, scenario, seed) whose env steps or return
+    differ (within or across files; an equal repeat is read once), a file without records. With
+    ``n_steps`` (episode length by scenario name), a record of such a scenario that ran another number
+    of steps without a trip was made with another ``--steps`` or scenario length and is refused too.
+    """
     from planners.benchmark import EpisodeRecord
 
-    out = []
+    out, seen = [], {}
     for path in map(Path, paths):
+        name = str(path)
+        if path.is_dir():
+            raise ValueError(f"episodes file {name!r} is a directory; pass a comparison's episodes.csv")
         if not path.is_file():
-            raise ValueError(f"episodes file {str(path)!r} not found (a comparison's episodes.csv)")
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [k for k in RECORD_KEYS if k not in (reader.fieldnames or [])]
-            if missing:
-                raise ValueError(f"{str(path)!r} is not a comparison's episodes.csv: no column(s) {missing}")
-            for i, row in enumerate(reader, start=2):
-                try:
-                    metrics = {k: float(v) for k, v in row.items() if k not in RECORD_KEYS and v not in ("", None)}
-                    out.append(EpisodeRecord(row["controller"], row["scenario"], int(row["seed"]), metrics,
-                                             int(float(row["env_steps"])), train_seed=int(row["train_seed"])))
-                except (TypeError, ValueError) as err:
-                    raise ValueError(f"{str(path)!r} line {i}: malformed record ({err})") from err
-                if "return" not in metrics:
-                    raise ValueError(f"{str(path)!r} line {i}: no return")
+            raise ValueError(f"episodes file {name!r} not found (a comparison's episodes.csv)")
+        try:
+            with path.open(newline="", encoding="utf-8") as f:
+                table = list(csv.reader(f))
+        except (UnicodeDecodeError, csv.Error) as err:
+            raise ValueError(f"{name!r} is not a readable CSV file ({type(err).__name__}: {err})") from err
+        header = table[0] if table else []
+        missing = [k for k in RECORD_KEYS if k not in header]
+        if missing:
+            raise ValueError(f"{name!r} is not a comparison's episodes.csv: no column(s) {missing}")
+        repeated = sorted({k for k in header if header.count(k) > 1})
+        if repeated:
+            raise ValueError(f"{name!r}: column(s) {repeated} appear more than once")
+        if len(table) < 2:
+            raise ValueError(f"{name!r} has a header but no records")
+        for i, cells in enumerate(table[1:], start=2):
+            where = f"{name!r} line {i}"
+            if len(cells) != len(header):
+                raise ValueError(f"{where}: {len(cells)} cells, the header has {len(header)} (a file cut off "
+                                 "while it was written, or edited by hand)")
+            row = dict(zip(header, cells, strict=True))
+            for key in ("controller", "scenario"):
+                if not row[key].strip():
+                    raise ValueError(f"{where}: empty {key}")
+            ids = {k: _count(where, k, row[k]) for k in ("train_seed", "seed", "env_steps")}
+            metrics = {k: _metric(where, k, v) for k, v in row.items() if k not in RECORD_KEYS and v != ""}
+            if "return" not in metrics:
+                raise ValueError(f"{where}: no return")
+            rec = EpisodeRecord(row["controller"], row["scenario"], ids["seed"], metrics, ids["env_steps"],
+                                train_seed=ids["train_seed"])
+            _check_steps(where, rec, n_steps)
+            key = (rec.controller, rec.train_seed, rec.scenario, rec.seed)
+            if key in seen:
+                first, at = seen[key]
+                if (first.env_steps, first.metrics["return"]) != (rec.env_steps, rec.metrics["return"]):
+                    raise ValueError(f"{where}: {rec.controller} (training seed {rec.train_seed}) on {rec.scenario} "
+                                     f"seed {rec.seed} has env steps {rec.env_steps} and return {rec.metrics['return']}, "
+                                     f"but {at} has {first.env_steps} and {first.metrics['return']}: two different "
+                                     "records of one episode (other code or another artefact); reuse only one")
+                continue
+            seen[key] = (rec, where)
+            out.append(rec)
     return out
+
+
+def _check_steps(where: str, rec, n_steps: Mapping[str, int] | None) -> None:
+    """Refuse a record whose episode length is not its scenario's (unless a trip ended it early)."""
+    if n_steps is None or rec.scenario not in n_steps or "steps" not in rec.metrics:
+        return
+    ran, want = rec.metrics["steps"], n_steps[rec.scenario]
+    if ran > want or (ran < want and not rec.metrics.get("trips", 0.0)):
+        raise ValueError(f"{where}: {rec.controller} on {rec.scenario} seed {rec.seed} ran {ran:g} steps, but the "
+                         f"comparison's {rec.scenario} has {want} (recorded with another --steps or scenario length)")
 
 
 def plot_scores(summary: list[dict], path: Path) -> None:

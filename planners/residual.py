@@ -31,7 +31,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from furnace_env.physics import FurnaceParams
+from furnace_env.physics import FurnaceParams, is_real
 from furnace_env.pi import PIConfig, PIController, PIDemand, safety_layer
 
 __all__ = ["DEFAULT_RESIDUAL_BOUND", "ResidualPI", "ResidualPIWrapper", "residual_record",
@@ -51,7 +51,7 @@ class ResidualPI:
 
     def __init__(self, bound: float = DEFAULT_RESIDUAL_BOUND, pi_config: PIConfig | None = None,
                  params: FurnaceParams | None = None) -> None:
-        if not (isinstance(bound, int | float) and math.isfinite(bound) and 0.0 < bound <= 2.0):
+        if not (is_real(bound) and math.isfinite(bound) and 0.0 < bound <= 2.0):
             raise ValueError(f"residual bound={bound!r} must be a number in (0, 2] (action units)")
         self.bound = float(bound)
         self.pi = PIController(pi_config, params)

@@ -33,6 +33,7 @@ Alarms are logged under ``planner/trust`` (console and the controller's :meth:`s
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -48,7 +49,8 @@ import torch
 from eblnn_agent.data import TransitionData
 from eblnn_agent.negatives import MEASURED_CHANNELS, channel_errors
 from furnace_env.control import Controller, one_plant_observation
-from furnace_env.physics import FurnaceParams
+from furnace_env.env import validate_action, validate_observation
+from furnace_env.physics import FurnaceParams, is_real
 from furnace_env.pi import PIController
 from furnace_env.scenarios import Scenario, get_scenario
 from furnace_env.vector import FurnaceVectorEnv
@@ -57,8 +59,8 @@ __all__ = ["TrustConfig", "TrustCalibration", "TrustMonitor", "Detector", "Hyste
            "alarms", "alarm_history", "step_mask", "detection_delays", "episodes_data", "channel_errors",
            "TrustSupervisedController", "make_supervised_planner", "SCORES", "DETECTORS", "CALIBRATION_SOURCES",
            "pi_episodes", "planner_runs", "calibration_data", "calibration_scenarios", "concat_data",
-           "CALIBRATION_MIXES", "calibrate_checkpoint", "default_calibration_path", "CALIBRATION_SEED0", "CALIBRATION_EPISODES",
-           "FORMAT"]
+           "CALIBRATION_MIXES", "calibrate_checkpoint", "default_calibration_path", "load_calibration_for",
+           "CALIBRATION_SEED0", "CALIBRATION_EPISODES", "FORMAT"]
 
 #: The trust scores: the per-step energy, the per-step k-step innovation, or the mean of both (standardised).
 SCORES = ("energy", "innovation", "combined")
@@ -128,11 +130,13 @@ class TrustConfig:
             raise ValueError(f"TrustConfig.burn_in={self.burn_in!r} must be an integer >= 0")
         for name, lo, hi in (("cusum_drift", 0.0, 10.0), ("clip", 0.5, 100.0), ("release_growth", 1.0, 100.0)):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi):
+            if not (is_real(v) and math.isfinite(v) and lo <= v <= hi):
                 raise ValueError(f"TrustConfig.{name}={v!r} must be a number in [{lo}, {hi}]")
-        if not 0.0 < self.false_alarm_target < 0.5:
+        # The type first: a string from a hand-edited calibration file would otherwise fail the
+        # comparison with a TypeError that names neither the field nor the allowed range.
+        if not (is_real(self.false_alarm_target) and 0.0 < self.false_alarm_target < 0.5):
             raise ValueError(f"TrustConfig.false_alarm_target={self.false_alarm_target!r} must lie in (0, 0.5)")
-        if not 0.5 <= self.release_quantile < 1.0:
+        if not (is_real(self.release_quantile) and 0.5 <= self.release_quantile < 1.0):
             raise ValueError(f"TrustConfig.release_quantile={self.release_quantile!r} must lie in [0.5, 1)")
 
 
@@ -163,6 +167,10 @@ class TrustCalibration:
     """Validation steps it was calibrated on."""
     source: str = ""
     """What it was calibrated on (checkpoint, data)."""
+    checkpoint_sha256: str = ""
+    """Content digest of the world model it was calibrated for (the checkpoint's ``sha256``, see
+    :mod:`eblnn_agent.checkpoint`); a supervised planner refuses another model. Empty: not recorded
+    (files written before the field; :func:`calibrate_checkpoint` always records it)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, TrustConfig):
@@ -170,7 +178,7 @@ class TrustCalibration:
         for name in ("energy_mean", "energy_std", "innovation_mean", "innovation_std", "threshold", "release",
                      "false_alarm_share"):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
+            if not (is_real(v) and math.isfinite(v)):
                 raise ValueError(f"TrustCalibration.{name}={v!r} must be a finite number")
         for name in ("energy_std", "innovation_std"):
             if getattr(self, name) <= 0:
@@ -181,9 +189,11 @@ class TrustCalibration:
             raise ValueError(f"TrustCalibration.n_steps={self.n_steps!r} must be an integer >= 0")
         if not 0.0 <= self.false_alarm_share <= 1.0:
             raise ValueError(f"TrustCalibration.false_alarm_share={self.false_alarm_share!r} must lie in [0, 1]")
-        scale = tuple(self.channel_scale)
-        if len(scale) != len(MEASURED_CHANNELS) or not all(
-                isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in scale):
+        for name in ("source", "checkpoint_sha256"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"TrustCalibration.{name}={getattr(self, name)!r} must be a string")
+        scale = tuple(self.channel_scale) if isinstance(self.channel_scale, list | tuple) else ()
+        if len(scale) != len(MEASURED_CHANNELS) or not all(is_real(v) and math.isfinite(v) and v > 0 for v in scale):
             raise ValueError(f"TrustCalibration.channel_scale={self.channel_scale!r} must be "
                              f"{len(MEASURED_CHANNELS)} positive numbers")
         object.__setattr__(self, "channel_scale", tuple(float(v) for v in scale))
@@ -298,28 +308,44 @@ class TrustMonitor:
         """Consume observations ``[N, 8]`` (and the actions ``[N, 2]`` applied before them); returns this
         step's ``(energy [N], innovation [N, C])``."""
         m = self.model
-        o = torch.as_tensor(np.atleast_2d(np.asarray(obs, dtype=np.float64)), dtype=self.dtype, device=self.device)
-        n = o.shape[0]
+        # Everything is checked before the filter moves: a wrong-width or non-finite reading (or a
+        # change of batch size mid-episode) would otherwise enter the state and break every later step.
+        o_np = validate_observation(obs, obs_dim=m.obs_dim)[0]
+        n = o_np.shape[0]
+        if self._h is not None:
+            if n != self._h.shape[0]:
+                raise ValueError(f"update: {n} observations, but this episode follows {self._h.shape[0]} plants "
+                                 "(reset() starts an episode with another number)")
+            if prev_action is None:
+                raise ValueError("update: prev_action is required after the first step of an episode")
+            a_np = validate_action(np.atleast_2d(prev_action), n)
+        o = torch.as_tensor(o_np, dtype=self.dtype, device=self.device)
         energy = o.new_full((n,), float("nan"))
         innov = o.new_full((n, len(MEASURED_CHANNELS)), float("nan"))
         if self._h is None:
-            self._h = m.initial_state(n).to(self.device, self.dtype)
+            h = m.initial_state(n).to(self.device, self.dtype)
+            hist = list(self._hist)
         else:
-            if prev_action is None:
-                raise ValueError("update: prev_action is required after the first step of an episode")
-            a = torch.as_tensor(np.atleast_2d(np.asarray(prev_action, dtype=np.float64)), dtype=self.dtype,
-                                device=self.device)
-            if a.shape != (n, 2):
-                raise ValueError(f"prev_action of shape {tuple(a.shape)}; expected ({n}, 2)")
+            a = torch.as_tensor(a_np, dtype=self.dtype, device=self.device)
             obs_s, h_s, _ = self._hist[-1]
-            self._hist[-1] = (obs_s, h_s, a)
-            self._h = m.step(self._last_obs, a, self._h)
-            energy = m.energy(self._h)
-            if len(self._hist) == self.cfg.kstep:
-                o0, h0, _ = self._hist[0]
-                acts = torch.stack([x[2] for x in self._hist], dim=1)
+            hist = [*list(self._hist)[:-1], (obs_s, h_s, a)]
+            h = m.step(self._last_obs, a, self._h)
+            energy = m.energy(h)
+            if len(hist) == self.cfg.kstep:
+                o0, h0, _ = hist[0]
+                acts = torch.stack([x[2] for x in hist], dim=1)
                 innov = channel_errors(m, m.rollout(o0, h0, acts).obs[:, -1], o).pow(2)
-        self._hist.append((o, self._h, None))
+        # Committed only when finite: a reading beyond the model's float range (1e300 degC) would
+        # otherwise leave a NaN state whose NaN scores count as neutral, i.e. as trust, for the rest
+        # of the episode.
+        finite = bool(torch.isfinite(o).all() and torch.isfinite(h).all())
+        if not (finite and (self._h is None or bool(torch.isfinite(energy).all()))):
+            raise ValueError(f"update: the monitor's filtered state turned non-finite on observation "
+                             f"{o_np.tolist()}; the monitor is left as it was (check the observation's scale)")
+        self._hist.clear()
+        self._hist.extend(hist)
+        self._hist.append((o, h, None))
+        self._h = h
         self._last_obs = o
         self.t += 1
         return energy.cpu().numpy().astype(np.float64), innov.cpu().numpy().astype(np.float64)
@@ -497,29 +523,39 @@ class TrustSupervisedController(Controller):
         self.alarms = 0
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        obs = one_plant_observation(obs, "TrustSupervisedController")[None]
-        e, i = self.monitor.update(obs, self._last_action)
-        score = float(self.detector.step(self.cal.score(e, i))[0])
-        was = bool(self.alarm.on[0])
-        on = bool(self.alarm.step(np.array([score]))[0])
+        # The model's width, checked here: the monitor and the inner planner both keep state.
+        obs = one_plant_observation(obs, "TrustSupervisedController", obs_dim=self.monitor.model.obs_dim)[None]
+        # The inner planner refuses some observations only after the monitor has consumed them (its own
+        # state left as it was): undo this step's monitor, detector, alarm and PI moves then too.
+        saved = _attributes((self, self.monitor, self.detector, self.alarm, self.pi))
+        try:
+            e, i = self.monitor.update(obs, self._last_action)
+            score = float(self.detector.step(self.cal.score(e, i))[0])
+            was = bool(self.alarm.on[0])
+            on = bool(self.alarm.step(np.array([score]))[0])
+            if on and not was:
+                self.alarms += 1
+                if self._last_action is not None:
+                    self.pi.handover(obs, self._last_action)
+            if on:
+                action = self.pi.act(obs)
+                track = getattr(self.inner, "track", None)
+                if callable(track):
+                    track(obs[0], action[0])
+                else:
+                    self.inner.act(obs)
+            else:
+                action = self.inner.act(obs)
+            action = np.clip(np.asarray(action, dtype=np.float64).reshape(1, 2), -1.0, 1.0)
+        except BaseException:
+            for obj, attrs in saved:
+                vars(obj).update(attrs)
+            raise
         step = len(self.held)
         if on and not was:
-            self.alarms += 1
-            if self._last_action is not None:
-                self.pi.handover(obs, self._last_action)
             self._say(f"planner/trust: alarm at step {step} (score {score:.2f} > {self.cal.threshold:.2f}); PI holds control")
         elif was and not on:
             self._say(f"planner/trust: trust returned at step {step} (score {score:.2f}); model-based control resumes")
-        if on:
-            action = self.pi.act(obs)
-            track = getattr(self.inner, "track", None)
-            if callable(track):
-                track(obs[0], action[0])
-            else:
-                self.inner.act(obs)
-        else:
-            action = self.inner.act(obs)
-        action = np.clip(np.asarray(action, dtype=np.float64).reshape(1, 2), -1.0, 1.0)
         self._last_action = action
         self.held.append(on)
         self.scores.append(score)
@@ -540,6 +576,13 @@ class TrustSupervisedController(Controller):
         """For the episode record: which steps PI held control, the score per step, the alarm count."""
         return {"trust_held": np.asarray(self.held, dtype=bool), "trust_score": np.asarray(self.scores),
                 "trust_alarms": self.alarms}
+
+
+def _attributes(objs) -> list[tuple[Any, dict[str, Any]]]:
+    """``(object, attributes)`` records to undo a step that failed half-way. Shallow: the monitor, the
+    detector, the hysteresis and PI replace their arrays and tensors at each step; the deques they
+    append to (the monitor's history, the window) are copied."""
+    return [(o, {k: copy.copy(v) if isinstance(v, deque) else v for k, v in vars(o).items()}) for o in objs]
 
 
 def default_calibration_path(checkpoint: str | Path) -> Path:
@@ -613,7 +656,7 @@ def calibrate_checkpoint(checkpoint: str | Path, config: TrustConfig | None = No
     """Calibrate on in-distribution validation episodes (:func:`calibration_data`) and store the result
     beside the checkpoint. (The world model's own validation split mixes in random-action episodes,
     far from closed-loop operation, which would set the threshold too high to detect anything.)"""
-    from eblnn_agent.checkpoint import load_checkpoint
+    from eblnn_agent.checkpoint import checkpoint_digest, load_checkpoint
 
     cfg = config if config is not None else TrustConfig()
     model, _, _ = load_checkpoint(Path(checkpoint), device="cpu")
@@ -623,10 +666,27 @@ def calibrate_checkpoint(checkpoint: str | Path, config: TrustConfig | None = No
     where = cfg.calibration_mix if scenarios is None else "given scenarios"
     cal = calibrate(model, data, cfg, source=f"{checkpoint}: {what} on {where}, {len(data.lengths)} episodes, "
                                              f"seeds from {CALIBRATION_SEED0}")
+    cal = dataclasses.replace(cal, checkpoint_sha256=checkpoint_digest(checkpoint))
     cal.save(default_calibration_path(checkpoint))
     if log is not None:
         log(f"trust calibration: threshold {cal.threshold:.3f}, release {cal.release:.3f}, "
             f"{cal.false_alarm_share:.2%} of {cal.n_steps} validation steps alarmed -> {default_calibration_path(checkpoint)}")
+    return cal
+
+
+def load_calibration_for(checkpoint: str | Path, path: str | Path | None = None) -> TrustCalibration:
+    """The calibration at ``path`` (default: beside ``checkpoint``), refused (``ValueError``) when it records
+    another world model than ``checkpoint``: one left beside a retrained checkpoint would standardise
+    another model's energies, silently."""
+    from eblnn_agent.checkpoint import checkpoint_digest
+
+    path = Path(path) if path is not None else default_calibration_path(checkpoint)
+    cal = TrustCalibration.load(path)
+    digest = checkpoint_digest(checkpoint)
+    if cal.checkpoint_sha256 and cal.checkpoint_sha256 != digest:
+        raise ValueError(f"trust calibration {str(path)!r} was made for another world model (sha256 "
+                         f"{cal.checkpoint_sha256[:12]}..., {str(checkpoint)!r} is {digest[:12]}...); recalibrate "
+                         f"with python evaluate/calibrate_trust.py --checkpoint {checkpoint}")
     return cal
 
 
@@ -646,7 +706,7 @@ def make_supervised_planner(env, checkpoint: str, calibration: str | None = None
     if not cal_path.is_file():
         raise FileNotFoundError(f"no trust calibration at {str(cal_path)!r}; make it with "
                                 f"python evaluate/calibrate_trust.py --checkpoint {checkpoint}")
-    cal = TrustCalibration.load(cal_path)
+    cal = load_calibration_for(checkpoint, cal_path)
     inner = make_eblnn_planner(env, checkpoint, **planner_kwargs)
     model, _, _ = load_checkpoint(Path(checkpoint), device="cpu")
     model.eval()

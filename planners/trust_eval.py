@@ -126,7 +126,8 @@ def _memo_stats(memo: dict, model, name: str, data: TransitionData, tc) -> tuple
 
 
 def _truncated(scenarios: list[Scenario], steps: int) -> list[Scenario]:
-    return [dataclasses.replace(sc, n_steps=steps) for sc in scenarios] if steps else scenarios
+    # Truncate only (as the comparison's --steps): a longer episode than the scenario's is another scenario.
+    return [dataclasses.replace(sc, n_steps=min(steps, sc.n_steps)) for sc in scenarios] if steps else scenarios
 
 
 def _grid_points(grid: list[str]) -> list[dict[str, Any]]:
@@ -145,10 +146,9 @@ def _tag(options: dict, steps: int) -> str:
 
 def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
     """Run the measurement (see the module doc); writes ``report.md`` and ``report.json`` under ``cfg.out``."""
-    import hashlib
-
-    from eblnn_agent.checkpoint import load_checkpoint
-    from planners.factories import parse_options
+    from eblnn_agent.checkpoint import checkpoint_digest, load_checkpoint
+    from eblnn_agent.utils import check_writable_dir
+    from planners.factories import planner_options
     from planners.trust import (
         TrustConfig,
         alarm_history,
@@ -166,15 +166,23 @@ def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
                          f"delay_limit={cfg.delay_limit}, workers={cfg.workers} and steps={cfg.steps} >= 0")
     if not cfg.checkpoints:
         raise ValueError("checkpoints: give at least one world-model checkpoint")
-    options = parse_options(cfg.planner_set)
+    options = planner_options(cfg.planner_set)
     scenarios = scenarios_of(cfg.family)
     if cfg.family == "test" and len(_grid_points(cfg.grid)) > 1:
         raise ValueError(f"--grid {cfg.grid} on the test family: settings are chosen on the tune family "
                          f"(--family tune); the test family reports one setting")
     scenarios = _truncated(scenarios, cfg.steps)
     points = _grid_points(cfg.grid) if cfg.grid else [{}]
-    configs = [TrustConfig(**pt) for pt in points]  # a bad field or value fails here, before any episode
+    unknown = sorted({k for pt in points for k in pt} - {f.name for f in dataclasses.fields(TrustConfig)})
+    if unknown:
+        raise ValueError(f"--grid: unknown TrustConfig field(s) {unknown}; allowed: "
+                         f"{[f.name for f in dataclasses.fields(TrustConfig)]}")
+    configs = [TrustConfig(**pt) for pt in points]  # a bad value fails here, before any episode
+    check_writable_dir(cfg.out, "--out")  # the episode cache and the report go there
     ckpts = [Path(c) for c in cfg.checkpoints]
+    if len({c.resolve() for c in ckpts}) < len(ckpts):
+        raise ValueError(f"--checkpoints {cfg.checkpoints}: a checkpoint is given more than once (each is one "
+                         "world model of the report)")
     for c in ckpts:
         if not c.is_file():
             raise FileNotFoundError(f"checkpoint {str(c)!r} not found; train it with python train/world_model.py")
@@ -185,7 +193,9 @@ def run_trust_report(cfg: TrustReportConfig, log=print) -> dict[str, Any]:
     rows: dict[int, dict[str, list]] = {i: {} for i in range(len(configs))}
     tag = f"{seeds[0]}_{len(seeds)}_{_tag(options, cfg.steps)}"
     for ck in ckpts:
-        key = hashlib.sha256(str(ck.resolve()).encode()).hexdigest()[:10]
+        # Cached episodes are keyed by the model's content, not its path: a checkpoint retrained in
+        # place must not be measured on the previous model's closed loop.
+        key = checkpoint_digest(ck)[:16]
         model, _, _ = load_checkpoint(ck, device="cpu")
         model.eval()
         paths = {sc.name: cache / f"{key}_{sc.name}_{tag}.npz" for sc in scenarios}
@@ -316,18 +326,21 @@ def supervised_summary(rows: list[dict[str, Any]], burn_in: int, delay_limit: in
 
 
 def _supervised_report(cfg: TrustReportConfig, log) -> dict[str, Any]:
-    import csv
-
+    from planners.report import read_records
     from planners.trust import TrustConfig
 
     path = Path(cfg.episodes_csv)
     if not path.is_file():
         raise FileNotFoundError(f"episodes_csv {str(path)!r} not found (a comparison's episodes.csv)")
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    if not any(r.get("controller") == "eblnn-supervised" for r in rows):
+    # The comparison's strict reader: a cut-off row or a NaN share is refused, naming the file and line.
+    rows = [r.row() for r in read_records([path])]
+    ours = [r for r in rows if r["controller"] == "eblnn-supervised"]
+    if not ours:
         raise ValueError(f"{str(path)!r} has no eblnn-supervised rows; run the comparison with "
                          f"--controllers eblnn-supervised ...")
+    lacking = sorted({k for r in ours for k in ("trust_first_alarm", "trust_held_share") if k not in r})
+    if lacking:
+        raise ValueError(f"{str(path)!r}: eblnn-supervised rows without {lacking} (written by an older comparison?)")
     summary = supervised_summary(rows, TrustConfig().burn_in, cfg.delay_limit)
     lines = [f"# eblnn-supervised in closed loop ({path})", "",
              f"Held: share of steps PI held control (on an in-range plant every alarm is false; goal <= 1 %). "

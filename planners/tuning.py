@@ -59,6 +59,8 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
         name, _, vals = item.partition("=")
         if not name or not vals:
             raise ValueError(f"--grid item {item!r}: expected name=v1,v2")
+        if name in grid:  # a second item would silently replace the first one's values
+            raise ValueError(f"--grid item {item!r}: {name!r} is given twice; list its values once, {name}=v1,v2")
         grid[name] = [option_value(v) for v in vals.split(",")]
     return grid
 

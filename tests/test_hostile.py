@@ -5,7 +5,11 @@ One section per class: (1) stepping past an episode's end and the registered tim
 (4) damaged checkpoints; (5) ``--resume``; (6) scenario, parameter and file values;
 (7) command-line values refused before any work; (8) torch threads of an in-process evaluation;
 (9) bad action batches in vector envs; (10) file modes, numba's cache, the W&B mode line, and
-one-line script errors. Every test is fast (tiny models, a few env steps).
+one-line script errors; (11) surfaces added since: scenario plants, names and numpy values, the env's
+``params`` and ``weights``, ``--reuse`` episode files and their atomic writing, what a comparison would
+count twice, the trust-supervised controller, its monitor, calibration files (and the world model they
+belong to), the trust report's and calibration's flags and cache, the physics MPC's filter, PI gains and
+the planners' options. Every test is fast (tiny models, a few env steps).
 """
 
 from __future__ import annotations
@@ -570,3 +574,474 @@ def test_an_unknown_scenario_on_the_command_line_is_one_line():
     assert out.returncode == 2
     assert "Traceback" not in out.stderr and "nope" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+# -- 11. surfaces since issue 19: scenario plants, trust monitor, --reuse, physics MPC ------------------------
+@pytest.mark.parametrize("suffix", ["yaml", "json"])
+@pytest.mark.parametrize("field,value", [
+    ("setpoint", np.float32(900.0)), ("load_wander_tau", np.int64(60)), ("sensor_noise", np.bool_(False)),
+    ("plant", {"ua": np.float32(140.0)}), ("plant", {"ua": np.array([140.0, 160.0])}),
+])
+def test_numpy_scenario_values_are_stored_as_python_numbers_and_round_trip(tmp_path, suffix, field, value):
+    from furnace_env.scenarios import save_scenario
+
+    sc = Scenario.from_dict({"name": "np", field: value})
+    path = tmp_path / f"np.{suffix}"
+    save_scenario(sc, path)  # a numpy scalar kept in the scenario made yaml and json fail here
+    assert load_scenario(path) == sc
+
+
+@pytest.mark.parametrize("kw", [{"params": {"ua": 100.0}}, {"params": "nominal"}, {"weights": {"co_limit": 100.0}}])
+@pytest.mark.parametrize("kind", ["make", "vector"])
+def test_env_params_and_weights_must_be_their_dataclasses(kw, kind):
+    (name,) = kw
+    with pytest.raises(ValueError, match=f"{name}=.*must be None .* or a"):
+        if kind == "make":
+            gym.make("Furnace-v0", scenario={"name": "p", "plant": {"t_amb": [10.0, 40.0]}}, **kw)
+        else:
+            FurnaceVectorEnv(2, **kw)
+
+
+_HEADER = "controller,train_seed,scenario,seed,env_steps,return,steps,trips\n"
+_ROW = "pi,0,nominal,10000,0,-123.5,6,0\n"
+BAD_EPISODES = {
+    "nan_return": (_HEADER + "pi,0,nominal,10000,0,nan,6,0\n", "return='nan'"),
+    "inf_return": (_HEADER + "pi,0,nominal,10000,0,inf,6,0\n", "return='inf'"),
+    "inf_env_steps": (_HEADER + "pi,0,nominal,10000,inf,-1,6,0\n", "env_steps='inf'"),
+    "fractional_seed": (_HEADER + "pi,0,nominal,10000.5,0,-1,6,0\n", "seed='10000.5'"),
+    "cut_off": (_HEADER + _ROW + "pi,0,nominal,10001,0,-12", "cut off"),
+    "two_returns": (_HEADER + _ROW + "pi,0,nominal,10000,0,-99.0,6,0\n", "two different records"),
+    "header_only": (_HEADER, "no records"),
+    "repeated_column": (_HEADER.replace("trips", "return") + _ROW, "more than once"),
+    "not_utf8": (b"\xff\xfe" + _HEADER.encode(), "not a readable CSV"),
+    "other_steps": (_HEADER + "pi,0,nominal,10000,0,-1,240,0\n", "another --steps"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_EPISODES))
+def test_reuse_refuses_damaged_or_mismatched_episodes_before_any_work(monkeypatch, tmp_path, case):
+    import planners.experiment as experiment
+
+    monkeypatch.setattr(experiment, "train_missing", lambda *a, **k: pytest.fail("trained before checking --reuse"))
+    content, problem = BAD_EPISODES[case]
+    path = tmp_path / "episodes.csv"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(SystemExit) as err:
+        _compare_parse(["--controllers", "pi", "--scenario", "nominal", "--steps", "6", "--reuse", str(path)])
+    assert str(path) in str(err.value) and problem in str(err.value)
+
+
+def test_reuse_reads_an_episode_repeated_across_files_once(tmp_path):
+    from planners.report import read_records
+
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text(_HEADER + _ROW)
+    b.write_text(_HEADER + _ROW + "oracle,0,nominal,10000,0,-100,6,0\n")
+    recs = read_records([a, b], n_steps={"nominal": 6})
+    assert [(r.controller, r.metrics["return"]) for r in recs] == [("pi", -123.5), ("oracle", -100.0)]
+    with pytest.raises(ValueError, match="is a directory"):
+        read_records([tmp_path])
+
+
+def test_an_interrupted_csv_write_keeps_the_previous_file(tmp_path):
+    from planners.report import write_csv
+
+    path = tmp_path / "episodes.csv"
+    write_csv([{"controller": "pi", "return": 1.0}], path)
+    before = path.read_bytes()
+
+    class Unprintable:
+        def __str__(self):
+            raise KeyboardInterrupt  # as a comparison killed while it writes
+
+    with pytest.raises(KeyboardInterrupt):
+        write_csv([{"controller": "pi", "return": 2.0}, {"controller": "oracle", "return": Unprintable()}], path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["episodes.csv"]  # no temporary file left behind
+
+
+def _supervised_controller(threshold: float = 1.0):
+    from furnace_env.pi import PIController
+    from planners.trust import (
+        TrustCalibration,
+        TrustConfig,
+        TrustMonitor,
+        TrustSupervisedController,
+    )
+
+    ctrl, inner_state = _world_model_controller()
+    cfg = TrustConfig(window=2, kstep=2, burn_in=1, raise_steps=1, release_steps=1)
+    cal = TrustCalibration(cfg, energy_mean=0.0, energy_std=1.0, channel_scale=(1.0,) * 5, innovation_mean=0.0,
+                           innovation_std=1.0, threshold=threshold, release=threshold - 1.0, false_alarm_share=0.0,
+                           n_steps=0)
+    sup = TrustSupervisedController(ctrl, TrustMonitor(ctrl.model.model, cfg), cal, PIController(), log=None)
+
+    def state_of(c):
+        m = c.monitor
+        return (*inner_state(c.inner), m._h.clone(), torch.tensor(m.t), torch.tensor(len(m._hist)),
+                np.asarray(c.scores), c.alarm.on.copy(), np.asarray(c.detector._window))
+    return sup, state_of
+
+
+def _physics_mpc_controller():
+    from planners.physics_mpc import make_physics_mpc
+
+    env = gym.make("Furnace-v0", scenario=SHORT)
+    c = make_physics_mpc(env, horizon=3, n_candidates=4, iterations=1)
+    return c, lambda c: (c.model.estimator.ukf.x.copy(), c.model.estimator.ukf.P.copy(),
+                         np.array(c.model.estimator.n_updates), c.generator.get_state().clone())
+
+
+SINCE_CONTROLLERS = {"supervised": _supervised_controller, "physics-mpc": _physics_mpc_controller}
+SINCE_BAD_OBS = {**BAD_OBS, "long": np.zeros(9), "two_plants": np.stack([GOOD_OBS, GOOD_OBS])}
+
+
+@pytest.mark.parametrize("bad", list(SINCE_BAD_OBS))
+@pytest.mark.parametrize("name", list(SINCE_CONTROLLERS))
+def test_controllers_since_issue_19_refuse_bad_observations_before_any_state_changes(name, bad):
+    ctrl, state_of = SINCE_CONTROLLERS[name]()
+    ctrl.predict(GOOD_OBS)
+    ctrl.predict(GOOD_OBS + 1)
+    before = state_of(ctrl)
+    with pytest.raises(ValueError, match="observation"):
+        ctrl.predict(SINCE_BAD_OBS[bad])
+    for a, b in zip(before, state_of(ctrl), strict=True):
+        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else np.array_equal(a, b)
+    action, _ = ctrl.predict(GOOD_OBS)  # still usable
+    assert np.isfinite(action).all()
+
+
+@pytest.mark.parametrize("obs,prev,match", [
+    (np.full((1, 8), np.nan), np.zeros((1, 2)), "non-finite"), (np.zeros((1, 7)), np.zeros((1, 2)), "shape"),
+    (GOOD_OBS[None], np.full((1, 2), np.nan), "action"), (np.stack([GOOD_OBS, GOOD_OBS]), np.zeros((2, 2)), "2 observations"),
+])
+def test_the_trust_monitor_checks_its_inputs_before_its_filter_moves(obs, prev, match):
+    sup, _ = _supervised_controller()
+    mon = sup.monitor
+    mon.update(GOOD_OBS[None], None)
+    mon.update(GOOD_OBS[None] + 1, np.zeros((1, 2)))
+    h, t, n = mon._h.clone(), mon.t, len(mon._hist)
+    with pytest.raises(ValueError, match=match):
+        mon.update(obs, prev)
+    assert torch.equal(mon._h, h) and (mon.t, len(mon._hist)) == (t, n)
+    mon.update(GOOD_OBS[None], np.zeros((1, 2)))  # still usable
+
+
+@pytest.mark.parametrize("where,key,value", [
+    ("top", "channel_scale", [True] * 5), ("top", "source", 5), ("config", "false_alarm_target", "0.01"),
+    ("config", "release_quantile", "0.9"),
+])
+def test_hand_edited_trust_calibrations_are_refused_naming_the_field(tmp_path, where, key, value):
+    import json
+
+    from planners.trust import TrustCalibration, TrustConfig
+
+    cal = TrustCalibration(TrustConfig(), energy_mean=0.0, energy_std=1.0, channel_scale=(1.0,) * 5,
+                           innovation_mean=0.0, innovation_std=1.0, threshold=1.0, release=0.0,
+                           false_alarm_share=0.0, n_steps=0)
+    path = cal.save(tmp_path / "trust_calibration.json")
+    d = json.loads(path.read_text())
+    (d if where == "top" else d["config"])[key] = value
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=rf"{path}.*{key}"):
+        TrustCalibration.load(path)
+
+
+@pytest.mark.parametrize("where,kw", [
+    ("estimation:EstimatorConfig", {"load_walk": True}), ("estimation:EstimatorConfig", {"quality0": "1"}),
+    ("estimation:EstimatorConfig", {"state_walk": 5}), ("physics_mpc:PhysicsMPCConfig", {"smooth": True}),
+    ("physics_mpc:PhysicsMPCConfig", {"trip_penalty": "5"}), ("physics_mpc:PhysicsMPCConfig", {"excess_air": (0.1, np.inf)}),
+    ("physics_mpc:PhysicsMPCConfig", {"excess_air": (0.1,)}), ("external_mppi:PyTorchMPPIConfig", {"sigma": True}),
+])
+def test_planner_options_are_refused_at_construction_naming_the_value(where, kw):
+    import importlib
+
+    module, cls = where.split(":")
+    (name,) = kw
+    with pytest.raises(ValueError, match=rf"{cls}\.{name}="):
+        getattr(importlib.import_module(f"planners.{module}"), cls)(**kw)
+
+
+@pytest.mark.parametrize("bad", [np.zeros(9), np.stack([GOOD_OBS, GOOD_OBS]), "hot"])
+def test_the_ukf_reads_exactly_one_observation_of_eight_channels(bad):
+    from planners.estimation import FurnaceUKF
+
+    ukf = FurnaceUKF()
+    ukf.step(GOOD_OBS)
+    x, n = ukf.ukf.x.copy(), ukf.n_updates
+    with pytest.raises(ValueError, match=r"observation.*\(8,\)|one plant"):
+        ukf.step(bad)
+    assert np.array_equal(ukf.ukf.x, x) and ukf.n_updates == n
+
+
+def _fail(*a, **k):
+    raise AssertionError("started work before checking the settings")
+
+
+@pytest.mark.parametrize("kw,named", [
+    ({"grid": ["vibes=1,2"]}, "vibes"), ({"grid": ["score=energy", "score=innovation"], "family": "test"}, "twice"),
+    ({"planner_set": ["bogus=1"]}, "bogus"), ({"planner_set": ["checkpoint=other.pt"]}, "checkpoint"),
+    ({"out": "a_file"}, "--out"), ({"checkpoints": ["missing.pt", "./missing.pt"]}, "more than once"),
+])
+def test_trust_report_settings_are_refused_before_any_episode(monkeypatch, tmp_path, kw, named):
+    import eblnn_agent.checkpoint
+    import planners.trust as trust
+    from planners.trust_eval import TrustReportConfig, run_trust_report
+
+    monkeypatch.setattr(trust, "planner_runs", _fail)
+    monkeypatch.setattr(eblnn_agent.checkpoint, "load_checkpoint", _fail)
+    (tmp_path / "a_file").write_text("x")
+    ckpts = [str(tmp_path / c) for c in kw.pop("checkpoints", ["missing.pt"])]
+    kw = {**kw, "out": str(tmp_path / kw.get("out", "report"))}
+    with pytest.raises(ValueError, match=named):
+        run_trust_report(TrustReportConfig(checkpoints=ckpts, **kw), log=None)
+
+
+def test_trust_report_steps_only_truncate():
+    from planners.trust_eval import _truncated
+
+    assert [sc.n_steps for sc in _truncated([get_scenario("nominal"), Scenario(n_steps=5)], 50)] == [50, 5]
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--workers", "-3"], "--workers"), (["--planner_set", "bogus=1"], "bogus"),
+    (["--planner_set", "checkpoint=other.pt"], "checkpoint"),
+    (["--planner_set", "horizon=5", "--calibrate_on", "pi"], "--calibrate_on planner only"),
+    (["--episodes", "1"], "is a directory"),
+])
+def test_calibrate_trust_flags_are_refused_before_any_episode(monkeypatch, capsys, tmp_path, argv, named):
+    sys.path.insert(0, str(ROOT / "evaluate"))
+    import calibrate_trust
+
+    monkeypatch.setattr(calibrate_trust, "calibrate_checkpoint", _fail)
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes(b"only its existence is checked first")
+    if named == "is a directory":
+        (tmp_path / "trust_calibration.json").mkdir()  # where the calibration would be written
+    with pytest.raises(SystemExit):
+        calibrate_trust.main(["--checkpoint", str(ckpt), *argv])
+    assert named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("row,problem", [
+    ("eblnn-supervised,0,fouled,10000,0,-5.0,30,nan\n", "trust_held_share='nan'"),
+    ("eblnn-supervised,0,fouled,10000,0,-5.0,30", "cut off"),
+    ("eblnn-supervised,0,fouled,10000,0,-5.0,,\n", "without"),
+], ids=["nan_share", "cut_off", "no_trust_columns"])
+def test_the_supervised_report_reads_episodes_strictly(tmp_path, row, problem):
+    from planners.trust_eval import TrustReportConfig, run_trust_report
+
+    path = tmp_path / "episodes.csv"
+    path.write_text("controller,train_seed,scenario,seed,env_steps,return,trust_first_alarm,trust_held_share\n" + row)
+    with pytest.raises(ValueError, match=problem) as err:
+        run_trust_report(TrustReportConfig(episodes_csv=str(path), out=str(tmp_path / "o")), log=None)
+    assert str(path) in str(err.value) and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("channel,value", [(0, 1e30), (2, 1e6), (3, -20.0), (6, 50.0)])
+def test_the_ukf_refuses_readings_outside_the_instrument_ranges_and_stays_usable(channel, value):
+    from planners.estimation import FurnaceUKF
+
+    ukf = FurnaceUKF()
+    ukf.step(GOOD_OBS)
+    ukf.step(GOOD_OBS)
+    x, p = ukf.ukf.x.copy(), ukf.ukf.P.copy()
+    bad = GOOD_OBS.astype(np.float64).copy()
+    bad[channel] = value
+    with pytest.raises(ValueError, match="instrument ranges"):
+        ukf.step(bad)  # 1e30 degC used to pass, and the next, good, step failed inside scipy
+    assert np.array_equal(ukf.ukf.x, x) and np.array_equal(ukf.ukf.P, p)
+    ukf.step(GOOD_OBS)
+    assert np.isfinite(ukf.ukf.x).all()
+
+
+def test_a_failed_ukf_update_leaves_no_half_step(monkeypatch):
+    from planners.estimation import FurnaceUKF
+
+    ukf = FurnaceUKF()
+    ukf.step(GOOD_OBS)
+    x, p, k = ukf.ukf.x.copy(), ukf.ukf.P.copy(), ukf.k
+    monkeypatch.setattr(ukf.ukf, "update", lambda *a, **kw: (_ for _ in ()).throw(np.linalg.LinAlgError("not PD")))
+    with pytest.raises(ValueError, match="update failed"):
+        ukf.step(GOOD_OBS)  # the predict had moved x, P and k
+    assert np.array_equal(ukf.ukf.x, x) and np.array_equal(ukf.ukf.P, p) and ukf.k == k
+
+
+@pytest.mark.parametrize("path", ["planner_acts", "pi_holds"])
+def test_a_step_the_inner_planner_refuses_leaves_the_supervisor_as_it_was(monkeypatch, path):
+    threshold = 1e6 if path == "planner_acts" else -10.0  # -10: the alarm is on from the second step
+    ref, _ = _supervised_controller(threshold)
+    sup, _ = _supervised_controller(threshold)
+    seq = [GOOD_OBS, GOOD_OBS + 1, GOOD_OBS + 2, GOOD_OBS + 3]
+    want = [ref.predict(o)[0] for o in seq]
+    got = [sup.predict(o)[0] for o in seq[:2]]
+    method = "act" if path == "planner_acts" else "track"
+    real = getattr(sup.inner, method)
+
+    def refuse(*a, **k):
+        raise ValueError("the planner refuses this observation (its state left as it was)")
+
+    monkeypatch.setattr(sup.inner, method, refuse)
+    with pytest.raises(ValueError, match="refuses"):
+        sup.predict(GOOD_OBS + 50)
+    monkeypatch.setattr(sup.inner, method, real)
+    got += [sup.predict(o)[0] for o in seq[2:]]
+    np.testing.assert_array_equal(np.array(got), np.array(want))  # as if the refused step never happened
+    assert sup.scores == ref.scores and sup.held == ref.held and sup.alarms == ref.alarms
+    assert any(sup.held) == (path == "pi_holds")
+
+
+@pytest.mark.parametrize("kw,name", [
+    ({"kp": True}, "kp"), ({"excess_air": float("nan")}, "excess_air"), ({"co_gain": "0.02"}, "co_gain"),
+    ({"o2_sp_slope": float("inf")}, "o2_sp_slope"), ({"trim_limits": (0.9,)}, "trim_limits"),
+])
+def test_pi_gains_are_checked_at_construction(kw, name):
+    from furnace_env.pi import PIConfig
+    from planners.residual import residual_from_record
+
+    with pytest.raises(ValueError, match=f"PIConfig.{name}="):
+        PIConfig(**kw)
+    with pytest.raises(ValueError, match=f"PIConfig.{name}="):  # as a residual agent's zip carries them
+        residual_from_record({"bound": 0.1, "pi": kw})
+
+
+def test_a_boolean_residual_bound_is_refused():
+    from planners.residual import ResidualPI
+
+    with pytest.raises(ValueError, match="bound=True"):
+        ResidualPI(bound=True)
+
+
+@pytest.mark.parametrize("events", [
+    [[100.0, "ua", 120.0], [100.0, "ua", 180.0]], [[100.0, "ua", 180.0, 50.0], [100.0, "ua", 120.0]],
+])
+def test_two_changes_of_one_plant_field_at_one_time_are_refused(events):
+    with pytest.raises(ValueError, match="'ua' at the same time 100 s"):
+        Scenario.from_dict({"name": "twice", "plant_events": events})
+    Scenario.from_dict({"name": "apart", "plant_events": [[100.0, "ua", 120.0], [100.0, "o2_knee", 2.5]]})
+
+
+def test_the_trust_monitor_never_turns_nan_silently():
+    sup, _ = _supervised_controller()
+    mon = sup.monitor
+    for k in range(4):
+        mon.update(GOOD_OBS[None] + k, None if k == 0 else np.zeros((1, 2)))
+    h, t = mon._h.clone(), mon.t
+    huge = GOOD_OBS.astype(np.float64) * 1e300  # finite, but beyond the model's float32
+    with pytest.raises(ValueError, match="non-finite"):
+        mon.update(huge[None], np.zeros((1, 2)))  # its NaN scores used to count as neutral, i.e. as trust
+    assert torch.equal(mon._h, h) and mon.t == t
+    energy, _ = mon.update(GOOD_OBS[None], np.zeros((1, 2)))
+    assert np.isfinite(energy).all()
+
+
+def test_a_calibration_of_another_world_model_is_refused(checkpoint, tmp_path):
+    import shutil
+
+    from planners.trust import (
+        TrustCalibration,
+        TrustConfig,
+        calibrate_checkpoint,
+        make_supervised_planner,
+    )
+
+    ckpt = tmp_path / "best.pt"
+    shutil.copy(checkpoint, ckpt)
+    cal = calibrate_checkpoint(ckpt, TrustConfig(calibrate_on="pi", burn_in=2, kstep=2), episodes=1,
+                               scenarios=[{"name": "cal", "n_steps": 30}], log=None)
+    assert len(cal.checkpoint_sha256) == 64 and TrustCalibration.load(tmp_path / "trust_calibration.json") == cal
+    env = gym.make("Furnace-v0", scenario=SHORT)
+    make_supervised_planner(env, str(ckpt), log=False)  # its own calibration
+    # The world model retrained (here: other weights), its old calibration still beside it.
+    torch.manual_seed(1)
+    cfg = WorldModelRunConfig(model=ModelConfig(hidden_size=8, backbone_units=8, physics_hidden_dims=[8],
+                                                ebm_hidden_dims=[8]))
+    save_checkpoint(ckpt, EBLNN(cfg.model), cfg, {"env_steps": 1})
+    with pytest.raises(ValueError, match="another world model"):
+        make_supervised_planner(env, str(ckpt), log=False)
+
+
+@pytest.mark.parametrize("recorded", ["another", "same"])
+def test_the_comparison_recalibrates_a_calibration_of_another_world_model(checkpoint, tmp_path, monkeypatch, recorded):
+    import shutil
+
+    import planners.trust as trust
+    from eblnn_agent.checkpoint import read_checkpoint
+    from planners.experiment import CompareConfig, controller_specs
+
+    ckpt = tmp_path / "art" / "world_model" / "best.pt"
+    ckpt.parent.mkdir(parents=True)
+    shutil.copy(checkpoint, ckpt)
+    digest = "0" * 64 if recorded == "another" else read_checkpoint(ckpt)["sha256"]
+    trust.TrustCalibration(trust.TrustConfig(), energy_mean=0.0, energy_std=1.0, channel_scale=(1.0,) * 5,
+                           innovation_mean=0.0, innovation_std=1.0, threshold=1.0, release=0.0,
+                           false_alarm_share=0.0, n_steps=0, checkpoint_sha256=digest).save(
+        trust.default_calibration_path(ckpt))
+    calls = []
+    monkeypatch.setattr(trust, "calibrate_checkpoint", lambda path, **kw: calls.append(Path(path)))
+    specs = controller_specs(CompareConfig(controllers=["eblnn-supervised"], artifacts=str(tmp_path / "art"),
+                                           no_train=True))
+    assert [s.name for s in specs] == ["eblnn-supervised"]
+    assert calls == ([ckpt] if recorded == "another" else [])  # a stale calibration used to be kept
+
+
+def test_trust_report_does_not_reuse_episodes_of_a_checkpoint_retrained_in_place(checkpoint, tmp_path, monkeypatch):
+    import shutil
+
+    import planners.trust as trust
+    from eblnn_agent.data import TransitionData
+    from planners.trust_eval import TrustReportConfig, run_trust_report
+
+    def episodes(n: int, t: int = 40) -> TransitionData:
+        rng = np.random.default_rng(0)
+        obs = (GOOD_OBS + rng.normal(size=(n, t + 1, 8)) * [2, 0, 0.05, 1, 1, 5, 0, 0]).astype(np.float32)
+        return TransitionData(obs, np.zeros((n, t, 2), np.float32), np.full(n, t), np.zeros(n, np.int8), {})
+
+    runs = []
+    monkeypatch.setattr(trust, "planner_runs", lambda ck, scs, seeds, *a, **k: (
+        runs.append(Path(ck)), {sc.name: episodes(len(seeds)) for sc in scs})[1])
+    monkeypatch.setattr(trust, "calibration_data", lambda *a, **k: episodes(4))
+    ckpt = tmp_path / "best.pt"
+    shutil.copy(checkpoint, ckpt)
+    cfg = TrustReportConfig(checkpoints=[str(ckpt)], seeds=1, steps=40, calibration_episodes=1,
+                            out=str(tmp_path / "report"))
+    run_trust_report(cfg, log=lambda msg: None)
+    run_trust_report(cfg, log=lambda msg: None)
+    assert len(runs) == 1  # the same model: its cached episodes are reused
+    torch.manual_seed(1)
+    wm = WorldModelRunConfig(model=ModelConfig(hidden_size=8, backbone_units=8, physics_hidden_dims=[8],
+                                               ebm_hidden_dims=[8]))
+    save_checkpoint(ckpt, EBLNN(wm.model), wm, {"env_steps": 1})  # retrained in place
+    run_trust_report(cfg, log=lambda msg: None)
+    assert len(runs) == 2  # the cache was keyed by the path, and served the old model's episodes
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--controllers", "pi", "oracle", "pi"], "['pi'] given more than once"),
+    (["--controllers", "pi", "--scenario", "nominal", "nominal"], "more than one scenario named ['nominal']"),
+    (["--controllers", "pi", "--scenario", "a/x.yaml", "b/x.yaml"], "more than one scenario named ['x']"),
+])
+def test_a_comparison_refuses_what_it_would_count_twice(monkeypatch, tmp_path, argv, named):
+    import planners.experiment as experiment
+    from furnace_env.scenarios import save_scenario
+
+    monkeypatch.setattr(experiment, "train_missing", _fail)
+    monkeypatch.chdir(tmp_path)
+    for folder in ("a", "b"):  # two files, one name: their records would merge under "x"
+        (tmp_path / folder).mkdir()
+        save_scenario(dataclasses.replace(get_scenario("nominal"), name="x"), tmp_path / folder / "x.yaml")
+    with pytest.raises(SystemExit) as err:
+        _compare_parse(argv)
+    assert named in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["plots/../../x", "a\\b", "nul\x00"])
+def test_a_scenario_name_cannot_reach_outside_the_output_folder(tmp_path, name):
+    import json
+
+    with pytest.raises(ValueError, match="file names"):
+        Scenario.from_dict({"name": name})
+    path = tmp_path / "s.json"  # a file's name field: the comparison wrote its plot only after every episode
+    path.write_text(json.dumps({"name": name}))
+    with pytest.raises(ValueError, match="s.json.*file names"):
+        load_scenario(path)

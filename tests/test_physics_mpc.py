@@ -106,7 +106,7 @@ def test_bad_config_is_refused_naming_the_field():
         make_physics_mpc(env, optimizer="langevin")
     with pytest.raises(ValueError, match="config"):
         make_physics_mpc(env, config=PhysicsMPCConfig(), smooth=1.0)
-    with pytest.raises(ValueError, match="8 finite"):
+    with pytest.raises(ValueError, match="non-finite"):
         FurnaceUKF().step(np.full(8, np.nan))
     with pytest.raises(RuntimeError, match="step"):
         FurnaceUKF().disturbances()

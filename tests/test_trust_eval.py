@@ -164,10 +164,10 @@ def test_supervised_summary_of_comparison_records(tmp_path):
     assert d["alarmed_before"] == pytest.approx(1 / 3)
     assert s["fouled"]["detected"] == 0.5 and s["fouled"]["median_delay"] == 5.0
     csv_path = tmp_path / "episodes.csv"
-    csv_path.write_text("controller,scenario,trust_first_alarm,trust_held_share\n"
-                        "eblnn-supervised,fouled,30,0.5\n")
+    header = "controller,train_seed,scenario,seed,env_steps,return,trust_first_alarm,trust_held_share\n"
+    csv_path.write_text(header + "eblnn-supervised,0,fouled,10000,0,-5.0,30,0.5\n")
     rep = run_trust_report(TrustReportConfig(episodes_csv=str(csv_path), out=str(tmp_path / "o")))
     assert rep["fouled"]["detected"] == 1.0 and (tmp_path / "o" / "supervised.md").is_file()
-    csv_path.write_text("controller,scenario\npi,fouled\n")
+    csv_path.write_text(header + "pi,0,fouled,10000,0,-5.0,,\n")
     with pytest.raises(ValueError, match="no eblnn-supervised rows"):
         run_trust_report(TrustReportConfig(episodes_csv=str(csv_path)))
