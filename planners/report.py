@@ -11,24 +11,58 @@ import numpy as np
 
 from planners.benchmark import bootstrap_ci
 
-__all__ = ["sample_efficiency_points", "plot_sample_efficiency", "write_csv", "plot_scores"]
+__all__ = ["budget_steps", "sample_efficiency_points", "plot_sample_efficiency", "write_csv", "plot_scores"]
+
+
+#: Artefacts of different training seeds whose env-step counts differ by less than this fraction are
+#: one budget (a world model's data collection stops after the episode that passes its target, so
+#: each seed consumes a slightly different number of real env steps).
+SAME_BUDGET_TOLERANCE = 0.01
+
+
+def budget_steps(records) -> dict[tuple[str, int], int]:
+    """``(controller, env steps) -> env steps of its budget``: one point per budget, not per seed.
+
+    Per controller, step counts are pooled while they lie within :data:`SAME_BUDGET_TOLERANCE`
+    of the group's smallest one and no training seed appears twice in the group (a checkpoint and
+    the final artefact of one training run stay apart however close their counts); the pooled
+    point sits at the group's mean step count.
+    """
+    seeds: dict[tuple[str, int], set[int]] = {}
+    for r in records:
+        seeds.setdefault((r.controller, int(r.env_steps)), set()).add(int(getattr(r, "train_seed", 0)))
+    groups: list[tuple[str, list[int]]] = []
+    for ctrl in dict.fromkeys(c for c, _ in seeds):
+        group: list[int] = []
+        taken: set[int] = set()
+        for steps in sorted(s for c, s in seeds if c == ctrl):
+            own = seeds[(ctrl, steps)]
+            if group and (steps > group[0] * (1.0 + SAME_BUDGET_TOLERANCE) or own & taken):
+                groups.append((ctrl, group))
+                group, taken = [], set()
+            group.append(steps)
+            taken |= own
+        groups.append((ctrl, group))
+    return {(ctrl, s): int(round(float(np.mean(group)))) for ctrl, group in groups for s in group}
 
 
 def sample_efficiency_points(records, reference: str = "pi", oracle: str = "oracle") -> list[dict]:
-    """One point per (controller, env steps): mean normalised score over its episodes, 95 % CI.
+    """One point per (controller, budget): mean normalised score over its episodes, 95 % CI.
 
     Each episode is scored against the reference and the oracle on the same scenario and seed
     (paired: the same setpoint programme and disturbances), ``(R - R_pi) / (R_oracle - R_pi)``;
-    episodes without both references are left out. Also the mean score per scenario.
+    episodes without both references are left out. Also the mean score per scenario. The
+    training seeds of one budget are one point (:func:`budget_steps`).
     """
     ref = {(r.scenario, r.seed): r.metrics["return"] for r in records if r.controller == reference}
     orc = {(r.scenario, r.seed): r.metrics["return"] for r in records if r.controller == oracle}
+    budget = budget_steps(r for r in records if r.controller not in (reference, oracle))
     groups: dict[tuple[str, int], list] = {}
     for r in records:
         key = (r.scenario, r.seed)
         if r.controller in (reference, oracle) or key not in ref or key not in orc or orc[key] == ref[key]:
             continue
-        groups.setdefault((r.controller, r.env_steps), []).append(r)
+        groups.setdefault((r.controller, budget[(r.controller, int(r.env_steps))]), []).append(r)
     points = []
     for (ctrl, steps), recs in sorted(groups.items()):
         scores = [(r.metrics["return"] - ref[(r.scenario, r.seed)]) / (orc[(r.scenario, r.seed)]

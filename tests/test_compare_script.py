@@ -132,6 +132,30 @@ def test_sample_efficiency_points_are_paired_by_scenario_and_seed():
     assert p["return"] == pytest.approx((-95 - 200 - 60) / 3)
 
 
+def test_sample_efficiency_pools_training_seeds_of_one_budget_only():
+    from planners.benchmark import EpisodeRecord
+    from planners.report import budget_steps, sample_efficiency_points
+
+    def rec(ctrl, ret, steps, train_seed, seed=1):
+        return EpisodeRecord(ctrl, "a", seed, {"return": ret}, steps, train_seed=train_seed)
+
+    # Three world models of one data budget (slightly different step counts), and one training run's
+    # 250 k checkpoint beside its final 251 904-step artefact (close, but the same seeds: two points).
+    records = [rec("pi", -100.0, 0, 0), rec("oracle", -90.0, 0, 0),
+               rec("eblnn-langevin", -95.0, 137_521, 0), rec("eblnn-langevin", -99.0, 137_785, 1),
+               rec("eblnn-langevin", -91.0, 138_734, 2), rec("eblnn-langevin", -90.0, 70_000, 0),
+               *[rec("ppo-residual", -100.0, n, k) for n in (250_000, 251_904) for k in range(3)]]
+    budget = budget_steps(r for r in records if r.controller not in ("pi", "oracle"))
+    assert {budget[("eblnn-langevin", n)] for n in (137_521, 137_785, 138_734)} == {138_013}
+    assert budget[("eblnn-langevin", 70_000)] == 70_000
+    assert budget[("ppo-residual", 250_000)] == 250_000 and budget[("ppo-residual", 251_904)] == 251_904
+    points = {(p["controller"], p["env_steps"]): p for p in sample_efficiency_points(records)}
+    assert set(points) == {("eblnn-langevin", 138_013), ("eblnn-langevin", 70_000),
+                           ("ppo-residual", 250_000), ("ppo-residual", 251_904)}
+    pooled = points[("eblnn-langevin", 138_013)]
+    assert pooled["episodes"] == 3 and pooled["score"] == pytest.approx((0.5 + 0.1 + 0.9) / 3)
+
+
 @pytest.mark.slow  # three comparison runs and three tiny trainings
 def test_ensemble_controller_on_tiny_members(tmp_path):
     art = tmp_path / "art"
