@@ -30,7 +30,7 @@ def budget_steps(records) -> dict[tuple[str, int], int]:
     """
     seeds: dict[tuple[str, int], set[int]] = {}
     for r in records:
-        seeds.setdefault((r.controller, int(r.env_steps)), set()).add(int(getattr(r, "train_seed", 0)))
+        seeds.setdefault((r.controller, int(r.env_steps)), set()).add(r.train_seed)
     groups: list[tuple[str, list[int]]] = []
     for ctrl in dict.fromkeys(c for c, _ in seeds):
         group: list[int] = []
@@ -130,24 +130,16 @@ def write_csv(rows: list[dict], path: Path) -> None:
 RECORD_KEYS = ("controller", "train_seed", "scenario", "seed", "env_steps")
 
 
-def _count(where: str, key: str, text: str) -> int:
-    """A whole number >= 0 from a cell (``"12"`` or ``"12.0"``), else ``ValueError`` naming the cell."""
+def _cell(where: str, key: str, text: str, whole: bool = False) -> float:
+    """A finite number from a cell (with ``whole``: a whole number >= 0, ``"12"`` or ``"12.0"``), else
+    ``ValueError`` naming the cell. NaN and inf are refused too: ``write_csv`` writes finite metrics
+    only, so one that is not was edited or damaged."""
     try:
         v = float(text)
     except ValueError:
         v = float("nan")
-    if not (math.isfinite(v) and v.is_integer() and v >= 0):
+    if whole and not (math.isfinite(v) and v.is_integer() and v >= 0):
         raise ValueError(f"{where}: {key}={text!r} must be a whole number >= 0")
-    return int(v)
-
-
-def _metric(where: str, key: str, text: str) -> float:
-    """A finite number from a cell, else ``ValueError`` naming the cell (NaN and inf included: a
-    metric written by ``write_csv`` is always finite, so one that is not was edited or damaged)."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
     if not math.isfinite(v):
         raise ValueError(f"{where}: {key}={text!r} must be a finite number")
     return v
@@ -197,8 +189,8 @@ def read_records(paths, n_steps: Mapping[str, int] | None = None) -> list:
             for key in ("controller", "scenario"):
                 if not row[key].strip():
                     raise ValueError(f"{where}: empty {key}")
-            ids = {k: _count(where, k, row[k]) for k in ("train_seed", "seed", "env_steps")}
-            metrics = {k: _metric(where, k, v) for k, v in row.items() if k not in RECORD_KEYS and v != ""}
+            ids = {k: int(_cell(where, k, row[k], whole=True)) for k in ("train_seed", "seed", "env_steps")}
+            metrics = {k: _cell(where, k, v) for k, v in row.items() if k not in RECORD_KEYS and v != ""}
             if "return" not in metrics:
                 raise ValueError(f"{where}: no return")
             rec = EpisodeRecord(row["controller"], row["scenario"], ids["seed"], metrics, ids["env_steps"],
